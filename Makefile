@@ -1,0 +1,33 @@
+# Quick start: `make run` (web app + scheduler on SQLite), `make test` (the whole suite).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@if [ ! -x "$(PY)" ]; then \
+	  python=$$(scripts/find-python) || exit 1; \
+	  echo "creating $(VENV) with $$python"; \
+	  "$$python" -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+run: venv
+	@HOST=$(HOST) PORT=$(PORT) PYTHON=$(PY) scripts/run.sh
+
+test: venv
+	@PYTHON=$(PY) scripts/test.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var db.sqlite3 db.sqlite3-* .pytest_cache test-artifacts

@@ -1,0 +1,72 @@
+"""System checks: configuration mistakes fail ``manage.py check`` (and every command) with a clear
+message that names the task, instead of a traceback in the scheduler at 2 a.m."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from scheduler_app import conf
+from scheduler_app.registry import task_registry
+
+NUMBER_KEYS = {
+    "DEFAULT_TIMEOUT": "seconds",
+    "HISTORY_RETENTION_DAYS": "days",
+    "POLL_INTERVAL": "seconds",
+    "LEASE_SECONDS": "seconds",
+    "SHUTDOWN_GRACE": "seconds",
+    "MAX_WORKERS": "threads",
+    "MISFIRE_GRACE_SECONDS": "seconds",
+    "JOBSTORE_FLUSH_INTERVAL": "seconds",
+}
+
+
+@register("scheduler")
+def check_scheduler_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    tasks = conf.get("TASKS")
+    if not isinstance(tasks, list | tuple) or not all(isinstance(p, str) for p in tasks):
+        messages.append(
+            Error(
+                "SCHEDULER['TASKS'] must be a list of dotted paths to BaseTask subclasses.",
+                hint='e.g. "TASKS": ["scheduler_app.tasks.CrawlSiteTask"]',
+                id="scheduler.E001",
+            )
+        )
+    for key, unit in NUMBER_KEYS.items():
+        value = conf.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            messages.append(
+                Error(f"SCHEDULER[{key!r}] must be a number of {unit} greater than 0 (got {value!r}).", id="scheduler.E002")
+            )
+    if float(conf.get("LEASE_SECONDS") or 0) <= 2 * float(conf.get("POLL_INTERVAL") or 0):
+        messages.append(
+            Error(
+                "SCHEDULER['LEASE_SECONDS'] must be more than twice SCHEDULER['POLL_INTERVAL'], "
+                "or a healthy scheduler loses its lease between two heartbeats.",
+                id="scheduler.E003",
+            )
+        )
+    for key in conf.unknown_keys():
+        messages.append(
+            Warning(
+                f"SCHEDULER[{key!r}] is not a known setting and is ignored.",
+                hint="Known: " + ", ".join(sorted(conf.DEFAULTS)),
+                id="scheduler.W001",
+            )
+        )
+    return messages
+
+
+@register("scheduler")
+def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    return [
+        Error(
+            f"SCHEDULER['TASKS'] entry {error.path!r}: {error.message}",
+            hint="Fix the task class or remove it from SCHEDULER['TASKS'].",
+            obj=error.path,
+            id="scheduler.E010",
+        )
+        for error in task_registry.load_errors
+    ]

@@ -1,0 +1,41 @@
+"""The ``SCHEDULER`` settings dict, with its defaults, read at the time of use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Dotted paths of BaseTask subclasses to register in every process.
+    "TASKS": [],
+    # Seconds a run may take when its task sets no `timeout` (the seed's TaskRunner default).
+    "DEFAULT_TIMEOUT": 3600,
+    # Execution records older than this many days are deleted by the `prune_history` task.
+    "HISTORY_RETENTION_DAYS": 30,
+    # Seconds between two looks at the database for configuration changes and manual triggers,
+    # and between two heartbeats of a scheduler or command process.
+    "POLL_INTERVAL": 1.0,
+    # A process whose heartbeat is older than this many seconds is dead; also the leader lease.
+    "LEASE_SECONDS": 10.0,
+    # Seconds a stopping scheduler waits for running tasks before marking them `interrupted`.
+    "SHUTDOWN_GRACE": 10.0,
+    # Threads that run tasks in one scheduler process.
+    "MAX_WORKERS": 20,
+    # A fire that starts later than this many seconds after its time is `missed` (not run).
+    "MISFIRE_GRACE_SECONDS": 60,
+    # After downtime, run the fires missed within the grace window once instead of each of them.
+    "COALESCE": True,
+    # Seconds between two writes of the APScheduler job store's next run times to the database.
+    "JOBSTORE_FLUSH_INTERVAL": 1.0,
+}
+
+
+def get(key: str) -> Any:
+    configured = getattr(settings, "SCHEDULER", None) or {}
+    return configured.get(key, DEFAULTS[key])
+
+
+def unknown_keys() -> list[str]:
+    configured = getattr(settings, "SCHEDULER", None) or {}
+    return sorted(set(configured) - set(DEFAULTS))

@@ -1,0 +1,159 @@
+"""Which processes are alive, which scheduler leads, and what happens to the runs of the dead.
+
+Every process that runs tasks has a ``SchedulerProcess`` row and renews its heartbeat. Schedulers
+compete for one ``SchedulerLease`` row; only its holder runs APScheduler and so writes the job
+store. A process whose heartbeat is older than ``LEASE_SECONDS`` is dead: its ``running`` records
+become ``interrupted`` and its row is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+
+from scheduler_app import conf
+from scheduler_app.db import close_thread_connections
+from scheduler_app.models import SchedulerLease, SchedulerProcess, TaskExecutionRecord
+from scheduler_app.tasks.base import TaskStatus
+
+logger = logging.getLogger("scheduler_app.coordination")
+LEASE_NAME = "default"
+HOST = socket.gethostname()
+
+
+def lease_seconds() -> float:
+    return float(conf.get("LEASE_SECONDS"))
+
+
+def pid_is_alive(pid: int) -> bool:
+    """True when a process of that id exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        # The state letter follows the parenthesised command name.
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class ProcessHandle:
+    """This process's row: registered once, kept fresh by heartbeats, deleted at a clean exit."""
+
+    def __init__(self, kind: str) -> None:
+        self.row = SchedulerProcess(kind=kind, host=HOST, pid=os.getpid())
+
+    @property
+    def id(self):  # noqa: ANN201 - a UUID
+        return self.row.id
+
+    def register(self) -> SchedulerProcess:
+        self.row.save(force_insert=True)
+        return self.row
+
+    def heartbeat(self, role: str | None = None) -> None:
+        now = timezone.now()
+        changes: dict[str, object] = {"last_heartbeat": now}
+        if role is not None:
+            changes["role"] = role
+            self.row.role = role
+        if not SchedulerProcess.objects.filter(pk=self.row.pk).update(**changes):
+            # Another process thought we were dead (we missed heartbeats) and reaped us; come back.
+            logger.warning("process row %s was reaped while alive; registering again", self.row.pk)
+            self.row.last_heartbeat = now
+            self.row.save(force_insert=True)
+        self.row.last_heartbeat = now
+
+    def unregister(self) -> None:
+        SchedulerProcess.objects.filter(pk=self.row.pk).delete()
+
+
+class HeartbeatThread(threading.Thread):
+    """Keeps a command process's heartbeat fresh while it runs a task in the foreground."""
+
+    def __init__(self, handle: ProcessHandle) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.handle = handle
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(float(conf.get("POLL_INTERVAL"))):
+                try:
+                    self.handle.heartbeat()
+                except Exception:
+                    logger.exception("heartbeat failed")
+        finally:
+            close_thread_connections()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def try_acquire_lease(holder) -> bool:  # noqa: ANN001 - a UUID
+    """Take or renew the leader lease; True when ``holder`` leads until now + LEASE_SECONDS."""
+    now = timezone.now()
+    SchedulerLease.objects.bulk_create([SchedulerLease(name=LEASE_NAME)], ignore_conflicts=True)
+    taken = (
+        SchedulerLease.objects.filter(name=LEASE_NAME)
+        .filter(Q(holder=holder) | Q(holder__isnull=True) | Q(expires_at__lt=now))
+        .update(
+            holder=holder,
+            expires_at=now + timedelta(seconds=lease_seconds()),
+            acquired_at=Case(When(holder=holder, then=F("acquired_at")), default=now),
+        )
+    )
+    return taken == 1
+
+
+def release_lease(holder) -> None:  # noqa: ANN001 - a UUID
+    SchedulerLease.objects.filter(name=LEASE_NAME, holder=holder).update(holder=None, expires_at=None)
+
+
+def current_leader() -> SchedulerLease | None:
+    return SchedulerLease.objects.filter(name=LEASE_NAME, expires_at__gte=timezone.now()).first()
+
+
+def scheduler_alive() -> bool:
+    """True while at least one scheduler process has a fresh heartbeat."""
+    return SchedulerProcess.objects.alive().filter(kind=SchedulerProcess.Kind.SCHEDULER).exists()
+
+
+def _dead_local_process_ids(exclude) -> list:  # noqa: ANN001
+    """Rows of this host whose pid is gone: no need to wait for their heartbeat to go stale."""
+    rows = SchedulerProcess.objects.filter(host=HOST).exclude(pk=exclude).values_list("pk", "pid")
+    return [pk for pk, pid in rows if pid == os.getpid() or not pid_is_alive(pid)]
+
+
+def _label_is_dead_here(label: str) -> bool:
+    host, _, pid = label.rpartition(":")
+    return host == HOST and pid.isdigit() and not pid_is_alive(int(pid))
+
+
+def reap_dead_processes(runner, me=None) -> int:  # noqa: ANN001 - a TaskRunner, a UUID
+    """Interrupt the runs of dead processes and delete their rows; returns how many runs."""
+    dead = set(SchedulerProcess.objects.dead().exclude(pk=me).values_list("pk", flat=True))
+    dead.update(_dead_local_process_ids(exclude=me))
+    orphans = Q(worker__in=dead) if dead else Q(pk__in=[])
+    # Runs whose process row is already gone: judge them by the host:pid they carry.
+    unowned = TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING, worker__isnull=True)
+    local_dead = [pk for pk, label in unowned.values_list("pk", "worker_label") if _label_is_dead_here(label)]
+    records = list(TaskExecutionRecord.objects.filter(Q(status=TaskStatus.RUNNING) & (orphans | Q(pk__in=local_dead))))
+    count = runner.interrupt(records, "the process running it died (no heartbeat) before the run finished")
+    if dead:
+        SchedulerProcess.objects.filter(pk__in=dead).delete()
+    if count:
+        logger.warning("marked %d run(s) of dead processes as interrupted", count)
+    return count

@@ -1,0 +1,128 @@
+"""``DjangoJobStore`` with a write-behind cache, so that a fire never waits for the database.
+
+django-apscheduler's store reads and writes the database inside APScheduler's single dispatch
+loop on every fire (``get_due_jobs``, ``update_job`` with SELECT FOR UPDATE, ``get_next_run_time``),
+and that is what makes it late under load. Here the database stays the durable home of the
+jobs: they are loaded from it at start, and additions and removals go to it at once. The
+per-fire ``next_run_time`` updates are kept in memory and written in one batch by ``flush()``
+(every ``JOBSTORE_FLUSH_INTERVAL`` and at shutdown). A crash loses at most that interval of
+``next_run_time`` progress; the fires it would repeat are refused by the (task, scheduled_at)
+uniqueness of execution records, so they never run twice.
+
+Only the leader scheduler holds a started store, so two schedulers never write it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+from datetime import datetime
+
+from apscheduler.job import Job
+from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
+from django.db import transaction
+from django_apscheduler.jobstores import DjangoJobStore
+from django_apscheduler.models import DjangoJob
+from django_apscheduler.util import get_django_internal_datetime
+
+from scheduler_app.models import TaskState
+
+logger = logging.getLogger("scheduler_app.jobstore")
+
+
+class CachedDjangoJobStore(DjangoJobStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self._jobs: dict[str, Job] = {}
+        self._dirty: set[str] = set()
+        self._cache_lock = threading.RLock()
+
+    def start(self, scheduler, alias) -> None:  # noqa: ANN001 - APScheduler's signature
+        # Skip DjangoResultStoreMixin.start: its per-fire DjangoJobExecution writes would run in
+        # the dispatch loop, and TaskExecutionRecord is our history.
+        BaseJobStore.start(self, scheduler, alias)
+        with self._cache_lock:
+            self._jobs = {job.id: job for job in super()._get_jobs()}
+            self._dirty.clear()
+        logger.info("job store loaded %d job(s) from the database", len(self._jobs))
+
+    def lookup_job(self, job_id: str) -> Job | None:
+        with self._cache_lock:
+            return self._jobs.get(job_id)
+
+    def get_due_jobs(self, now: datetime) -> list[Job]:
+        with self._cache_lock:
+            due = [job for job in self._jobs.values() if job.next_run_time and job.next_run_time <= now]
+        return sorted(due, key=lambda job: job.next_run_time)
+
+    def get_next_run_time(self) -> datetime | None:
+        with self._cache_lock:
+            times = [job.next_run_time for job in self._jobs.values() if job.next_run_time]
+        return min(times) if times else None
+
+    def get_all_jobs(self) -> list[Job]:
+        with self._cache_lock:
+            jobs = list(self._jobs.values())
+        jobs.sort(key=lambda job: (job.next_run_time is None, job.next_run_time or datetime.max))
+        return jobs
+
+    def add_job(self, job: Job) -> None:
+        with self._cache_lock:
+            if job.id in self._jobs:
+                raise ConflictingIdError(job.id)
+            super().add_job(job)
+            self._jobs[job.id] = job
+        TaskState.objects.filter(task_id=job.id).update(next_run_at=job.next_run_time)
+
+    def update_job(self, job: Job) -> None:
+        with self._cache_lock:
+            if job.id not in self._jobs:
+                raise JobLookupError(job.id)
+            self._jobs[job.id] = job
+            self._dirty.add(job.id)
+
+    def remove_job(self, job_id: str) -> None:
+        with self._cache_lock:
+            if job_id not in self._jobs:
+                raise JobLookupError(job_id)
+            DjangoJob.objects.filter(id=job_id).delete()
+            del self._jobs[job_id]
+            self._dirty.discard(job_id)
+        TaskState.objects.filter(task_id=job_id).update(next_run_at=None)
+
+    def remove_all_jobs(self) -> None:
+        with self._cache_lock:
+            DjangoJob.objects.all().delete()
+            self._jobs.clear()
+            self._dirty.clear()
+
+    def flush(self) -> int:
+        """Write the next run times that changed since the last flush; returns how many jobs."""
+        with self._cache_lock:
+            dirty = [self._jobs[job_id] for job_id in self._dirty if job_id in self._jobs]
+            self._dirty.clear()
+        if not dirty:
+            return 0
+        rows = [
+            (job.id, job.next_run_time, pickle.dumps(job.__getstate__(), self.pickle_protocol)) for job in dirty
+        ]
+        try:
+            with transaction.atomic():
+                for job_id, next_run_time, state in rows:
+                    DjangoJob.objects.filter(id=job_id).update(
+                        next_run_time=get_django_internal_datetime(next_run_time), job_state=state
+                    )
+                    TaskState.objects.filter(task_id=job_id).update(next_run_at=next_run_time)
+        except Exception:
+            with self._cache_lock:
+                self._dirty.update(job_id for job_id, _, _ in rows)
+            raise
+        return len(rows)
+
+    def shutdown(self) -> None:
+        # The caller flushes while it still holds the lease; a demoted leader must not write.
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} jobs={len(self._jobs)}>"

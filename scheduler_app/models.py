@@ -1,0 +1,304 @@
+"""Task configuration, state, run history, and the rows that coordinate scheduler processes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from scheduler_app import conf
+from scheduler_app.tasks.base import ScheduleType, TaskSchedule, TaskStatus
+
+if TYPE_CHECKING:
+    from scheduler_app.tasks.base import BaseTask
+
+SCHEDULE_TYPE_CHOICES = [(t.value, t.value) for t in ScheduleType]
+TERMINAL_STATUSES = frozenset(
+    {
+        TaskStatus.SUCCESS,
+        TaskStatus.FAILED,
+        TaskStatus.SKIPPED,
+        TaskStatus.TIMEOUT,
+        TaskStatus.INTERRUPTED,
+        TaskStatus.MISSED,
+    }
+)
+# Runs that count as failures in `fail_count` and in failure streaks.
+FAILURE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMEOUT})
+
+
+class TaskConfig(models.Model):
+    """One row per task: the code's defaults (refreshed at start-up) and the operators' overrides."""
+
+    name = models.CharField(primary_key=True, max_length=100)
+    description = models.TextField(blank=True)
+    registered = models.BooleanField(
+        default=True, help_text="False when the task is no longer defined in code; its history is kept."
+    )
+
+    default_enabled = models.BooleanField(default=True)
+    default_schedule_type = models.CharField(max_length=16, choices=SCHEDULE_TYPE_CHOICES)
+    default_cron_expression = models.CharField(max_length=200, blank=True)
+    default_interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    default_timezone = models.CharField(max_length=64, blank=True)
+    default_timeout_seconds = models.FloatField(
+        null=True, blank=True, help_text="The task class's `timeout`; empty means SCHEDULER['DEFAULT_TIMEOUT']."
+    )
+    allow_concurrent = models.BooleanField(default=False)
+
+    enabled_override = models.BooleanField(
+        null=True, blank=True, help_text="Set by enable/disable; empty means the code's `enabled`."
+    )
+    disabled_reason = models.TextField(blank=True)
+    schedule_type_override = models.CharField(
+        max_length=16, choices=SCHEDULE_TYPE_CHOICES, blank=True, help_text="Empty means the code's schedule."
+    )
+    cron_expression_override = models.CharField(max_length=200, blank=True)
+    interval_seconds_override = models.PositiveIntegerField(null=True, blank=True)
+    timezone_override = models.CharField(max_length=64, blank=True)
+    timeout_override = models.FloatField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Bumped by every change; schedulers compare the sum, which no clock skew can fool.
+    revision = models.PositiveBigIntegerField(default=0)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "task"
+        permissions = [("operate_task", "Can trigger, enable, disable and reschedule tasks")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def code_defaults(cls, task: BaseTask) -> dict[str, object]:
+        schedule = task.schedule
+        return {
+            "description": task.description or (type(task).__doc__ or "").strip(),
+            "registered": True,
+            "default_enabled": bool(task.enabled),
+            "default_schedule_type": ScheduleType(schedule.schedule_type).value,
+            "default_cron_expression": (schedule.cron_expression or "").strip(),
+            "default_interval_seconds": int(schedule.interval_seconds) if schedule.interval_seconds else None,
+            "default_timezone": schedule.timezone or "",
+            "default_timeout_seconds": float(task.timeout) if task.timeout is not None else None,
+            "allow_concurrent": bool(schedule.allow_concurrent),
+        }
+
+    @property
+    def enabled(self) -> bool:
+        return self.default_enabled if self.enabled_override is None else self.enabled_override
+
+    @property
+    def enabled_source(self) -> str:
+        return "code" if self.enabled_override is None else "override"
+
+    @property
+    def schedule_overridden(self) -> bool:
+        return bool(self.schedule_type_override)
+
+    @property
+    def schedule_source(self) -> str:
+        return "override" if self.schedule_overridden else "code"
+
+    @property
+    def schedule_type(self) -> str:
+        return self.schedule_type_override or self.default_schedule_type
+
+    @property
+    def cron_expression(self) -> str | None:
+        if self.schedule_type != ScheduleType.CRON:
+            return None
+        return self.cron_expression_override if self.schedule_overridden else self.default_cron_expression
+
+    @property
+    def interval_seconds(self) -> int | None:
+        if self.schedule_type != ScheduleType.INTERVAL:
+            return None
+        return self.interval_seconds_override if self.schedule_overridden else self.default_interval_seconds
+
+    @property
+    def timezone(self) -> str:
+        zone = self.timezone_override if self.schedule_overridden else self.default_timezone
+        return zone or settings.TIME_ZONE
+
+    @property
+    def timeout_seconds(self) -> float:
+        for value in (self.timeout_override, self.default_timeout_seconds):
+            if value is not None:
+                return float(value)
+        return float(conf.get("DEFAULT_TIMEOUT"))
+
+    @property
+    def timeout_source(self) -> str:
+        if self.timeout_override is not None:
+            return "override"
+        return "code" if self.default_timeout_seconds is not None else "settings"
+
+    def effective_schedule(self) -> TaskSchedule:
+        return TaskSchedule(
+            schedule_type=self.schedule_type,
+            cron_expression=self.cron_expression,
+            interval_seconds=self.interval_seconds,
+            allow_concurrent=self.allow_concurrent,
+            timezone=self.timezone,
+        )
+
+    def schedule_fingerprint(self) -> str:
+        """Identifies the effective trigger; the scheduler replaces a job when it changes."""
+        if self.schedule_type == ScheduleType.CRON:
+            return f"cron|{self.cron_expression}|{self.timezone}"
+        return f"interval|{self.interval_seconds}"
+
+
+class TaskState(models.Model):
+    """Runtime state of one task, updated by the runner in the same transaction as its records."""
+
+    task = models.OneToOneField(
+        TaskConfig, primary_key=True, on_delete=models.CASCADE, related_name="state", db_column="task_name"
+    )
+    running_count = models.PositiveIntegerField(default=0)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_result = models.CharField(max_length=16, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    run_count = models.PositiveIntegerField(default=0)
+    fail_count = models.PositiveIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "task state"
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.status}"
+
+    @property
+    def status(self) -> str:
+        return "running" if self.running_count else "idle"
+
+
+class Trigger(models.TextChoices):
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+
+
+class TaskExecutionRecord(models.Model):
+    """One row per fire or trigger of a task: run, skipped, missed or interrupted."""
+
+    Status = models.TextChoices("Status", [(s.name, s.value) for s in TaskStatus])
+
+    id = models.BigAutoField(primary_key=True)
+    task = models.ForeignKey(
+        TaskConfig, on_delete=models.CASCADE, related_name="records", db_column="task_name"
+    )
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    origin = models.CharField(
+        max_length=100, blank=True, help_text="Where the run was asked for: scheduler, api, admin, command."
+    )
+    worker = models.ForeignKey(
+        "SchedulerProcess", null=True, blank=True, on_delete=models.SET_NULL, related_name="records"
+    )
+    worker_label = models.CharField(max_length=255, blank=True, help_text="host:pid of the process that ran it.")
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "execution record"
+        indexes = [
+            models.Index(fields=["task", "-id"], name="record_task_latest"),
+            models.Index(
+                fields=["status"], name="record_open_status", condition=Q(status__in=["pending", "running"])
+            ),
+        ]
+        constraints = [
+            # Two schedulers that both believe they lead still cannot both run one fire.
+            models.UniqueConstraint(
+                fields=["task", "scheduled_at"], condition=Q(trigger="scheduled"), name="unique_scheduled_fire"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} #{self.pk} {self.status}"
+
+    @property
+    def lateness_seconds(self) -> float | None:
+        if self.scheduled_at is None or self.started_at is None:
+            return None
+        return (self.started_at - self.scheduled_at).total_seconds()
+
+
+class ProcessQuerySet(models.QuerySet["SchedulerProcess"]):
+    def alive(self) -> ProcessQuerySet:
+        cutoff = timezone.now() - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+        return self.filter(last_heartbeat__gte=cutoff)
+
+    def dead(self) -> ProcessQuerySet:
+        cutoff = timezone.now() - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+        return self.filter(last_heartbeat__lt=cutoff)
+
+
+class SchedulerProcess(models.Model):
+    """A live process that runs tasks (a scheduler or a `trigger_task` command), proven by heartbeats."""
+
+    class Kind(models.TextChoices):
+        SCHEDULER = "scheduler"
+        COMMAND = "command"
+
+    class Role(models.TextChoices):
+        ACTIVE = "active"
+        STANDBY = "standby"
+        NONE = ""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    role = models.CharField(max_length=16, choices=Role.choices, blank=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = ProcessQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["started_at"]
+        verbose_name = "scheduler process"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.host}:{self.pid}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
+class SchedulerLease(models.Model):
+    """The single leader lease: only its holder runs APScheduler and writes the job store."""
+
+    name = models.CharField(primary_key=True, max_length=50, default="default")
+    holder = models.UUIDField(null=True, blank=True)
+    acquired_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"lease {self.name} held by {self.holder}"

@@ -1,0 +1,373 @@
+"""``TaskScheduler``: APScheduler 3 with ``DjangoJobStore``, run by ``manage.py runscheduler``.
+
+One control loop per process (every ``POLL_INTERVAL``) renews the heartbeat and competes for the
+leader lease. The leader runs APScheduler over the cached ``DjangoJobStore``, applies configuration
+changes made by other processes, runs manual triggers queued as ``pending``, reaps the runs of dead
+processes and flushes the job store. Standbys only heartbeat until the lease is free.
+
+Fires go to ``TaskExecutor``, which applies the missed-run policy and hands each fire to the
+``TaskRunner`` with the time it was meant for. The scheduler knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from django.conf import settings
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from scheduler_app import conf
+from scheduler_app.coordination import (
+    ProcessHandle,
+    reap_dead_processes,
+    release_lease,
+    scheduler_alive,
+    try_acquire_lease,
+)
+from scheduler_app.db import close_thread_connections, fresh_connections
+from scheduler_app.jobstore import CachedDjangoJobStore
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
+from scheduler_app.registry import TaskRegistry, task_registry
+from scheduler_app.runner import TaskRunner
+from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.triggers import CronTrigger, make_interval_trigger
+
+logger = logging.getLogger("scheduler_app.scheduler")
+
+JOB_FUNC = "scheduler_app.scheduler:fire"
+# Missed fires recorded one by one after downtime; the rest are summed up in one record.
+MAX_MISSED_RECORDS = 100
+REAP_EVERY_TICKS = 3
+
+
+def fire(**_: object) -> None:
+    """The target stored with each job, so that jobs serialize. ``TaskExecutor`` never calls it:
+    it runs each fire through the ``TaskRunner`` together with the time the fire was meant for."""
+    raise RuntimeError("scheduler jobs are run by scheduler_app.scheduler.TaskExecutor")
+
+
+def build_trigger(config: TaskConfig) -> BaseTrigger:
+    if config.schedule_type == ScheduleType.CRON:
+        return CronTrigger(config.cron_expression or "", config.timezone)
+    return make_interval_trigger(int(config.interval_seconds or 0), config.timezone)
+
+
+class TaskExecutor(BaseExecutor):
+    """Hands APScheduler's fires, with their scheduled times, to the scheduler's worker pool."""
+
+    def __init__(self, owner: TaskScheduler) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        future = self.owner.submit(self.owner.run_fires, job.id, list(run_times))
+
+        def done(f: Future) -> None:
+            exc = f.exception()
+            if exc is None:
+                self._run_job_success(job.id, [])
+            else:
+                self._run_job_error(job.id, exc, exc.__traceback__)
+
+        future.add_done_callback(done)
+
+
+class TaskScheduler:
+    def __init__(self, registry: TaskRegistry | None = None, runner: TaskRunner | None = None) -> None:
+        self.registry = registry or task_registry
+        self.runner = runner or TaskRunner(self.registry)
+        self.process: ProcessHandle | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self._aps: BackgroundScheduler | None = None
+        self._jobstore: CachedDjangoJobStore | None = None
+        self._stopping = threading.Event()
+        self._configs: dict[str, TaskConfig] = {}
+        self._config_key: tuple[object, object] | None = None
+        self._pending_inflight: set[int] = set()
+        self._inflight: set[Future] = set()
+        self._inflight_lock = threading.Lock()
+        self._lease_valid_until = 0.0
+        self._last_flush = 0.0
+        self._ticks = 0
+        self._thread: threading.Thread | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._aps is not None
+
+    @property
+    def running(self) -> bool:
+        """True while this object's loop runs in this process (see ``is_alive`` for any process)."""
+        return self.process is not None and not self._stopping.is_set()
+
+    @staticmethod
+    def is_alive() -> bool:
+        """True while any scheduler process, anywhere, has a fresh heartbeat."""
+        return scheduler_alive()
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start in background threads (for embedding); ``run_forever`` is the foreground form."""
+        self._prepare()
+        self._thread = threading.Thread(target=self._loop, name="scheduler-control", daemon=True)
+        self._thread.start()
+
+    def run_forever(self) -> None:
+        """Run the control loop in this thread until ``request_stop()``, then stop cleanly."""
+        self._prepare()
+        try:
+            self._loop()
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop firing, give running tasks ``SHUTDOWN_GRACE`` seconds, interrupt the rest, clean up."""
+        if self.process is None:
+            return
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        grace = float(conf.get("SHUTDOWN_GRACE")) if grace is None else grace
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+        with self._inflight_lock:
+            inflight = list(self._inflight)
+        if inflight:
+            logger.info("waiting up to %.0fs for %d running task(s)", grace, len(inflight))
+            wait(inflight, timeout=grace)
+        # Runs still going are told to stop waiting and record themselves as interrupted.
+        self.runner.cancel.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        with fresh_connections():
+            leftovers = list(
+                TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING, worker_id=self.process.id)
+            )
+            self.runner.interrupt(leftovers, "the scheduler stopped before the run finished")
+            if self._jobstore is not None and time.monotonic() < self._lease_valid_until:
+                self._jobstore.flush()
+            release_lease(self.process.id)
+            self.process.unregister()
+        logger.info("scheduler stopped")
+        self._aps = None
+        self._jobstore = None
+        self.process = None
+        close_thread_connections()
+
+    def _prepare(self) -> None:
+        from scheduler_app.services import sync_task_rows
+
+        self._stopping.clear()
+        self.runner.cancel.clear()
+        with fresh_connections():
+            sync_task_rows(self.registry)
+            self.process = ProcessHandle(SchedulerProcess.Kind.SCHEDULER)
+            self.process.register()
+        self.runner.process = self.process.row
+        self.pool = ThreadPoolExecutor(max_workers=int(conf.get("MAX_WORKERS")), thread_name_prefix="task-worker")
+        logger.info(
+            "scheduler process %s started with %d task(s): %s",
+            self.process.row.label,
+            len(self.registry),
+            ", ".join(self.registry.names()),
+        )
+
+    def _loop(self) -> None:
+        interval = float(conf.get("POLL_INTERVAL"))
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                self.tick()
+                self._stopping.wait(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            close_thread_connections()
+
+    def tick(self) -> None:
+        """One round of the control loop; a database outage is logged and survived."""
+        assert self.process is not None
+        self._ticks += 1
+        try:
+            with fresh_connections():
+                leader = try_acquire_lease(self.process.id)
+                self.process.heartbeat(role=SchedulerProcess.Role.ACTIVE if leader else SchedulerProcess.Role.STANDBY)
+                if leader:
+                    # Renewed now: trust it for a little less than its length.
+                    self._lease_valid_until = time.monotonic() + float(conf.get("LEASE_SECONDS")) * 0.8
+                    if self._aps is None:
+                        self._become_leader()
+                    self._lead()
+                elif self._aps is not None:
+                    self._step_down("another scheduler holds the lease")
+        except Exception:
+            logger.exception("scheduler control loop failed; retrying")
+            if self._aps is not None and time.monotonic() >= self._lease_valid_until:
+                self._step_down("cannot renew the lease")
+
+    def _become_leader(self) -> None:
+        logger.info("this process is now the active scheduler")
+        reap_dead_processes(self.runner, me=self.process.id if self.process else None)
+        self._load_configs()
+        self._jobstore = CachedDjangoJobStore()
+        self._aps = BackgroundScheduler(
+            timezone=ZoneInfo(settings.TIME_ZONE),
+            jobstores={"default": self._jobstore},
+            executors={"default": TaskExecutor(self)},
+            # The misfire and overlap policies are ours (run_fires and the runner), so that every
+            # fire APScheduler would drop quietly is recorded instead.
+            job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1_000_000},
+        )
+        self._aps.start(paused=True)
+        self._sync_jobs()
+        self._jobstore.flush()
+        self._aps.resume()
+
+    def _step_down(self, reason: str) -> None:
+        logger.warning("stepping down as active scheduler: %s", reason)
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+        self._aps = None
+        self._jobstore = None
+
+    def _lead(self) -> None:
+        if self._load_configs():
+            self._sync_jobs()
+        self._dispatch_pending()
+        now = time.monotonic()
+        if self._jobstore is not None and now - self._last_flush >= float(conf.get("JOBSTORE_FLUSH_INTERVAL")):
+            self._jobstore.flush()
+            self._last_flush = now
+        if self._ticks % REAP_EVERY_TICKS == 0:
+            reap_dead_processes(self.runner, me=self.process.id if self.process else None)
+
+    # -- configuration and jobs ----------------------------------------------------------------
+
+    def _load_configs(self) -> bool:
+        """Reload task configuration when any row changed; True when it did."""
+        totals = TaskConfig.objects.aggregate(revision=Sum("revision"), count=Count("pk"))
+        key = (totals["revision"], totals["count"])
+        if key == self._config_key:
+            return False
+        self._configs = {config.name: config for config in TaskConfig.objects.all()}
+        self._config_key = key
+        return True
+
+    def _sync_jobs(self) -> None:
+        """Make the job store match the registry and the configuration: add, replace, remove."""
+        assert self._aps is not None
+        jobs = {job.id: job for job in self._aps.get_jobs()}
+        for name in self.registry.names():
+            config = self._configs.get(name)
+            job = jobs.pop(name, None)
+            if config is None:
+                continue
+            if not config.enabled:
+                if job is not None:
+                    self._aps.remove_job(name)
+                    logger.info("task %s disabled: job removed", name)
+                continue
+            fingerprint = config.schedule_fingerprint()
+            if job is not None and job.kwargs.get("fingerprint") == fingerprint:
+                continue
+            self._aps.add_job(
+                JOB_FUNC,
+                trigger=build_trigger(config),
+                id=name,
+                name=name,
+                kwargs={"fingerprint": fingerprint},
+                replace_existing=True,
+            )
+            logger.info("task %s scheduled: %s", name, fingerprint)
+        for stale in jobs:
+            self._aps.remove_job(stale)
+            logger.info("job %s removed: no such task is registered", stale)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def submit(self, fn, *args) -> Future:  # noqa: ANN001 - any callable
+        assert self.pool is not None
+        future = self.pool.submit(fn, *args)
+        with self._inflight_lock:
+            self._inflight.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(future)
+
+    def run_fires(self, name: str, run_times: list[datetime]) -> None:
+        """Apply the missed-run policy to the due fire times of one task, then run what is left."""
+        with fresh_connections():
+            config = self._configs.get(name)
+            if config is None or not config.enabled or name not in self.registry:
+                return
+            if self._stopping.is_set():
+                for scheduled_at in run_times:
+                    self.runner.record_missed(name, scheduled_at, "the scheduler was stopping")
+                return
+            to_run = self._apply_missed_policy(name, run_times)
+            for scheduled_at in to_run:
+                self.runner.run_scheduled(name, scheduled_at, config)
+
+    def _apply_missed_policy(self, name: str, run_times: list[datetime]) -> list[datetime]:
+        now = datetime.now(UTC)
+        grace = timedelta(seconds=float(conf.get("MISFIRE_GRACE_SECONDS")))
+        late = [t for t in run_times if now - t > grace]
+        in_time = [t for t in run_times if now - t <= grace]
+        for scheduled_at in late[:MAX_MISSED_RECORDS]:
+            self.runner.record_missed(
+                name, scheduled_at, f"missed by {(now - scheduled_at).total_seconds():.0f}s, beyond the grace window"
+            )
+        if len(late) > MAX_MISSED_RECORDS:
+            rest = late[MAX_MISSED_RECORDS:]
+            self.runner.record_missed(
+                name,
+                rest[-1],
+                f"{len(rest)} more fires between {rest[0].isoformat()} and {rest[-1].isoformat()} were missed",
+            )
+        if conf.get("COALESCE") and len(in_time) > 1:
+            for scheduled_at in in_time[:-1]:
+                self.runner.record_missed(name, scheduled_at, f"coalesced into the fire at {in_time[-1].isoformat()}")
+            in_time = in_time[-1:]
+        return in_time
+
+    def _dispatch_pending(self) -> None:
+        pending = TaskExecutionRecord.objects.filter(status=TaskStatus.PENDING).order_by("id")
+        for record_id, name in pending.values_list("id", "task_id")[:100]:
+            if record_id in self._pending_inflight:
+                continue
+            if name not in self.registry:
+                TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
+                    status=TaskStatus.SKIPPED,
+                    finished_at=timezone.now(),
+                    message=f"task {name!r} is not registered in this scheduler",
+                )
+                continue
+            self._pending_inflight.add(record_id)
+            self.submit(self._run_pending, record_id, name)
+
+    def _run_pending(self, record_id: int, name: str) -> None:
+        try:
+            if not self._stopping.is_set():
+                self.runner.run_pending(record_id, self._configs.get(name))
+        finally:
+            self._pending_inflight.discard(record_id)
+
+
+task_scheduler = TaskScheduler()

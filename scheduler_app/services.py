@@ -1,0 +1,188 @@
+"""The operations people perform on tasks. The API, the admin, the registry's seed methods and the
+commands all call these, so each rule (validation, "enable", "trigger") is written once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from scheduler_app.coordination import scheduler_alive
+from scheduler_app.exceptions import TaskBusy, TaskNotFound
+from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.registry import TaskRegistry, task_registry
+from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.validation import ScheduleValidationError, schedule_errors, timeout_error
+
+logger = logging.getLogger("scheduler_app.services")
+
+__all__ = [
+    "clear_schedule",
+    "disable_task",
+    "enable_task",
+    "get_task",
+    "registered_tasks",
+    "request_run",
+    "scheduler_alive",
+    "set_schedule",
+    "set_timeout",
+    "sync_task_rows",
+]
+
+
+def sync_task_rows(registry: TaskRegistry | None = None) -> None:
+    """One ``TaskConfig`` and ``TaskState`` per registered task, with the code's current defaults.
+
+    Runs after ``migrate`` (and the test flushes), when a scheduler starts and before a command
+    runs. Rows of tasks that left the code are kept, marked unregistered, so history stays.
+    """
+    registry = registry or task_registry
+    existing = {config.name: config for config in TaskConfig.objects.all()}
+    for task in registry:
+        defaults = TaskConfig.code_defaults(task)
+        config = existing.get(task.name)
+        if config is None:
+            TaskConfig.objects.bulk_create([TaskConfig(name=task.name, **defaults)], ignore_conflicts=True)
+        elif any(getattr(config, key) != value for key, value in defaults.items()):
+            TaskConfig.objects.filter(name=task.name).update(
+                **defaults, revision=F("revision") + 1, updated_at=timezone.now()
+            )
+    gone = [name for name, config in existing.items() if config.registered and name not in registry]
+    if gone:
+        TaskConfig.objects.filter(name__in=gone).update(registered=False, revision=F("revision") + 1)
+    TaskState.objects.bulk_create([TaskState(task_id=name) for name in registry.names()], ignore_conflicts=True)
+
+
+def registered_tasks(registry: TaskRegistry | None = None) -> QuerySet[TaskConfig]:
+    """Configuration rows of the registered tasks, with their state, in one query."""
+    registry = registry or task_registry
+    return TaskConfig.objects.filter(name__in=registry.names()).select_related("state").order_by("name")
+
+
+def get_task(name: str, registry: TaskRegistry | None = None) -> TaskConfig:
+    registry = registry or task_registry
+    if name not in registry:
+        raise TaskNotFound(name, registry.names())
+    config = registered_tasks(registry).filter(name=name).first()
+    if config is None:
+        sync_task_rows(registry)
+        config = registered_tasks(registry).get(name=name)
+    return config
+
+
+def _change(name: str, user: Any, message: str, **changes: Any) -> TaskConfig:
+    config = get_task(name)
+    with transaction.atomic():
+        TaskConfig.objects.filter(name=name).update(
+            **changes,
+            revision=F("revision") + 1,
+            updated_at=timezone.now(),
+            updated_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        if getattr(user, "is_authenticated", False):
+            LogEntry.objects.log_actions(
+                user_id=user.pk,
+                queryset=TaskConfig.objects.filter(name=name),
+                action_flag=CHANGE,
+                change_message=message,
+                single_object=True,
+            )
+    logger.info("task %s: %s (by %s)", name, message, getattr(user, "username", None) or "code")
+    config.refresh_from_db()
+    return config
+
+
+def enable_task(name: str, user: Any = None) -> TaskConfig:
+    return _change(name, user, "Enabled.", enabled_override=True, disabled_reason="")
+
+
+def disable_task(name: str, user: Any = None, reason: str = "") -> TaskConfig:
+    message = f"Disabled: {reason}" if reason else "Disabled."
+    return _change(name, user, message, enabled_override=False, disabled_reason=reason or "")
+
+
+def set_schedule(
+    name: str,
+    *,
+    schedule_type: str,
+    cron_expression: str | None = None,
+    interval_seconds: int | None = None,
+    timezone_name: str | None = None,
+    user: Any = None,
+) -> TaskConfig:
+    """Override the code's schedule; raises ``ScheduleValidationError`` naming each bad field."""
+    get_task(name)
+    errors = schedule_errors(
+        schedule_type=schedule_type,
+        cron_expression=cron_expression,
+        interval_seconds=interval_seconds,
+        timezone=timezone_name,
+    )
+    if errors:
+        raise ScheduleValidationError(errors, subject=f"task {name!r}")
+    kind = ScheduleType(schedule_type)
+    cron = cron_expression.strip() if kind is ScheduleType.CRON and cron_expression else ""
+    interval = int(interval_seconds) if kind is ScheduleType.INTERVAL and interval_seconds else None
+    described = f"cron {cron!r}" if kind is ScheduleType.CRON else f"every {interval}s"
+    return _change(
+        name,
+        user,
+        f"Schedule overridden: {described}.",
+        schedule_type_override=kind.value,
+        cron_expression_override=cron,
+        interval_seconds_override=interval,
+        timezone_override=timezone_name or "",
+    )
+
+
+def clear_schedule(name: str, user: Any = None) -> TaskConfig:
+    """Go back to the schedule defined in code."""
+    return _change(
+        name,
+        user,
+        "Schedule reset to the code default.",
+        schedule_type_override="",
+        cron_expression_override="",
+        interval_seconds_override=None,
+        timezone_override="",
+    )
+
+
+def set_timeout(name: str, timeout: float | None, user: Any = None) -> TaskConfig:
+    """Override the run time limit; None goes back to the code's (or the settings') default."""
+    if message := timeout_error(timeout):
+        raise ScheduleValidationError({"timeout": message}, subject=f"task {name!r}")
+    label = f"Timeout overridden: {timeout:g}s." if timeout is not None else "Timeout reset to the default."
+    return _change(name, user, label, timeout_override=timeout)
+
+
+def request_run(name: str, user: Any = None, origin: str = "api") -> TaskExecutionRecord:
+    """Queue a manual run as a ``pending`` record; a scheduler process runs it within seconds.
+
+    It never runs the task in the calling process. A task that is running and does not allow
+    concurrent runs is refused with ``TaskBusy``; a disabled task may still be run by hand.
+    """
+    config = get_task(name)
+    if not config.allow_concurrent and config.state.running_count:
+        raise TaskBusy(name)
+    record = TaskExecutionRecord.objects.create(
+        task_id=name,
+        trigger=Trigger.MANUAL,
+        status=TaskStatus.PENDING,
+        triggered_by=user if getattr(user, "is_authenticated", False) else None,
+        origin=origin,
+    )
+    if getattr(user, "is_authenticated", False):
+        LogEntry.objects.log_actions(
+            user_id=user.pk,
+            queryset=TaskConfig.objects.filter(name=name),
+            action_flag=CHANGE,
+            change_message=f"Run requested (record {record.pk}).",
+            single_object=True,
+        )
+    logger.info("task %s: manual run %s queued by %s", name, record.pk, getattr(user, "username", origin))
+    return record

@@ -1,0 +1,137 @@
+"""Every rule about what a valid task and schedule is, in one place.
+
+Code registration, ``manage.py check``, the API serializers and the admin forms all call these
+functions, so that a rule is never written twice.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Any
+
+from croniter import croniter
+
+TASK_NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
+TASK_NAME_MAX_LENGTH = 100
+CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+
+
+class ScheduleValidationError(ValueError):
+    """A schedule that breaks one or more rules; ``errors`` maps each bad field to its message."""
+
+    def __init__(self, errors: dict[str, str], subject: str | None = None) -> None:
+        self.errors = errors
+        self.subject = subject
+        detail = "; ".join(f"{field}: {message}" for field, message in errors.items())
+        super().__init__(f"{subject}: {detail}" if subject else detail)
+
+
+def task_name_error(name: Any) -> str | None:
+    if not isinstance(name, str) or not name:
+        return "a task needs a non-empty string `name`"
+    if len(name) > TASK_NAME_MAX_LENGTH:
+        return f"task name {name!r} is longer than {TASK_NAME_MAX_LENGTH} characters"
+    if not TASK_NAME_PATTERN.match(name):
+        return f"task name {name!r} may contain only lowercase letters, digits and underscores"
+    return None
+
+
+def cron_expression_error(expression: Any) -> str | None:
+    if not isinstance(expression, str) or not expression.strip():
+        return "a cron schedule needs a cron expression, e.g. '0 2 * * *'"
+    expression = expression.strip()
+    if expression.startswith("@"):
+        if expression.lower() not in CRON_ALIASES:
+            return f"unknown cron alias {expression!r}; known: {', '.join(sorted(CRON_ALIASES))}"
+        return None
+    fields = expression.split()
+    if len(fields) != 5:
+        return (
+            f"cron expression {expression!r} has {len(fields)} fields; expected 5 "
+            "(minute hour day-of-month month day-of-week)"
+        )
+    if not croniter.is_valid(expression):
+        return f"invalid cron expression {expression!r}"
+    return None
+
+
+def interval_error(interval_seconds: Any) -> str | None:
+    if isinstance(interval_seconds, float) and interval_seconds.is_integer():
+        interval_seconds = int(interval_seconds)
+    if isinstance(interval_seconds, bool) or not isinstance(interval_seconds, int):
+        return (
+            "an interval schedule needs `interval_seconds`, a whole number of seconds greater than 0 "
+            f"(got {interval_seconds!r})"
+        )
+    if interval_seconds <= 0:
+        return f"interval_seconds must be greater than 0 (got {interval_seconds})"
+    return None
+
+
+def timezone_error(name: Any) -> str | None:
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str):
+        return "timezone must be an IANA zone name such as 'Europe/Berlin'"
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r}; use an IANA name such as 'Europe/Berlin'"
+    return None
+
+
+def timeout_error(timeout: Any) -> str | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout != timeout:
+        return "timeout must be a number of seconds"
+    if timeout <= 0:
+        return f"timeout must be greater than 0 (got {timeout})"
+    return None
+
+
+def schedule_errors(
+    *,
+    schedule_type: Any,
+    cron_expression: Any = None,
+    interval_seconds: Any = None,
+    timezone: Any = None,
+) -> dict[str, str]:
+    """Return {field: message} for every rule the schedule breaks (empty when valid)."""
+    from scheduler_app.tasks.base import ScheduleType
+
+    errors: dict[str, str] = {}
+    try:
+        kind = ScheduleType(schedule_type)
+    except ValueError:
+        choices = ", ".join(repr(t.value) for t in ScheduleType)
+        errors["schedule_type"] = f"unknown schedule type {schedule_type!r}; expected one of {choices}"
+        return errors
+    if kind is ScheduleType.CRON:
+        if message := cron_expression_error(cron_expression):
+            errors["cron_expression"] = message
+    elif message := interval_error(interval_seconds):
+        errors["interval_seconds"] = message
+    if message := timezone_error(timezone):
+        errors["timezone"] = message
+    return errors
+
+
+def task_errors(task: Any) -> list[str]:
+    """Every problem of a task instance, as sentences (empty when the task is valid)."""
+    from scheduler_app.tasks.base import BaseTask, TaskSchedule
+
+    problems: list[str] = []
+    if not isinstance(task, BaseTask):
+        return [f"{task!r} is not a BaseTask subclass instance"]
+    if message := task_name_error(getattr(task, "name", None)):
+        problems.append(message)
+    schedule = getattr(task, "schedule", None)
+    if not isinstance(schedule, TaskSchedule):
+        problems.append("`schedule` must be a TaskSchedule")
+    else:
+        problems.extend(f"{field}: {message}" for field, message in schedule.validation_errors().items())
+    if message := timeout_error(getattr(task, "timeout", None)):
+        problems.append(message)
+    return problems

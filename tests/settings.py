@@ -1,0 +1,45 @@
+"""Settings for the test suite and for the processes it starts (runscheduler, the web server).
+
+The database is a file (SQLite) or a server (PostgreSQL), never SQLite's in-memory database:
+tests share it with the scheduler and web processes they start.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
+
+from scheduler_project.settings import *  # noqa: E402,F403
+from scheduler_project.settings import BASE_DIR, DATABASES, SCHEDULER  # noqa: E402
+
+DEBUG = False
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, so that subprocesses see the test database; one per pytest process.
+    test_db = Path(os.environ.get("TEST_DB_DIR", BASE_DIR / "var")) / f"test-{os.getpid()}.sqlite3"
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("TEST_DB_PATH", str(test_db))
+
+# Subprocesses name the tasks they need; the test process registers all test tasks.
+_tasks = os.environ.get("TEST_SCHEDULER_TASKS")
+SCHEDULER = {
+    **SCHEDULER,
+    "TASKS": _tasks.split(",") if _tasks is not None and _tasks else (
+        [] if _tasks == "" else [*SCHEDULER["TASKS"], *[f"tests.tasks.{n}" for n in (
+            "TickTask", "SlowTask", "BoomTask", "HangTask", "AsyncHangTask", "GarbageTask", "LongTask", "CronTask",
+        )]]
+    ),
+    "POLL_INTERVAL": float(os.environ.get("TEST_POLL_INTERVAL", "0.25")),
+    "LEASE_SECONDS": float(os.environ.get("TEST_LEASE_SECONDS", "3")),
+    "SHUTDOWN_GRACE": float(os.environ.get("TEST_SHUTDOWN_GRACE", "3")),
+    "MISFIRE_GRACE_SECONDS": float(os.environ.get("TEST_MISFIRE_GRACE_SECONDS", "60")),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"scheduler_app": {"handlers": ["console"], "level": "INFO"}},
+}
