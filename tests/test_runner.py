@@ -1,0 +1,147 @@
+"""``TaskRunner`` in this process, against the real test database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from scheduler_app.models import TaskExecutionRecord, TaskState
+from scheduler_app.registry import task_registry
+from scheduler_app.runner import TaskRunner
+from scheduler_app.services import request_run, sync_task_rows
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class UnserializableTask(BaseTask):
+    name = "unserializable"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+    def run(self) -> TaskResult:
+        return TaskResult.success("made an object", thing=object())
+
+
+class OrmTask(BaseTask):
+    """Uses the ORM from an async run, the way task authors will."""
+
+    name = "orm_user"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+    async def run(self) -> TaskResult:
+        count = await TaskExecutionRecord.objects.acount()
+        return TaskResult.success("counted", records=count)
+
+
+@pytest.fixture(autouse=True)
+def rows() -> None:
+    for extra in (UnserializableTask, OrmTask):
+        task_registry.register(extra)
+    sync_task_rows()
+    yield
+    for extra in (UnserializableTask, OrmTask):
+        task_registry.unregister(extra.name)
+
+
+def state(name: str) -> TaskState:
+    return TaskState.objects.get(task_id=name)
+
+
+def test_success_is_recorded_with_data_and_state() -> None:
+    record = TaskRunner().run_now("tick")
+    assert record.status == "success" and record.trigger == "manual" and record.origin == "command"
+    assert record.message == "tick" and "pid" in record.data
+    assert record.started_at <= record.finished_at and record.duration_seconds >= 0
+    s = state("tick")
+    assert (s.run_count, s.fail_count, s.last_result, s.status) == (1, 0, "success", "idle")
+    assert s.last_run_at == record.started_at and s.last_success_at is not None
+
+
+def test_exception_is_a_failure_with_traceback() -> None:
+    record = TaskRunner().run_now("boom")
+    assert record.status == "failed"
+    assert record.message == "raised ValueError: boom: the task blew up"
+    assert "Traceback" in record.error and "ValueError: boom" in record.error
+    s = state("boom")
+    assert (s.run_count, s.fail_count, s.consecutive_failures, s.last_result) == (1, 1, 1, "failed")
+
+
+@pytest.mark.parametrize("name", ["hang", "async_hang"])
+def test_a_hanging_task_times_out(name: str) -> None:
+    record = TaskRunner().run_now(name)
+    assert record.status == "timeout"
+    assert "did not finish within 1 seconds" in record.error
+    assert 0.9 < record.duration_seconds < 5
+    assert state(name).fail_count == 1 and state(name).status == "idle"
+
+
+def test_runner_default_timeout_applies_when_the_task_sets_none() -> None:
+    record = TaskRunner(default_timeout=0.5).run_now("slow")
+    assert record.status == "timeout" and "0.5 seconds" in record.error
+
+
+def test_garbage_results_are_failures_with_a_clear_message() -> None:
+    record = TaskRunner().run_now("garbage")
+    assert record.status == "failed"
+    assert "must return a TaskResult" in record.error and "int: 42" in record.error
+    record = TaskRunner().run_now("unserializable")
+    assert record.status == "failed" and "not JSON serializable" in record.error
+
+
+def test_async_task_can_use_the_orm() -> None:
+    TaskRunner().run_now("tick")
+    record = TaskRunner().run_now("orm_user")
+    assert record.status == "success", record.error
+    assert record.data == {"records": 2}
+
+
+def test_busy_task_is_skipped_with_a_reason_and_not_run() -> None:
+    # Another process holds the running slot, as the database says.
+    TaskState.objects.filter(task_id="slow").update(running_count=1)
+    record = TaskRunner().run_now("slow")
+    assert record.status == "skipped"
+    assert "previous run is still running" in record.message
+    assert state("slow").run_count == 0 and state("slow").running_count == 1
+
+
+def test_each_scheduled_fire_is_recorded_once() -> None:
+    fire = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    first = TaskRunner().run_scheduled("tick", fire)
+    second = TaskRunner().run_scheduled("tick", fire)
+    assert first is not None and first.status == "success" and first.scheduled_at == fire
+    assert second is None
+    assert TaskRunner().record_missed("tick", fire, "late") is None
+    assert TaskExecutionRecord.objects.filter(task_id="tick").count() == 1
+
+
+def test_pending_run_is_claimed_once() -> None:
+    queued = request_run("tick", origin="api")
+    assert queued.status == "pending" and queued.started_at is None
+    runner = TaskRunner()
+    done = runner.run_pending(queued.pk)
+    assert done is not None and done.pk == queued.pk and done.status == "success"
+    assert runner.run_pending(queued.pk) is None
+
+
+def test_seed_helpers_history_and_state() -> None:
+    runner = TaskRunner()
+    for _ in range(3):
+        runner.run_now("tick")
+    history = runner.get_history("tick", limit=2)
+    assert len(history) == 2 and history[0].pk > history[1].pk
+    assert runner.get_state("tick").run_count == 3
+
+
+def test_interrupt_marks_only_running_records() -> None:
+    runner = TaskRunner()
+    done = runner.run_now("tick")
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    running = TaskExecutionRecord.objects.create(task_id="tick", trigger="manual", status="running",
+                                                 started_at=done.finished_at)
+    assert runner.interrupt([done, running], "gone") == 1
+    running.refresh_from_db()
+    done.refresh_from_db()
+    assert running.status == "interrupted" and running.error == "gone"
+    assert done.status == "success"
+    assert state("tick").running_count == 0
