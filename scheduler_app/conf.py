@@ -28,6 +28,13 @@ DEFAULTS: dict[str, Any] = {
     "COALESCE": True,
     # Seconds between two writes of the APScheduler job store's next run times to the database.
     "JOBSTORE_FLUSH_INTERVAL": 1.0,
+    # REST API (/scheduler/): dotted paths of DRF permission classes. Reading needs all READ classes;
+    # a change (trigger, enable, disable, reschedule) needs an authenticated user and all WRITE classes.
+    "API_READ_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "API_WRITE_PERMISSION_CLASSES": ["scheduler_app.api.permissions.CanOperateTasks"],
+    # History pages: default size and the largest a client may ask for with ?page_size=.
+    "API_PAGE_SIZE": 50,
+    "API_MAX_PAGE_SIZE": 500,
 }
 
 

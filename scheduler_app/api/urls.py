@@ -1,1 +1,68 @@
-urlpatterns: list = []
+"""URLs of the API, included under ``/scheduler/``; every path works with and without a trailing slash."""
+
+from __future__ import annotations
+
+from django.urls import re_path, reverse
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from scheduler_app.api import views
+from scheduler_app.api.permissions import permissions_for
+
+app_name = "scheduler-api"
+
+
+class SchemaView(views.SchedulerAPIMixin, SpectacularAPIView):
+    """The OpenAPI 3 schema of this API only (not of the admin), readable by whoever may read the API."""
+
+    custom_settings = {
+        # The canonical paths are the seed's: no trailing slash (both forms are served).
+        "SCHEMA_PATH_PREFIX": r"/scheduler",
+        "SCHEMA_PATH_PREFIX_TRIM": False,
+        "ENUM_NAME_OVERRIDES": {
+            "RecordStatusEnum": "scheduler_app.api.serializers.RECORD_STATUSES",
+            "TaskStatusEnum": "scheduler_app.api.serializers.TASK_STATUSES",
+            "SourceEnum": "scheduler_app.api.serializers.SOURCES",
+        },
+        "PREPROCESSING_HOOKS": ["scheduler_app.api.schema.only_scheduler_endpoints"],
+        "POSTPROCESSING_HOOKS": [
+            "drf_spectacular.hooks.postprocess_schema_enums",
+            "scheduler_app.api.schema.strip_trailing_slashes",
+        ],
+    }
+
+    def get_permissions(self):
+        return permissions_for(self.request.method)
+
+
+class DocsView(views.SchedulerAPIMixin, SpectacularSwaggerView):
+    """Swagger UI over the schema above."""
+
+    url_name = "scheduler-api:schema"
+
+
+class OptionalSlashRouter(SimpleRouter):
+    """Routes that match with and without the trailing slash (the seed writes none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
+router.register("tasks", views.TaskViewSet, basename="task")
+router.register("history", views.RecordViewSet, basename="record")
+
+urlpatterns = [
+    re_path(r"^$", views.RootView.as_view(), name="root"),
+    re_path(r"^status/?$", views.StatusView.as_view(), name="status"),
+    re_path(r"^schema/?$", SchemaView.as_view(), name="schema"),
+    re_path(r"^docs/?$", DocsView.as_view(), name="docs"),
+    *router.urls,
+    re_path(r"^.*$", views.NotFoundView.as_view(), name="not-found"),
+]
+
+
+def record_path(record_id: int) -> str:
+    """Where one execution record lives: the ``Location`` of a trigger's answer."""
+    return reverse("scheduler-api:record-detail", kwargs={"pk": record_id}).rstrip("/?")

@@ -1,0 +1,305 @@
+"""What the API shows of tasks, runs and scheduler processes, and what it accepts.
+
+A task carries the seed's fields (``name`` ... ``fail_count``) first, then what an operator needs
+to see more: where each effective value comes from (code or an override), the code's default
+schedule, the timeout, who changed it last.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from scheduler_app import conf
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
+from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.validation import schedule_errors
+
+SCHEDULE_TYPES = [t.value for t in ScheduleType]
+RECORD_STATUSES = [s.value for s in TaskStatus]
+TRIGGERS = [t.value for t in Trigger]
+TASK_STATUSES = ["idle", "running"]
+SOURCES = ["code", "override"]
+# The database column is a (positive) 32-bit integer on every backend we support.
+MAX_INTERVAL_SECONDS = 2_147_483_647
+
+
+class BlankAsNullChoiceField(serializers.ChoiceField):
+    """A choice stored as a string where "" means "none yet" (e.g. ``last_result`` before any run)."""
+
+    def to_representation(self, value: Any) -> str | None:
+        return None if value in ("", None) else str(value)
+
+
+class DefaultScheduleSerializer(serializers.Serializer):
+    """The schedule the task's code defines, which an override replaces until it is cleared."""
+
+    schedule_type = serializers.ChoiceField(choices=SCHEDULE_TYPES, source="default_schedule_type", read_only=True)
+    cron_expression = serializers.SerializerMethodField()
+    interval_seconds = serializers.SerializerMethodField()
+    timezone = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_cron_expression(self, config: TaskConfig) -> str | None:
+        return config.default_cron_expression or None if config.default_schedule_type == ScheduleType.CRON else None
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_interval_seconds(self, config: TaskConfig) -> int | None:
+        if config.default_schedule_type != ScheduleType.INTERVAL:
+            return None
+        return config.default_interval_seconds
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_timezone(self, config: TaskConfig) -> str | None:
+        return config.default_timezone or None
+
+
+def _username(user: Any) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+class TaskSerializer(serializers.Serializer):
+    """One registered task: configuration (code defaults + overrides) and runtime state."""
+
+    # The seed's fields, in the seed's order.
+    name = serializers.CharField(read_only=True)
+    description = serializers.CharField(read_only=True)
+    enabled = serializers.BooleanField(read_only=True)
+    schedule_type = serializers.ChoiceField(choices=SCHEDULE_TYPES, read_only=True)
+    cron_expression = serializers.CharField(read_only=True, allow_null=True)
+    interval_seconds = serializers.IntegerField(read_only=True, allow_null=True)
+    allow_concurrent = serializers.BooleanField(read_only=True)
+    status = serializers.ChoiceField(choices=TASK_STATUSES, source="state.status", read_only=True)
+    next_run_at = serializers.DateTimeField(source="state.next_run_at", read_only=True, allow_null=True)
+    last_run_at = serializers.DateTimeField(source="state.last_run_at", read_only=True, allow_null=True)
+    last_result = BlankAsNullChoiceField(
+        choices=RECORD_STATUSES, source="state.last_result", read_only=True, allow_null=True
+    )
+    run_count = serializers.IntegerField(source="state.run_count", read_only=True)
+    fail_count = serializers.IntegerField(source="state.fail_count", read_only=True)
+
+    # What an operator needs besides.
+    timezone = serializers.CharField(read_only=True, help_text="IANA zone the cron expression is read in.")
+    schedule_description = serializers.SerializerMethodField()
+    schedule_source = serializers.ChoiceField(
+        choices=SOURCES, read_only=True, help_text="`override` after a reschedule through the API/admin."
+    )
+    default_schedule = DefaultScheduleSerializer(source="*", read_only=True)
+    enabled_source = serializers.ChoiceField(
+        choices=SOURCES, read_only=True, help_text="`override` after enable/disable."
+    )
+    disabled_reason = serializers.CharField(read_only=True)
+    timeout_seconds = serializers.FloatField(read_only=True)
+    timeout_source = serializers.ChoiceField(choices=["code", "override", "settings"], read_only=True)
+    running_count = serializers.IntegerField(source="state.running_count", read_only=True)
+    last_finished_at = serializers.DateTimeField(source="state.last_finished_at", read_only=True, allow_null=True)
+    last_success_at = serializers.DateTimeField(source="state.last_success_at", read_only=True, allow_null=True)
+    consecutive_failures = serializers.IntegerField(source="state.consecutive_failures", read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    updated_by = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.CharField())
+    def get_schedule_description(self, config: TaskConfig) -> str:
+        if config.schedule_type == ScheduleType.INTERVAL:
+            return f"every {config.interval_seconds} seconds"
+        expression = config.cron_expression or ""
+        try:
+            from cron_descriptor import get_description
+
+            described = get_description(expression)
+        except Exception:  # a description is a nicety; never fail a page for it
+            described = f"cron {expression}"
+        return f"{described} ({config.timezone})"
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_updated_by(self, config: TaskConfig) -> str | None:
+        return _username(config.updated_by)
+
+
+class RecordSerializer(serializers.ModelSerializer):
+    """One run of a task (``TaskExecutionRecord``), with the fields of DESIGN.md first."""
+
+    task = serializers.CharField(source="task_id", read_only=True)
+    trigger = serializers.ChoiceField(choices=TRIGGERS, read_only=True)
+    status = serializers.ChoiceField(choices=RECORD_STATUSES, read_only=True)
+    data = serializers.JSONField(read_only=True)
+    triggered_by = serializers.SerializerMethodField()
+    lateness_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TaskExecutionRecord
+        fields = [
+            "id",
+            "task",
+            "trigger",
+            "status",
+            "scheduled_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+            "message",
+            "error",
+            "data",
+            "created_at",
+            "lateness_seconds",
+            "triggered_by",
+            "origin",
+            "worker_label",
+            "url",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_triggered_by(self, record: TaskExecutionRecord) -> str | None:
+        return _username(record.triggered_by)
+
+    @extend_schema_field(serializers.CharField())
+    def get_url(self, record: TaskExecutionRecord) -> str:
+        from scheduler_app.api.urls import record_path
+
+        return record_path(record.pk)
+
+
+class TriggerResponseSerializer(RecordSerializer):
+    """The queued (``pending``) record, and whether a scheduler is alive to run it."""
+
+    scheduler_running = serializers.SerializerMethodField()
+    detail = serializers.SerializerMethodField()
+
+    class Meta(RecordSerializer.Meta):
+        fields = [*RecordSerializer.Meta.fields, "scheduler_running", "detail"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_scheduler_running(self, record: TaskExecutionRecord) -> bool:
+        return bool(self.context.get("scheduler_running"))
+
+    @extend_schema_field(serializers.CharField())
+    def get_detail(self, record: TaskExecutionRecord) -> str:
+        if self.context.get("scheduler_running"):
+            return "Queued; the scheduler process runs it within a few seconds."
+        return "Queued, but no scheduler process is alive: the run starts when a scheduler starts."
+
+
+class ProcessSerializer(serializers.ModelSerializer):
+    """A process that runs tasks (a scheduler or a ``trigger_task`` command) and its heartbeat."""
+
+    alive = serializers.SerializerMethodField()
+    heartbeat_age_seconds = serializers.SerializerMethodField()
+    label = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = SchedulerProcess
+        fields = [
+            "id",
+            "kind",
+            "role",
+            "host",
+            "pid",
+            "label",
+            "started_at",
+            "last_heartbeat",
+            "heartbeat_age_seconds",
+            "alive",
+        ]
+        read_only_fields = fields
+
+    def _age(self, process: SchedulerProcess) -> float:
+        now: datetime = self.context.get("now") or timezone.now()
+        return max(0.0, (now - process.last_heartbeat).total_seconds())
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_alive(self, process: SchedulerProcess) -> bool:
+        return self._age(process) <= float(conf.get("LEASE_SECONDS"))
+
+    @extend_schema_field(serializers.FloatField())
+    def get_heartbeat_age_seconds(self, process: SchedulerProcess) -> float:
+        return round(self._age(process), 3)
+
+
+class StatusSerializer(serializers.Serializer):
+    """``GET /scheduler/status``: the seed's shape (``running``, ``task_count``, ``tasks``) and more."""
+
+    running = serializers.BooleanField(help_text="True while a scheduler process has a fresh heartbeat.")
+    task_count = serializers.IntegerField()
+    tasks = TaskSerializer(many=True)
+    processes = ProcessSerializer(many=True, help_text="Scheduler and command processes with their heartbeats.")
+    leader = serializers.CharField(allow_null=True, help_text="host:pid of the active scheduler, if any.")
+    pending_runs = serializers.IntegerField(help_text="Manual runs queued and not yet started.")
+    heartbeat_timeout_seconds = serializers.FloatField(
+        help_text="A process whose heartbeat is older than this is dead (SCHEDULER['LEASE_SECONDS'])."
+    )
+    server_time = serializers.DateTimeField()
+
+
+class DisableSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=1000, default="", help_text="Shown with the task."
+    )
+
+
+class ScheduleSerializer(serializers.Serializer):
+    """A schedule override, checked by the same rules as the schedules written in code."""
+
+    schedule_type = serializers.ChoiceField(choices=SCHEDULE_TYPES)
+    cron_expression = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=200, help_text="Five fields, for `cron`."
+    )
+    interval_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_INTERVAL_SECONDS, help_text="For `interval`."
+    )
+    timezone = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=64,
+        help_text="IANA zone for cron expressions; empty means settings.TIME_ZONE.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors = schedule_errors(
+            schedule_type=attrs.get("schedule_type"),
+            cron_expression=attrs.get("cron_expression"),
+            interval_seconds=attrs.get("interval_seconds"),
+            timezone=attrs.get("timezone") or None,
+        )
+        if errors:
+            raise serializers.ValidationError({field: [message] for field, message in errors.items()})
+        return attrs
+
+
+class HistoryFilterSerializer(serializers.Serializer):
+    """Query parameters of the history lists; bad values are a 400 naming the parameter."""
+
+    status = serializers.CharField(required=False, help_text="One status or several, comma-separated.")
+    trigger = serializers.ChoiceField(choices=TRIGGERS, required=False)
+    since = serializers.DateTimeField(required=False, help_text="Records created at or after this time.")
+    until = serializers.DateTimeField(required=False, help_text="Records created before this time.")
+
+    def validate_status(self, value: str) -> list[str]:
+        statuses = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = [s for s in statuses if s not in RECORD_STATUSES]
+        if unknown or not statuses:
+            raise serializers.ValidationError(
+                f"unknown status {', '.join(map(repr, unknown)) or repr(value)}; expected one or more of "
+                + ", ".join(RECORD_STATUSES)
+            )
+        return statuses
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        since, until = attrs.get("since"), attrs.get("until")
+        if since and until and since >= until:
+            raise serializers.ValidationError({"until": ["must be later than `since`"]})
+        return attrs
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer: a sentence and a machine-readable code."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()

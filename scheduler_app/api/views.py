@@ -1,0 +1,395 @@
+"""The ``/scheduler/`` REST API: thin shells over ``scheduler_app.services``.
+
+Nothing here runs a task: a trigger queues a ``pending`` record that a scheduler process runs.
+Every error is JSON (``{"detail": ..., "code": ...}``, or ``{field: [messages]}`` for bad input).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, serializers, status
+from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.viewsets import GenericViewSet
+
+from scheduler_app import conf, services
+from scheduler_app.api import permissions
+from scheduler_app.api.serializers import (
+    RECORD_STATUSES,
+    TRIGGERS,
+    DisableSerializer,
+    ErrorSerializer,
+    HistoryFilterSerializer,
+    ProcessSerializer,
+    RecordSerializer,
+    ScheduleSerializer,
+    StatusSerializer,
+    TaskSerializer,
+    TriggerResponseSerializer,
+)
+from scheduler_app.exceptions import TaskBusy, TaskNotFound
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
+from scheduler_app.registry import task_registry
+from scheduler_app.tasks.base import TaskStatus
+from scheduler_app.validation import ScheduleValidationError
+
+
+class TaskBusyError(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The task is running and does not allow concurrent runs."
+    default_code = "task_busy"
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, taught our errors, with a ``code`` beside every ``detail``."""
+    if isinstance(exc, TaskNotFound):
+        exc = exceptions.NotFound(str(exc), code="task_not_found")
+    elif isinstance(exc, TaskBusy):
+        exc = TaskBusyError(f"{exc} (retry when it has finished)")
+    elif isinstance(exc, ScheduleValidationError):
+        exc = exceptions.ValidationError({field: [message] for field, message in exc.errors.items()})
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "detail" in response.data:
+        detail = response.data["detail"]
+        response.data.setdefault("code", getattr(detail, "code", None) or "error")
+    return response
+
+
+# Reusable schema fragments.
+ERROR = OpenApiResponse(ErrorSerializer, description="`detail` says what went wrong; `code` is stable.")
+DENIED = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not allowed.")
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No task (or record) of that name (or id).")
+INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="`{field: [messages]}` naming each bad field.")
+READ_ERRORS = {401: DENIED, 403: DENIED}
+TASK_ERRORS = {**READ_ERRORS, 404: NOT_FOUND}
+FILTER_PARAMETERS = [
+    OpenApiParameter(
+        "status",
+        str,
+        description=f"Only records of this status; several, comma-separated, match any ({', '.join(RECORD_STATUSES)}).",
+    ),
+    OpenApiParameter("trigger", str, enum=TRIGGERS, description="`scheduled` or `manual`."),
+    OpenApiParameter("since", OpenApiTypes.DATETIME, description="Records created at or after this time."),
+    OpenApiParameter("until", OpenApiTypes.DATETIME, description="Records created before this time."),
+]
+
+
+class HistoryPagination(PageNumberPagination):
+    """Numbered pages, ``SCHEDULER["API_PAGE_SIZE"]`` records each unless ``?page_size=`` says
+    otherwise, up to ``SCHEDULER["API_MAX_PAGE_SIZE"]``; a size out of bounds is a 400."""
+
+    page_size_query_param = "page_size"
+
+    def get_page_size(self, request: Request) -> int:
+        maximum = int(conf.get("API_MAX_PAGE_SIZE"))
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return min(int(conf.get("API_PAGE_SIZE")), maximum)
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= maximum:
+            raise exceptions.ValidationError({"page_size": [f"a whole number from 1 to {maximum}"]})
+        return size
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["required"] = ["count", "next", "previous", "results"]
+        return paginated
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=int(conf.get("API_MAX_PAGE_SIZE")))
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"].update(minimum=1)
+        return parameters
+
+
+class SchedulerAPIMixin:
+    """Permissions from ``SCHEDULER`` settings and our exception handler, for every view."""
+
+    def get_permissions(self) -> list[Any]:
+        return permissions.permissions_for(self.request.method)
+
+    def get_exception_handler(self):
+        return exception_handler
+
+
+def tasks_queryset() -> QuerySet[TaskConfig]:
+    """The registered tasks with their state and last editor: one query, whatever their number."""
+    queryset = services.registered_tasks().select_related("updated_by")
+    return queryset
+
+
+def all_tasks() -> list[TaskConfig]:
+    tasks = list(tasks_queryset())
+    if len(tasks) != len(task_registry):
+        # A task registered since the rows were last synced (e.g. in code, at run time).
+        services.sync_task_rows()
+        tasks = list(tasks_queryset())
+    return tasks
+
+
+def filtered_records(request: Request, queryset: QuerySet[TaskExecutionRecord]) -> QuerySet[TaskExecutionRecord]:
+    params = HistoryFilterSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    filters = params.validated_data
+    if "status" in filters:
+        queryset = queryset.filter(status__in=filters["status"])
+    if "trigger" in filters:
+        queryset = queryset.filter(trigger=filters["trigger"])
+    if "since" in filters:
+        queryset = queryset.filter(created_at__gte=filters["since"])
+    if "until" in filters:
+        queryset = queryset.filter(created_at__lt=filters["until"])
+    return queryset
+
+
+def records_queryset() -> QuerySet[TaskExecutionRecord]:
+    return TaskExecutionRecord.objects.select_related("triggered_by").order_by("-id")
+
+
+class StatusView(SchedulerAPIMixin, APIView):
+    """The scheduler's state and every task, in the seed's shape."""
+
+    @extend_schema(
+        operation_id="scheduler_status",
+        summary="Scheduler status and all tasks",
+        responses={200: StatusSerializer, **READ_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        now = timezone.now()
+        tasks = all_tasks()
+        processes = list(SchedulerProcess.objects.order_by("started_at"))
+        context = {"request": request, "now": now}
+        # Liveness is judged from the heartbeats just read, so `running` and `processes` agree.
+        cutoff = float(conf.get("LEASE_SECONDS"))
+        alive = [p for p in processes if (now - p.last_heartbeat).total_seconds() <= cutoff]
+        schedulers = [p for p in alive if p.kind == SchedulerProcess.Kind.SCHEDULER]
+        leader = next((p.label for p in schedulers if p.role == SchedulerProcess.Role.ACTIVE), None)
+        body = {
+            "running": bool(schedulers),
+            "task_count": len(tasks),
+            "tasks": TaskSerializer(tasks, many=True, context=context).data,
+            "processes": ProcessSerializer(processes, many=True, context=context).data,
+            "leader": leader,
+            "pending_runs": TaskExecutionRecord.objects.filter(status=TaskStatus.PENDING).count(),
+            "heartbeat_timeout_seconds": cutoff,
+            "server_time": serializers.DateTimeField().to_representation(now),
+        }
+        return Response(body)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="All registered tasks", responses={200: TaskSerializer(many=True), **READ_ERRORS}),
+    retrieve=extend_schema(summary="One task", responses={200: TaskSerializer, **TASK_ERRORS}),
+)
+class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
+    """Registered tasks: see them, trigger, enable, disable and reschedule them, read their history."""
+
+    serializer_class = TaskSerializer
+    lookup_field = "name"
+    # Any name reaches the view, so that an unknown one gets our JSON 404 naming the known tasks.
+    lookup_value_regex = "[^/]+"
+    pagination_class = HistoryPagination
+
+    def get_queryset(self) -> QuerySet[TaskConfig]:
+        return tasks_queryset()
+
+    def get_object(self) -> TaskConfig:
+        return services.get_task(self.kwargs["name"])
+
+    def _task_response(self, name: str, status_code: int = status.HTTP_200_OK) -> Response:
+        config = tasks_queryset().get(name=name)
+        return Response(TaskSerializer(config, context=self.get_serializer_context()).data, status=status_code)
+
+    def list(self, request: Request) -> Response:
+        return Response(TaskSerializer(all_tasks(), many=True, context=self.get_serializer_context()).data)
+
+    def retrieve(self, request: Request, name: str) -> Response:
+        self.get_object()
+        return self._task_response(name)
+
+    @extend_schema(
+        summary="Run the task now (queued for the scheduler process)",
+        description=(
+            "Records a `pending` manual run and answers 202 with it; the `Location` header (and `url`) is where "
+            "to follow it. The web process never runs the task: a scheduler process starts it within a few "
+            "seconds. If no scheduler is alive, the run stays queued until one starts (`scheduler_running` is "
+            "false). If the task is running and does not allow concurrent runs, nothing is queued: 409. "
+            "A disabled task can still be run by hand."
+        ),
+        request=None,
+        responses={
+            202: TriggerResponseSerializer,
+            **TASK_ERRORS,
+            409: OpenApiResponse(ErrorSerializer, description="The task is running and allows no concurrent run."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def trigger(self, request: Request, name: str) -> Response:
+        record = services.request_run(name, user=request.user, origin="api")
+        record = records_queryset().get(pk=record.pk)
+        context = {**self.get_serializer_context(), "scheduler_running": services.scheduler_alive()}
+        data = TriggerResponseSerializer(record, context=context).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
+
+    @extend_schema(
+        summary="Enable the task (overrides the code's `enabled`)",
+        request=None,
+        responses={200: TaskSerializer, **TASK_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def enable(self, request: Request, name: str) -> Response:
+        services.enable_task(name, user=request.user)
+        return self._task_response(name)
+
+    @extend_schema(
+        summary="Disable the task (overrides the code's `enabled`)",
+        description="Its job is removed from the running scheduler within seconds; running runs finish.",
+        request=DisableSerializer,
+        responses={200: TaskSerializer, 400: INVALID, **TASK_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def disable(self, request: Request, name: str) -> Response:
+        services.get_task(name)
+        body = DisableSerializer(data=request.data if request.data else {})
+        body.is_valid(raise_exception=True)
+        services.disable_task(name, user=request.user, reason=body.validated_data["reason"])
+        return self._task_response(name)
+
+    @extend_schema(
+        methods=["PUT"],
+        summary="Override the task's schedule",
+        description=(
+            "Replaces the code's schedule until cleared with DELETE; checked by the same rules as schedules in "
+            "code. The running scheduler picks it up within seconds, without restart."
+        ),
+        request=ScheduleSerializer,
+        responses={200: TaskSerializer, 400: INVALID, **TASK_ERRORS},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Go back to the schedule defined in code",
+        request=None,
+        responses={200: TaskSerializer, **TASK_ERRORS},
+    )
+    @action(detail=True, methods=["put", "delete"])
+    def schedule(self, request: Request, name: str) -> Response:
+        services.get_task(name)
+        if request.method == "DELETE":
+            services.clear_schedule(name, user=request.user)
+            return self._task_response(name)
+        body = ScheduleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        services.set_schedule(
+            name,
+            schedule_type=values["schedule_type"],
+            cron_expression=values.get("cron_expression"),
+            interval_seconds=values.get("interval_seconds"),
+            timezone_name=values.get("timezone") or None,
+            user=request.user,
+        )
+        return self._task_response(name)
+
+    @extend_schema(
+        summary="The task's runs, newest first",
+        parameters=FILTER_PARAMETERS,
+        responses={200: RecordSerializer(many=True), 400: INVALID, **TASK_ERRORS},
+    )
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, name: str) -> Response:
+        services.get_task(name)
+        queryset = filtered_records(request, records_queryset().filter(task_id=name))
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(RecordSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="One run of the task",
+        responses={200: RecordSerializer, **TASK_ERRORS},
+    )
+    @action(detail=True, methods=["get"], url_path=r"history/(?P<record_id>[0-9]{1,18})", pagination_class=None)
+    def history_record(self, request: Request, name: str, record_id: str) -> Response:
+        services.get_task(name)
+        record = records_queryset().filter(task_id=name, pk=int(record_id)).first()
+        if record is None:
+            raise exceptions.NotFound(f"task {name!r} has no record {record_id}", code="record_not_found")
+        return Response(RecordSerializer(record).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Runs of all tasks, newest first",
+        parameters=[OpenApiParameter("task", str, description="Only this task's runs."), *FILTER_PARAMETERS],
+        responses={200: RecordSerializer(many=True), 400: INVALID, **READ_ERRORS},
+    ),
+    retrieve=extend_schema(summary="One run", responses={200: RecordSerializer, **TASK_ERRORS}),
+)
+class RecordViewSet(SchedulerAPIMixin, GenericViewSet):
+    """Execution records of every task (including tasks no longer registered)."""
+
+    serializer_class = RecordSerializer
+    pagination_class = HistoryPagination
+    lookup_value_regex = "[0-9]{1,18}"
+
+    def get_queryset(self) -> QuerySet[TaskExecutionRecord]:
+        return records_queryset()
+
+    def list(self, request: Request) -> Response:
+        queryset = filtered_records(request, self.get_queryset())
+        if task := request.query_params.get("task"):
+            queryset = queryset.filter(task_id=task)
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(RecordSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        record = self.get_queryset().filter(pk=int(pk)).first()
+        if record is None:
+            raise exceptions.NotFound(f"no record {pk}", code="record_not_found")
+        return Response(RecordSerializer(record).data)
+
+
+class RootView(SchedulerAPIMixin, APIView):
+    """Where everything is."""
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        def link(name: str, **kwargs: Any) -> str:
+            return reverse(f"scheduler-api:{name}", kwargs=kwargs, request=request)
+
+        return Response(
+            {
+                "status": link("status"),
+                "tasks": link("task-list"),
+                "history": link("record-list"),
+                "schema": link("schema"),
+                "docs": link("docs"),
+            }
+        )
+
+
+class NotFoundView(SchedulerAPIMixin, APIView):
+    """Any other path under /scheduler/: a JSON 404 instead of Django's HTML page."""
+
+    def get_permissions(self) -> list[Any]:
+        return []
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound(f"no such endpoint: {request.path}", code="no_endpoint")
+
+    post = put = patch = delete = get
