@@ -274,7 +274,8 @@ class ScheduleSerializer(serializers.Serializer):
 
 
 class HistoryFilterSerializer(serializers.Serializer):
-    """Query parameters of the history lists; bad values are a 400 naming the parameter."""
+    """Query parameters of the history lists; bad values are a 400 naming the parameter.
+    (An empty range, ``since`` >= ``until``, is not an error: it holds no records.)"""
 
     status = serializers.CharField(required=False, help_text="One status or several, comma-separated.")
     trigger = serializers.ChoiceField(choices=TRIGGERS, required=False)
@@ -290,12 +291,6 @@ class HistoryFilterSerializer(serializers.Serializer):
                 + ", ".join(RECORD_STATUSES)
             )
         return statuses
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        since, until = attrs.get("since"), attrs.get("until")
-        if since and until and since >= until:
-            raise serializers.ValidationError({"until": ["must be later than `since`"]})
-        return attrs
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -72,11 +72,13 @@ NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No task (or record) of
 INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="`{field: [messages]}` naming each bad field.")
 READ_ERRORS = {401: DENIED, 403: DENIED}
 TASK_ERRORS = {**READ_ERRORS, 404: NOT_FOUND}
+FILTER_NAMES = ("status", "trigger", "since", "until")
+STATUS_LIST_PATTERN = "^({0})(,({0}))*$".format("|".join(RECORD_STATUSES))
 FILTER_PARAMETERS = [
     OpenApiParameter(
         "status",
-        str,
-        description=f"Only records of this status; several, comma-separated, match any ({', '.join(RECORD_STATUSES)}).",
+        {"type": "string", "pattern": STATUS_LIST_PATTERN},
+        description="Only records of this status; several, comma-separated, match any.",
     ),
     OpenApiParameter("trigger", str, enum=TRIGGERS, description="`scheduled` or `manual`."),
     OpenApiParameter("since", OpenApiTypes.DATETIME, description="Records created at or after this time."),
@@ -95,13 +97,19 @@ class HistoryPagination(PageNumberPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return min(int(conf.get("API_PAGE_SIZE")), maximum)
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
+        size = int(raw) if raw.isascii() and raw.isdigit() else 0
         if not 1 <= size <= maximum:
             raise exceptions.ValidationError({"page_size": [f"a whole number from 1 to {maximum}"]})
         return size
+
+    def get_page_number(self, request: Request, paginator: Any) -> int:
+        # DRF reads `?page=` (empty) as page 1; a page that is no number is a client's mistake.
+        raw = request.query_params.get(self.page_query_param)
+        if raw is None:
+            return 1
+        if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+            raise exceptions.ValidationError({"page": ["a whole number from 1"]})
+        return int(raw)
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         paginated = super().get_paginated_response_schema(schema)
@@ -144,6 +152,10 @@ def all_tasks() -> list[TaskConfig]:
 
 
 def filtered_records(request: Request, queryset: QuerySet[TaskExecutionRecord]) -> QuerySet[TaskExecutionRecord]:
+    # DRF skips empty query parameters; `?until=` is a mistake worth telling apart from no filter.
+    empty = {key: ["must not be empty"] for key in ("task", *FILTER_NAMES) if request.query_params.get(key) == ""}
+    if empty:
+        raise exceptions.ValidationError(empty)
     params = HistoryFilterSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
     filters = params.validated_data
@@ -204,7 +216,8 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     lookup_field = "name"
     # Any name reaches the view, so that an unknown one gets our JSON 404 naming the known tasks.
     lookup_value_regex = "[^/]+"
-    pagination_class = HistoryPagination
+    # The task list is short and whole (as in the seed); only history is paginated.
+    pagination_class = None
 
     def get_queryset(self) -> QuerySet[TaskConfig]:
         return tasks_queryset()
@@ -311,7 +324,7 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
         parameters=FILTER_PARAMETERS,
         responses={200: RecordSerializer(many=True), 400: INVALID, **TASK_ERRORS},
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=HistoryPagination)
     def history(self, request: Request, name: str) -> Response:
         services.get_task(name)
         queryset = filtered_records(request, records_queryset().filter(task_id=name))
@@ -334,8 +347,16 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
 @extend_schema_view(
     list=extend_schema(
         summary="Runs of all tasks, newest first",
-        parameters=[OpenApiParameter("task", str, description="Only this task's runs."), *FILTER_PARAMETERS],
-        responses={200: RecordSerializer(many=True), 400: INVALID, **READ_ERRORS},
+        parameters=[
+            OpenApiParameter("task", {"type": "string", "minLength": 1}, description="Only this task's runs."),
+            *FILTER_PARAMETERS,
+        ],
+        responses={
+            200: RecordSerializer(many=True),
+            400: INVALID,
+            **READ_ERRORS,
+            404: OpenApiResponse(ErrorSerializer, description="No such page."),
+        },
     ),
     retrieve=extend_schema(summary="One run", responses={200: RecordSerializer, **TASK_ERRORS}),
 )
