@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from django.urls import re_path, reverse
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -30,6 +36,9 @@ class SchemaView(views.SchedulerAPIMixin, SpectacularAPIView):
             "scheduler_app.api.schema.strip_trailing_slashes",
         ],
     }
+
+    # JSON first (errors too); YAML with ?format=yaml or by Accept header.
+    renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
 
     def get_permissions(self):
         return permissions_for(self.request.method)

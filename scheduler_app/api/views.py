@@ -135,6 +135,22 @@ class SchedulerAPIMixin:
     def get_exception_handler(self):
         return exception_handler
 
+    def get_authenticate_header(self, request: Request) -> str | None:
+        """401 + ``WWW-Authenticate`` for a script whose Basic or Token credentials are wrong.
+
+        DRF takes the header from the first authentication class, the session, which has none, so
+        every failure would be a 403; and naming Basic to a browser would pop up its login dialog.
+        """
+        header = super().get_authenticate_header(request)
+        scheme = request.META.get("HTTP_AUTHORIZATION", "").split(" ", 1)[0].lower()
+        if header or not scheme:
+            return header
+        for authenticator in request.authenticators:
+            offered = authenticator.authenticate_header(request)
+            if offered and offered.split(" ", 1)[0].lower() == scheme:
+                return offered
+        return None
+
 
 def tasks_queryset() -> QuerySet[TaskConfig]:
     """The registered tasks with their state and last editor: one query, whatever their number."""
