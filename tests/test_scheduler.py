@@ -1,11 +1,15 @@
-"""The real ``runscheduler`` process against a real database file."""
+"""The real ``runscheduler`` process against a real database: fires, rules, restarts and crashes."""
 
 from __future__ import annotations
 
 import signal
+import time
+from datetime import timedelta
 
 import pytest
+from django_apscheduler.models import DjangoJob
 
+from scheduler_app import services
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState
 from tests.processes import wait_for
 
@@ -16,12 +20,16 @@ def records(task: str, **filters: object) -> list[TaskExecutionRecord]:
     return list(TaskExecutionRecord.objects.filter(task_id=task, **filters).order_by("id"))
 
 
+def count(task: str, **filters: object) -> int:
+    return TaskExecutionRecord.objects.filter(task_id=task, **filters).count()
+
+
 def test_interval_task_fires_on_time_and_sigterm_exits_zero(processes) -> None:
     scheduler = processes.scheduler(["TickTask"])
-    wait_for(lambda: len(records("tick", status="success")) >= 3, timeout=10, message="3 tick runs")
+    wait_for(lambda: count("tick", status="success") >= 3, timeout=10, message="3 tick runs")
     runs = records("tick", status="success")
     for run in runs:
-        assert run.trigger == "scheduled"
+        assert run.trigger == "scheduled" and run.worker_label.endswith(f":{scheduler.pid}")
         assert 0 <= run.lateness_seconds < 0.5, f"run {run.pk} started {run.lateness_seconds}s late"
     gaps = [(b.scheduled_at - a.scheduled_at).total_seconds() for a, b in zip(runs, runs[1:], strict=False)]
     assert all(abs(gap - 1.0) < 1e-3 for gap in gaps), gaps
@@ -29,3 +37,140 @@ def test_interval_task_fires_on_time_and_sigterm_exits_zero(processes) -> None:
     assert state.run_count >= 3 and state.last_result == "success" and state.next_run_at is not None
     assert scheduler.stop(signal.SIGTERM) == 0
     assert not SchedulerProcess.objects.filter(pid=scheduler.pid).exists()
+    assert "scheduler stopped" in scheduler.output()
+
+
+def test_no_overlap_and_dropped_fires_are_recorded_as_skipped(processes) -> None:
+    processes.scheduler(["SlowTask"])
+    wait_for(lambda: count("slow", status="success") >= 2, timeout=15, message="2 slow runs")
+    runs = records("slow", status="success")
+    for earlier, later in zip(runs, runs[1:], strict=False):
+        assert later.started_at >= earlier.finished_at, "two runs of a non-concurrent task overlapped"
+    skipped = records("slow", status="skipped")
+    assert skipped, "fires during a run must be recorded as skipped"
+    assert all("previous run is still running" in r.message and r.scheduled_at for r in skipped)
+
+
+def test_failing_and_hanging_tasks_are_recorded_and_the_scheduler_keeps_going(processes) -> None:
+    scheduler = processes.scheduler(["TickTask", "BoomTask", "HangTask", "AsyncHangTask"])
+    wait_for(
+        lambda: count("boom", status="failed") >= 2
+        and count("hang", status="timeout") >= 2
+        and count("async_hang", status="timeout") >= 2,
+        timeout=15,
+        message="failures and timeouts",
+    )
+    failure = records("boom", status="failed")[0]
+    assert "ValueError: boom" in failure.error and "Traceback" in failure.error
+    assert TaskState.objects.get(task_id="hang").fail_count >= 2
+    ticks = count("tick", status="success")
+    wait_for(lambda: count("tick", status="success") >= ticks + 2, timeout=5, message="ticks to go on")
+    assert scheduler.alive()
+
+
+def test_changes_made_by_another_process_apply_within_two_seconds(processes) -> None:
+    processes.scheduler(["TickTask", "CronTask"])
+    wait_for(lambda: count("tick") >= 1, timeout=10, message="a first tick")
+
+    services.disable_task("tick", reason="maintenance")
+    changed = time.monotonic()
+    wait_for(lambda: not DjangoJob.objects.filter(id="tick").exists(), timeout=2, message="the tick job to go")
+    assert time.monotonic() - changed < 2
+    assert TaskState.objects.get(task_id="tick").next_run_at is None
+    settled = count("tick")
+    time.sleep(1.5)  # an absence can only be observed over a window
+    assert count("tick") == settled, "a disabled task fired"
+
+    services.enable_task("tick")
+    wait_for(lambda: count("tick") > settled, timeout=3, message="fires to resume after enable")
+
+    services.set_schedule("tick", schedule_type="interval", interval_seconds=2)
+    wait_for(
+        lambda: DjangoJob.objects.filter(id="tick").exists()
+        and "interval|2" in str(DjangoJob.objects.get(id="tick").job_state),
+        timeout=2,
+        message="the new interval",
+    )
+    start = count("tick")
+    wait_for(lambda: count("tick") >= start + 2, timeout=8, message="two fires on the new interval")
+    last_two = records("tick")[-2:]
+    assert last_two[1].scheduled_at - last_two[0].scheduled_at == timedelta(seconds=2)
+
+    queued = services.request_run("nightly", origin="api")
+    wait_for(
+        lambda: TaskExecutionRecord.objects.get(pk=queued.pk).status == "success", timeout=3, message="manual run"
+    )
+    done = TaskExecutionRecord.objects.get(pk=queued.pk)
+    assert done.trigger == "manual" and done.scheduled_at is None and done.message == "nightly done"
+
+
+def test_restart_keeps_counts_and_never_duplicates_jobs(processes) -> None:
+    first = processes.scheduler(["TickTask", "CronTask"])
+    wait_for(lambda: TaskState.objects.get(task_id="tick").run_count >= 2, timeout=10, message="2 runs")
+    nightly_next = TaskState.objects.get(task_id="nightly").next_run_at
+    assert first.stop() == 0
+    before = TaskState.objects.get(task_id="tick").run_count
+    assert sorted(DjangoJob.objects.values_list("id", flat=True)) == ["nightly", "tick"]
+
+    processes.scheduler(["TickTask", "CronTask"])
+    wait_for(lambda: TaskState.objects.get(task_id="tick").run_count >= before + 2, timeout=10, message="more runs")
+    assert sorted(DjangoJob.objects.values_list("id", flat=True)) == ["nightly", "tick"]
+    # The cron job was kept as it was, not re-created.
+    assert TaskState.objects.get(task_id="nightly").next_run_at == nightly_next
+    fires = list(TaskExecutionRecord.objects.filter(task_id="tick").values_list("scheduled_at", flat=True))
+    assert len(fires) == len(set(fires)), "a fire ran twice"
+
+
+def test_kill_9_mid_run_leaves_no_running_record_after_restart(processes) -> None:
+    doomed = processes.scheduler(["LongTask", "TickTask"])
+    queued = services.request_run("long", origin="api")
+    wait_for(lambda: TaskExecutionRecord.objects.get(pk=queued.pk).status == "running", timeout=5, message="run")
+    doomed.kill()
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running"
+
+    processes.scheduler(["LongTask", "TickTask"])
+    wait_for(
+        lambda: TaskExecutionRecord.objects.get(pk=queued.pk).status == "interrupted", timeout=5, message="reaping"
+    )
+    assert not TaskExecutionRecord.objects.filter(status="running", task_id="long").exists()
+    state = TaskState.objects.get(task_id="long")
+    assert state.running_count == 0 and state.last_result == "interrupted"
+    # The task is free again: a new manual run starts.
+    again = services.request_run("long", origin="api")
+    wait_for(lambda: TaskExecutionRecord.objects.get(pk=again.pk).status == "running", timeout=5, message="new run")
+
+
+def test_sigterm_lets_short_runs_finish_and_interrupts_long_ones(processes) -> None:
+    scheduler = processes.scheduler(["LongTask", "SlowTask"], TEST_SHUTDOWN_GRACE="3.5")
+    long_run = services.request_run("long", origin="api")
+    wait_for(
+        lambda: TaskExecutionRecord.objects.get(pk=long_run.pk).status == "running"
+        and TaskExecutionRecord.objects.filter(task_id="slow", status="running").exists(),
+        timeout=5,
+        message="both running",
+    )
+    slow_run = TaskExecutionRecord.objects.get(task_id="slow", status="running")
+    assert scheduler.stop(signal.SIGTERM, timeout=15) == 0
+    assert TaskExecutionRecord.objects.get(pk=slow_run.pk).status == "success"
+    interrupted = TaskExecutionRecord.objects.get(pk=long_run.pk)
+    assert interrupted.status == "interrupted" and "stopped" in interrupted.error
+    assert not TaskExecutionRecord.objects.filter(status="running").exists()
+
+
+def test_fires_missed_during_downtime_are_recorded_not_replayed(processes) -> None:
+    first = processes.scheduler(["TickTask"], TEST_MISFIRE_GRACE_SECONDS="1")
+    wait_for(lambda: count("tick", status="success") >= 2, timeout=10, message="2 runs")
+    assert first.stop() == 0
+    time.sleep(4)  # the downtime itself
+    processes.scheduler(["TickTask"], TEST_MISFIRE_GRACE_SECONDS="1")
+    wait_for(lambda: count("tick", status="missed") >= 2, timeout=10, message="missed fires")
+    wait_for(lambda: count("tick", status="success") >= 4, timeout=10, message="runs after the restart")
+    timeline = list(TaskExecutionRecord.objects.filter(task_id="tick").order_by("scheduled_at"))
+    seconds = [r.scheduled_at for r in timeline]
+    # One record per fire, every second, whatever happened to it: no gap, no duplicate.
+    assert all(b - a == timedelta(seconds=1) for a, b in zip(seconds, seconds[1:], strict=False)), seconds
+    missed = [r for r in timeline if r.status == "missed"]
+    assert all("grace window" in r.message or "coalesced" in r.message for r in missed)
+    # The catch-up never replays the downtime as a storm: at most one late run.
+    late_runs = [r for r in timeline if r.status == "success" and r.lateness_seconds > 0.5]
+    assert len(late_runs) <= 1
