@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI files served from here, not a CDN
     "django_apscheduler",
     "scheduler_app",
 ]
@@ -109,6 +110,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "See, enable, disable, reschedule and trigger scheduled tasks.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 SCHEDULER = {
