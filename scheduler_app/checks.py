@@ -19,6 +19,8 @@ NUMBER_KEYS = {
     "MAX_WORKERS": "threads",
     "MISFIRE_GRACE_SECONDS": "seconds",
     "JOBSTORE_FLUSH_INTERVAL": "seconds",
+    "API_PAGE_SIZE": "records",
+    "API_MAX_PAGE_SIZE": "records",
 }
 
 
@@ -70,3 +72,28 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         )
         for error in task_registry.load_errors
     ]
+
+
+@register("scheduler")
+def check_api_permissions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The API's permission classes are imported per request; a typo must fail here, not as a 500."""
+    from django.utils.module_loading import import_string
+    from rest_framework.permissions import BasePermission
+
+    messages: list[CheckMessage] = []
+    for key in ("API_READ_PERMISSION_CLASSES", "API_WRITE_PERMISSION_CLASSES"):
+        paths = conf.get(key)
+        if not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths):
+            messages.append(Error(f"SCHEDULER[{key!r}] must be a list of dotted paths.", id="scheduler.E020"))
+            continue
+        for path in paths:
+            try:
+                cls = import_string(path)
+            except ImportError as exc:
+                messages.append(Error(f"SCHEDULER[{key!r}]: cannot import {path!r}: {exc}", id="scheduler.E021"))
+                continue
+            if not (isinstance(cls, type) and issubclass(cls, BasePermission)):
+                messages.append(
+                    Error(f"SCHEDULER[{key!r}]: {path!r} is not a DRF permission class.", id="scheduler.E021")
+                )
+    return messages

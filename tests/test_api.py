@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
+from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext, override_settings
@@ -235,6 +238,10 @@ def test_browsable_api_schema_and_docs_pages(staff_client: Client) -> None:
     } <= set(schema["paths"])
     docs = staff_client.get("/scheduler/docs")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+    # Swagger UI's files come from this project (drf-spectacular-sidecar), not from a CDN.
+    assert b"cdn." not in docs.content
+    bundle = re.search(rb'src="([^"]*swagger-ui-bundle\.js)"', docs.content).group(1).decode()
+    assert finders.find(bundle.removeprefix(settings.STATIC_URL).removeprefix("/" + settings.STATIC_URL))
     root = staff_client.get("/scheduler/").json()
     assert root["status"].endswith("/scheduler/status")
 
@@ -666,3 +673,16 @@ def test_status_and_list_run_a_constant_number_of_queries(staff: User) -> None:
     assert counts[5] == counts[200], counts
     # Session + user, then tasks, processes and the pending count for the status; tasks for the list.
     assert counts[200][0] <= 6 and counts[200][1] <= 4, counts
+
+
+def test_a_misconfigured_permission_class_fails_the_system_check() -> None:
+    from scheduler_app.checks import check_api_permissions
+
+    assert check_api_permissions() == []
+    bad = {
+        "API_WRITE_PERMISSION_CLASSES": ["scheduler_app.api.permissions.NoSuchClass", "scheduler_app.models.TaskConfig"]
+    }
+    with override_settings(SCHEDULER={**services_settings(), **bad}):
+        errors = check_api_permissions()
+    assert [e.id for e in errors] == ["scheduler.E021", "scheduler.E021"]
+    assert "NoSuchClass" in errors[0].msg and "not a DRF permission class" in errors[1].msg
