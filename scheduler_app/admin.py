@@ -1,0 +1,903 @@
+"""Admin pages: the operators' place to see and steer every task.
+
+Every change goes through ``scheduler_app.services`` (the same functions the API and the commands
+call), which validate, bump the revision the scheduler watches, and write the admin log. The admin
+never saves a ``TaskConfig`` itself and never runs a task inside a request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cron_descriptor import Options, get_description
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
+from django.contrib.admin.templatetags.admin_list import _boolean_icon
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import Truncator
+from django.utils.timesince import timesince, timeuntil
+
+from scheduler_app import conf, services
+from scheduler_app.coordination import current_leader
+from scheduler_app.exceptions import SchedulerError, TaskBusy
+from scheduler_app.forms import SCHEDULE_FIELDS, TaskConfigForm
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
+from scheduler_app.registry import task_registry
+from scheduler_app.scheduler import build_trigger
+from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.triggers import next_fire_times
+from scheduler_app.validation import schedule_errors
+
+# django-apscheduler's own pages edit and delete APScheduler jobs behind the scheduler's back; the
+# task pages below are where jobs are steered. Import its admin first so that it cannot register
+# after we unregister.
+try:
+    from django_apscheduler import admin as _apscheduler_admin  # noqa: F401
+    from django_apscheduler.models import DjangoJob, DjangoJobExecution
+
+    for _model in (DjangoJob, DjangoJobExecution):
+        if admin.site.is_registered(_model):
+            admin.site.unregister(_model)
+except ImportError:  # pragma: no cover - django_apscheduler is a requirement
+    pass
+
+PREVIEW_COUNT = 5
+LATEST_RUNS = 10
+RECENT_CHANGES = 10
+CRON_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+RESULT_COLOURS = {
+    TaskStatus.SUCCESS: "#1e7e34",
+    TaskStatus.FAILED: "#c62828",
+    TaskStatus.TIMEOUT: "#c62828",
+    TaskStatus.INTERRUPTED: "#d35400",
+    TaskStatus.MISSED: "#d35400",
+    TaskStatus.SKIPPED: "#6c757d",
+    TaskStatus.PENDING: "#0d6efd",
+    TaskStatus.RUNNING: "#0d6efd",
+}
+EMPTY = "—"
+
+
+# -- how things read -----------------------------------------------------------------------------
+
+
+def describe_cron(expression: str | None) -> str:
+    """Plain English for a cron expression ("At 02:00"); empty when it cannot be described."""
+    expression = (expression or "").strip()
+    expression = CRON_ALIASES.get(expression.lower(), expression)
+    if not expression:
+        return ""
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        return get_description(expression, options)
+    except Exception:  # cron-descriptor raises several types; an odd text only loses the prose
+        return ""
+
+
+def describe_duration(seconds: float | None) -> str:
+    """3600 -> "1 hour", 90 -> "1 minute 30 seconds", 0.25 -> "0.25 seconds"."""
+    if seconds is None:
+        return EMPTY
+    if seconds < 60 and not float(seconds).is_integer():
+        return f"{seconds:.3g} seconds"
+    remaining = round(seconds)
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2]) or "0 seconds"
+
+
+def describe_schedule(schedule_type: str, cron: str | None, interval: int | None, zone: str | None) -> SafeString:
+    if schedule_type == ScheduleType.CRON:
+        prose = describe_cron(cron)
+        shown_zone = zone or settings.TIME_ZONE
+        return format_html(
+            '<code>{}</code><br><span class="sched-prose">{}{}</span>',
+            cron or "",
+            prose,
+            f" ({shown_zone})" if prose else f"({shown_zone})",
+        )
+    if interval:
+        return format_html('<span class="sched-prose">every {}</span>', describe_duration(interval))
+    return format_html("{}", EMPTY)
+
+
+def badge(text: str, colour: str) -> SafeString:
+    return format_html(
+        '<span class="sched-badge" style="background:{};color:#fff;padding:1px 7px;border-radius:9px;'
+        'font-size:11px;white-space:nowrap">{}</span>',
+        colour,
+        text,
+    )
+
+
+def result_badge(result: str | None) -> SafeString:
+    if not result:
+        return mark_safe('<span class="sched-never">never run</span>')
+    return badge(result, RESULT_COLOURS.get(result, "#6c757d"))
+
+
+def source_badge(source: str) -> SafeString:
+    colour = "#b26a00" if source == "override" else "#6c757d"
+    return badge(source if source != "code" else "code default", colour)
+
+
+def show_time(value: datetime | None, relative: bool = True) -> SafeString | str:
+    if value is None:
+        return EMPTY
+    local = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+    if not relative:
+        return local
+    now = timezone.now()
+    words = f"in {timeuntil(value, now)}" if value > now else f"{timesince(value, now)} ago"
+    return format_html('{}<br><small class="sched-rel">{}</small>', local, words)
+
+
+def state_of(config: TaskConfig) -> TaskState | None:
+    try:
+        return config.state
+    except ObjectDoesNotExist:
+        return None
+
+
+def preview_times(config: TaskConfig, count: int = PREVIEW_COUNT) -> list[datetime]:
+    return next_fire_times(build_trigger(config), timezone.now(), count)
+
+
+def render_times(times: Iterable[datetime], zone: str) -> SafeString:
+    tz = ZoneInfo(zone)
+    items = format_html_join(
+        "", "<li>{}</li>", ((t.astimezone(tz).strftime("%a %Y-%m-%d %H:%M:%S %Z"),) for t in times)
+    )
+    return format_html('<ol class="sched-times">{}</ol>', items) if items else format_html("{}", EMPTY)
+
+
+# -- list filters --------------------------------------------------------------------------------
+
+
+class RegisteredFilter(admin.SimpleListFilter):
+    """Tasks removed from the code keep their row (and history) but are hidden unless asked for."""
+
+    title = "defined in code"
+    parameter_name = "registered"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("all", "All, with removed tasks"), ("no", "Removed from code")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "all":
+            return queryset
+        return queryset.filter(registered=self.value() != "no")
+
+    def choices(self, changelist: Any) -> Iterable[dict[str, Any]]:
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "Registered tasks",
+        }
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+
+class EnabledFilter(admin.SimpleListFilter):
+    title = "enabled"
+    parameter_name = "enabled"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        enabled = Q(enabled_override=True) | Q(enabled_override__isnull=True, default_enabled=True)
+        if self.value() == "yes":
+            return queryset.filter(enabled)
+        if self.value() == "no":
+            return queryset.exclude(enabled)
+        return queryset
+
+
+class ScheduleTypeFilter(admin.SimpleListFilter):
+    title = "schedule type"
+    parameter_name = "schedule_type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(t.value, t.value) for t in ScheduleType] + [("override", "overridden in admin/API")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value == "override":
+            return queryset.exclude(schedule_type_override="")
+        if value in {t.value for t in ScheduleType}:
+            return queryset.filter(
+                Q(schedule_type_override=value) | Q(schedule_type_override="", default_schedule_type=value)
+            )
+        return queryset
+
+
+class LastResultFilter(admin.SimpleListFilter):
+    title = "last result"
+    parameter_name = "last_result"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        terminal = [s for s in TaskStatus if s not in (TaskStatus.PENDING, TaskStatus.RUNNING)]
+        return [(s.value, s.value) for s in terminal] + [("never", "never run")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value == "never":
+            return queryset.filter(Q(state__isnull=True) | Q(state__last_result=""))
+        if value:
+            return queryset.filter(state__last_result=value)
+        return queryset
+
+
+# -- tasks ---------------------------------------------------------------------------------------
+
+
+@admin.register(TaskConfig)
+class TaskConfigAdmin(admin.ModelAdmin):
+    form = TaskConfigForm
+    list_display = [
+        "name",
+        "short_description",
+        "enabled_display",
+        "schedule_display",
+        "status_display",
+        "next_run",
+        "last_run",
+        "last_result_display",
+        "run_count",
+        "fail_count",
+    ]
+    list_filter = [RegisteredFilter, EnabledFilter, LastResultFilter, ScheduleTypeFilter]
+    search_fields = ["name", "description"]
+    actions = ["enable_selected", "disable_selected", "run_selected", "revert_selected"]
+    readonly_fields = [
+        "name",
+        "description",
+        "registered",
+        "effective_schedule",
+        "next_fire_times",
+        "code_default_schedule",
+        "default_enabled",
+        "allow_concurrent",
+        "effective_timeout",
+        "default_timeout",
+        "status_display",
+        "next_run",
+        "last_run",
+        "last_result_display",
+        "run_count",
+        "fail_count",
+        "consecutive_failures",
+        "last_success",
+        "latest_runs",
+        "updated_at",
+        "updated_by",
+        "recent_changes",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "registered", "enabled", "disabled_reason", "default_enabled"]}),
+        (
+            "Schedule",
+            {
+                "fields": [
+                    "effective_schedule",
+                    "next_fire_times",
+                    "schedule_type_override",
+                    "cron_expression_override",
+                    "interval_seconds_override",
+                    "timezone_override",
+                    "code_default_schedule",
+                    "allow_concurrent",
+                ],
+                "description": "Overrides win over the schedule in code and survive restarts; the running "
+                "scheduler picks a change up within a second or two.",
+            },
+        ),
+        ("Timeout", {"fields": ["effective_timeout", "timeout_override", "default_timeout"]}),
+        (
+            "State",
+            {
+                "fields": [
+                    "status_display",
+                    "next_run",
+                    "last_run",
+                    "last_result_display",
+                    "run_count",
+                    "fail_count",
+                    "consecutive_failures",
+                    "last_success",
+                ]
+            },
+        ),
+        ("Latest runs", {"fields": ["latest_runs"]}),
+        ("Changes", {"fields": ["updated_at", "updated_by", "recent_changes"]}),
+    ]
+
+    class Media:
+        css = {"all": ["scheduler_app/admin.css"]}
+        js = ["scheduler_app/task_preview.js"]
+
+    # -- permissions: tasks come from code; operating them is its own permission ------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TaskConfig]:
+        return super().get_queryset(request).select_related("state", "updated_by")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: TaskConfig | None = None) -> bool:
+        # The row is the task's configuration and the owner of its history: it goes with the code.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TaskConfig | None = None) -> bool:
+        if obj is not None and obj.name not in task_registry:
+            return False  # a task that left the code has nothing left to steer
+        return super().has_change_permission(request, obj)
+
+    def has_operate_permission(self, request: HttpRequest, obj: TaskConfig | None = None) -> bool:
+        """Enable, disable, run now, revert: the model's `operate_task` permission, or `change`."""
+        user = request.user
+        if obj is not None and obj.name not in task_registry:
+            return False
+        return (
+            user.is_active
+            and user.is_staff
+            and (user.has_perm("scheduler_app.operate_task") or user.has_perm("scheduler_app.change_taskconfig"))
+        )
+
+    # -- columns and read-only fields ---------------------------------------------------------------
+
+    @admin.display(description="description")
+    def short_description(self, obj: TaskConfig) -> str:
+        return Truncator(obj.description).chars(80) or EMPTY
+
+    @admin.display(description="enabled")
+    def enabled_display(self, obj: TaskConfig) -> SafeString:
+        extra = ""
+        if obj.enabled_override is not None:
+            extra = mark_safe(' <small title="set in admin/API">(override)</small>')
+        if not obj.enabled and obj.disabled_reason:
+            extra = format_html('{}<br><small class="sched-reason">{}</small>', extra, obj.disabled_reason)
+        return format_html("{}{}", _boolean_icon(obj.enabled), extra)
+
+    @admin.display(description="schedule")
+    def schedule_display(self, obj: TaskConfig) -> SafeString:
+        shown = describe_schedule(obj.schedule_type, obj.cron_expression, obj.interval_seconds, obj.timezone)
+        return format_html("{}<br>{}", shown, source_badge(obj.schedule_source))
+
+    @admin.display(description="effective schedule")
+    def effective_schedule(self, obj: TaskConfig) -> SafeString:
+        return self.schedule_display(obj)
+
+    @admin.display(description="schedule in code")
+    def code_default_schedule(self, obj: TaskConfig) -> SafeString:
+        return describe_schedule(
+            obj.default_schedule_type,
+            obj.default_cron_expression,
+            obj.default_interval_seconds,
+            obj.default_timezone or settings.TIME_ZONE,
+        )
+
+    @admin.display(description="next fire times")
+    def next_fire_times(self, obj: TaskConfig) -> SafeString:
+        url = reverse("admin:scheduler_app_taskconfig_preview", args=[quote(obj.pk)])
+        try:
+            shown = render_times(preview_times(obj), obj.timezone)
+        except Exception as exc:  # a schedule the scheduler itself could not use either
+            shown = format_html('<span class="errornote">cannot compute: {}</span>', exc)
+        note = "" if obj.enabled else mark_safe(" <small>(the task is disabled: it does not fire)</small>")
+        return format_html(
+            '<div id="schedule-preview" data-url="{}"><div class="sched-preview-title">Of the saved schedule{}'
+            '</div><div class="sched-preview-body">{}</div></div>',
+            url,
+            note,
+            shown,
+        )
+
+    @admin.display(description="effective timeout")
+    def effective_timeout(self, obj: TaskConfig) -> SafeString:
+        return format_html("{} {}", describe_duration(obj.timeout_seconds), source_badge(obj.timeout_source))
+
+    @admin.display(description="timeout in code")
+    def default_timeout(self, obj: TaskConfig) -> str:
+        if obj.default_timeout_seconds is None:
+            return "not set (SCHEDULER['DEFAULT_TIMEOUT'] applies)"
+        return describe_duration(obj.default_timeout_seconds)
+
+    @admin.display(description="status")
+    def status_display(self, obj: TaskConfig) -> SafeString:
+        state = state_of(obj)
+        if state is None:
+            return format_html("{}", EMPTY)
+        if state.status == "running":
+            return badge(f"running ({state.running_count})" if state.running_count > 1 else "running", "#0d6efd")
+        return mark_safe('<span class="sched-idle">idle</span>')
+
+    @admin.display(description="next run", ordering="state__next_run_at")
+    def next_run(self, obj: TaskConfig) -> SafeString | str:
+        state = state_of(obj)
+        return show_time(state.next_run_at if state and obj.enabled else None)
+
+    @admin.display(description="last run", ordering="state__last_run_at")
+    def last_run(self, obj: TaskConfig) -> SafeString | str:
+        state = state_of(obj)
+        return show_time(state.last_run_at if state else None)
+
+    @admin.display(description="last result", ordering="state__last_result")
+    def last_result_display(self, obj: TaskConfig) -> SafeString:
+        state = state_of(obj)
+        return result_badge(state.last_result if state else "")
+
+    @admin.display(description="runs", ordering="state__run_count")
+    def run_count(self, obj: TaskConfig) -> int:
+        state = state_of(obj)
+        return state.run_count if state else 0
+
+    @admin.display(description="fails", ordering="state__fail_count")
+    def fail_count(self, obj: TaskConfig) -> int:
+        state = state_of(obj)
+        return state.fail_count if state else 0
+
+    @admin.display(description="failures in a row")
+    def consecutive_failures(self, obj: TaskConfig) -> int:
+        state = state_of(obj)
+        return state.consecutive_failures if state else 0
+
+    @admin.display(description="last success")
+    def last_success(self, obj: TaskConfig) -> SafeString | str:
+        state = state_of(obj)
+        return show_time(state.last_success_at if state else None)
+
+    @admin.display(description="latest runs")
+    def latest_runs(self, obj: TaskConfig) -> SafeString:
+        records = list(TaskExecutionRecord.objects.filter(task_id=obj.pk).select_related("triggered_by")[:LATEST_RUNS])
+        history = reverse("admin:scheduler_app_taskexecutionrecord_changelist") + f"?task__name__exact={obj.pk}"
+        if not records:
+            return mark_safe('<p class="sched-no-runs">No runs yet.</p>')
+        rows = format_html_join(
+            "",
+            '<tr class="sched-run"><td><a href="{}">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:scheduler_app_taskexecutionrecord_change", args=[r.pk]),
+                    r.pk,
+                    r.trigger,
+                    result_badge(r.status),
+                    show_time(r.scheduled_at, relative=False),
+                    show_time(r.started_at, relative=False),
+                    describe_duration(r.duration_seconds),
+                    requested_by(r),
+                    Truncator(r.error.splitlines()[-1] if r.error else r.message).chars(80),
+                )
+                for r in records
+            ),
+        )
+        return format_html(
+            '<table class="sched-runs"><thead><tr><th>record</th><th>trigger</th><th>status</th><th>scheduled</th>'
+            "<th>started</th><th>duration</th><th>by</th><th>message / error</th></tr></thead><tbody>{}</tbody>"
+            '</table><p><a href="{}">All runs of this task</a></p>',
+            rows,
+            history,
+        )
+
+    @admin.display(description="recent changes")
+    def recent_changes(self, obj: TaskConfig) -> SafeString:
+        entries = LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(TaskConfig), object_id=str(obj.pk)
+        ).select_related("user")[:RECENT_CHANGES]
+        history = reverse("admin:scheduler_app_taskconfig_history", args=[quote(obj.pk)])
+        if not entries:
+            return format_html('No changes by people yet. <a href="{}">History</a>', history)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((show_time(e.action_time, relative=False), e.user, e.get_change_message()) for e in entries),
+        )
+        return format_html(
+            '<table class="sched-changes"><thead><tr><th>when</th><th>who</th><th>what</th></tr></thead>'
+            '<tbody>{}</tbody></table><p><a href="{}">Full history</a></p>',
+            rows,
+            history,
+        )
+
+    # -- saving: through the services, never obj.save() ---------------------------------------------
+
+    def save_model(self, request: HttpRequest, obj: TaskConfig, form: TaskConfigForm, change: bool) -> None:
+        """Apply what changed with the services; the form has already checked it with their rules.
+
+        ``obj.save()`` would write a stale revision and skip the admin log entries that say what
+        changed, so it is never called.
+        """
+        data = form.cleaned_data
+        name, user = obj.pk, request.user
+        changed = set(form.changed_data)
+        enabled_changed = "enabled" in changed or ("disabled_reason" in changed and not data["enabled"])
+        if enabled_changed and not data["enabled"]:
+            services.disable_task(name, user=user, reason=(data.get("disabled_reason") or "").strip())
+        if form.schedule_changed():
+            if data.get("schedule_type_override"):
+                services.set_schedule(
+                    name,
+                    schedule_type=data["schedule_type_override"],
+                    cron_expression=data.get("cron_expression_override"),
+                    interval_seconds=data.get("interval_seconds_override"),
+                    timezone_name=data.get("timezone_override") or None,
+                    user=user,
+                )
+            else:
+                services.clear_schedule(name, user=user)
+        if "timeout_override" in changed:
+            services.set_timeout(name, data.get("timeout_override"), user=user)
+        if enabled_changed and data["enabled"]:
+            services.enable_task(name, user=user)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # no relations are edited here
+
+    def log_change(self, request: HttpRequest, obj: TaskConfig, message: Any) -> None:
+        pass  # the services logged each change, in words that say what it was
+
+    def response_change(self, request: HttpRequest, obj: TaskConfig) -> HttpResponse:
+        self._warn_without_scheduler(request, "The change applies when a scheduler process starts.")
+        return super().response_change(request, obj)
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def _each(self, request: HttpRequest, queryset: QuerySet, operation: Any) -> list[str]:
+        done: list[str] = []
+        for name in queryset.values_list("name", flat=True):
+            if name not in task_registry:
+                self.message_user(request, f"{name}: not defined in code any more; left alone.", messages.WARNING)
+                continue
+            try:
+                if operation(name) is not False:
+                    done.append(name)
+            except SchedulerError as exc:
+                self.message_user(request, f"{name}: {exc}", messages.WARNING)
+        return done
+
+    @admin.action(description="Enable selected tasks", permissions=["operate"])
+    def enable_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        done = self._each(request, queryset, lambda name: services.enable_task(name, user=request.user))
+        if done:
+            self.message_user(request, f"Enabled {len(done)} task(s): {', '.join(done)}.", messages.SUCCESS)
+
+    @admin.action(description="Disable selected tasks", permissions=["operate"])
+    def disable_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        done = self._each(request, queryset, lambda name: services.disable_task(name, user=request.user))
+        if done:
+            self.message_user(
+                request,
+                f"Disabled {len(done)} task(s): {', '.join(done)}. A note on why can be added on each task's page.",
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Run selected tasks now", permissions=["operate"])
+    def run_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        queued: list[str] = []
+
+        def run(name: str) -> None:
+            record = services.request_run(name, user=request.user, origin="admin")
+            queued.append(f"{name} (record #{record.pk})")
+
+        self._each(request, queryset, run)
+        if queued:
+            self.message_user(request, f"Queued {len(queued)} run(s): {', '.join(queued)}.", messages.SUCCESS)
+            self._warn_without_scheduler(request, "Queued runs wait until a scheduler process starts.")
+
+    @admin.action(description="Revert selected tasks to the code's schedule and timeout", permissions=["operate"])
+    def revert_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        done = self._each(request, queryset, lambda name: self._revert(request, name))
+        if done:
+            self.message_user(request, f"Reverted to the code's defaults: {', '.join(done)}.", messages.SUCCESS)
+        else:
+            self.message_user(request, "Nothing to revert: no override on the selected tasks.", messages.INFO)
+
+    def _revert(self, request: HttpRequest, name: str) -> bool:
+        """Drop schedule and timeout overrides; False when there was nothing to drop."""
+        config = services.get_task(name)
+        reverted = False
+        if config.schedule_overridden:
+            services.clear_schedule(name, user=request.user)
+            reverted = True
+        if config.timeout_override is not None:
+            services.set_timeout(name, None, user=request.user)
+            reverted = True
+        return reverted
+
+    def _warn_without_scheduler(self, request: HttpRequest, consequence: str) -> None:
+        if not services.scheduler_alive():
+            self.message_user(request, f"No scheduler process is running. {consequence}", messages.WARNING)
+
+    # -- the task page's buttons and the schedule preview ----------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/run/", wrap(self.run_view), name="scheduler_app_taskconfig_run"),
+            path("<path:object_id>/revert/", wrap(self.revert_view), name="scheduler_app_taskconfig_revert"),
+            path("<path:object_id>/preview/", wrap(self.preview_view), name="scheduler_app_taskconfig_preview"),
+            *super().get_urls(),
+        ]
+
+    def _operable(self, request: HttpRequest, object_id: str) -> TaskConfig | HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_operate_permission(request, obj):
+            raise PermissionDenied
+        return obj
+
+    def _back(self, obj: TaskConfig) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:scheduler_app_taskconfig_change", args=[quote(obj.pk)]))
+
+    def run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj = self._operable(request, object_id)
+        if isinstance(obj, HttpResponse):
+            return obj
+        try:
+            record = services.request_run(obj.pk, user=request.user, origin="admin")
+        except TaskBusy as exc:
+            self.message_user(request, f"Not queued: {exc}.", messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"Run of {obj.pk} queued as record #{record.pk}; the scheduler starts it within a second or two.",
+                messages.SUCCESS,
+            )
+            self._warn_without_scheduler(request, "The run waits until one starts.")
+        return self._back(obj)
+
+    def revert_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj = self._operable(request, object_id)
+        if isinstance(obj, HttpResponse):
+            return obj
+        if self._revert(request, obj.pk):
+            self.message_user(request, f"{obj.pk}: schedule and timeout are the code's again.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"{obj.pk}: nothing to revert, it uses the code's defaults.", messages.INFO)
+        return self._back(obj)
+
+    def preview_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """The next fire times of a schedule typed into the form, before it is saved."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None or not self.has_view_permission(request, obj):
+            return JsonResponse({"error": "no such task"}, status=404)
+        params = request.GET
+        kind = params.get("schedule_type_override", "")
+        draft = TaskConfig(**{f.attname: getattr(obj, f.attname) for f in TaskConfig._meta.concrete_fields})
+        if kind:
+            raw_interval = params.get("interval_seconds_override", "").strip()
+            try:
+                interval: Any = int(raw_interval) if raw_interval else None
+            except ValueError:
+                interval = raw_interval
+            zone = params.get("timezone_override", "").strip() or None
+            cron = params.get("cron_expression_override", "")
+            errors = schedule_errors(schedule_type=kind, cron_expression=cron, interval_seconds=interval, timezone=zone)
+            if errors:
+                return JsonResponse({"valid": False, "errors": {SCHEDULE_FIELDS[k]: v for k, v in errors.items()}})
+            draft.schedule_type_override = kind
+            draft.cron_expression_override = cron.strip()
+            draft.interval_seconds_override = interval
+            draft.timezone_override = zone or ""
+        else:
+            draft.schedule_type_override = ""
+        times = preview_times(draft)
+        zone_name = draft.timezone
+        return JsonResponse(
+            {
+                "valid": True,
+                "source": draft.schedule_source,
+                "description": str(
+                    describe_schedule(draft.schedule_type, draft.cron_expression, draft.interval_seconds, zone_name)
+                ),
+                "times": [t.isoformat() for t in times],
+                "html": str(render_times(times, zone_name)),
+            }
+        )
+
+    # -- page context -------------------------------------------------------------------------------
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        return super().changelist_view(request, {**(extra_context or {}), **scheduler_banner()})
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: TaskConfig | None = None,
+    ) -> HttpResponse:
+        context.update(scheduler_banner())
+        context["can_operate"] = obj is not None and self.has_operate_permission(request, obj)
+        context["can_revert"] = context["can_operate"] and (obj.schedule_overridden or obj.timeout_override is not None)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+def requested_by(record: TaskExecutionRecord) -> str:
+    if record.triggered_by_id:
+        return f"{record.triggered_by} ({record.origin or record.trigger})"
+    return record.origin or ("scheduler" if record.trigger == "scheduled" else EMPTY)
+
+
+def scheduler_banner() -> dict[str, Any]:
+    """Context for the line that says whether a scheduler process is alive to act on changes."""
+    alive = list(SchedulerProcess.objects.alive().filter(kind=SchedulerProcess.Kind.SCHEDULER))
+    leader = current_leader()
+    active = next((p for p in alive if leader and p.pk == leader.holder), None)
+    return {
+        "scheduler_alive": bool(alive),
+        "scheduler_active": active,
+        "scheduler_processes": alive,
+        "scheduler_heartbeat_age": (
+            f"{(timezone.now() - active.last_heartbeat).total_seconds():.1f}" if active else None
+        ),
+    }
+
+
+# -- execution history ---------------------------------------------------------------------------
+
+
+@admin.register(TaskExecutionRecord)
+class TaskExecutionRecordAdmin(admin.ModelAdmin):
+    """Read-only for everyone: history is the audit trail.
+
+    Nobody deletes records here either, not even superusers: retention is the ``prune_history``
+    task's job (SCHEDULER['HISTORY_RETENTION_DAYS']), and deleting a pending or running record
+    from under a scheduler would leave the task's counters and the runner's bookkeeping wrong.
+    """
+
+    list_display = [
+        "id",
+        "task_link",
+        "trigger",
+        "status_display",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "requested",
+        "worker_label",
+    ]
+    list_display_links = ["id"]
+    list_filter = ["task", "status", "trigger", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["=id", "message"]
+    list_select_related = ["triggered_by"]
+    show_full_result_count = False
+    list_per_page = 50
+    fieldsets = [
+        (None, {"fields": ["task_link", "trigger", "status_display", "requested", "worker_label"]}),
+        (
+            "Times",
+            {"fields": ["scheduled_at", "created_at", "started_at", "finished_at", "duration", "lateness"]},
+        ),
+        ("Outcome", {"fields": ["message", "error_display", "data_display"]}),
+    ]
+    readonly_fields = [
+        "task_link",
+        "trigger",
+        "status_display",
+        "requested",
+        "worker_label",
+        "scheduled_at",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "lateness",
+        "message",
+        "error_display",
+        "data_display",
+    ]
+
+    class Media:
+        css = {"all": ["scheduler_app/admin.css"]}
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TaskExecutionRecord | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: TaskExecutionRecord | None = None) -> bool:
+        return False
+
+    @admin.display(description="task", ordering="task")
+    def task_link(self, obj: TaskExecutionRecord) -> SafeString:
+        url = reverse("admin:scheduler_app_taskconfig_change", args=[quote(obj.task_id)])
+        return format_html('<a href="{}">{}</a>', url, obj.task_id)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: TaskExecutionRecord) -> SafeString:
+        return result_badge(obj.status)
+
+    @admin.display(description="duration", ordering="duration_seconds")
+    def duration(self, obj: TaskExecutionRecord) -> str:
+        return describe_duration(obj.duration_seconds)
+
+    @admin.display(description="started late by")
+    def lateness(self, obj: TaskExecutionRecord) -> str:
+        value = obj.lateness_seconds
+        return EMPTY if value is None else f"{value:.3f} seconds"
+
+    @admin.display(description="requested by")
+    def requested(self, obj: TaskExecutionRecord) -> str:
+        return requested_by(obj)
+
+    @admin.display(description="error")
+    def error_display(self, obj: TaskExecutionRecord) -> SafeString:
+        if not obj.error:
+            return format_html("{}", EMPTY)
+        return format_html('<pre class="sched-traceback">{}</pre>', obj.error)
+
+    @admin.display(description="data")
+    def data_display(self, obj: TaskExecutionRecord) -> SafeString:
+        if not obj.data:
+            return format_html("{}", EMPTY)
+        return format_html('<pre class="sched-data">{}</pre>', json.dumps(obj.data, indent=2, sort_keys=True))
+
+
+@admin.register(SchedulerProcess)
+class SchedulerProcessAdmin(admin.ModelAdmin):
+    """Which scheduler processes are alive and which one leads: read-only, they manage their rows."""
+
+    list_display = ["label", "kind", "role", "alive", "leader", "started_at", "last_heartbeat"]
+    list_filter = ["kind", "role"]
+    readonly_fields = ["kind", "role", "host", "pid", "started_at", "last_heartbeat"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: SchedulerProcess | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SchedulerProcess | None = None) -> bool:
+        return False
+
+    @admin.display(description="host:pid")
+    def label(self, obj: SchedulerProcess) -> str:
+        return obj.label
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj: SchedulerProcess) -> bool:
+        return obj.last_heartbeat >= timezone.now() - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+
+    @admin.display(boolean=True, description="holds the lease")
+    def leader(self, obj: SchedulerProcess) -> bool:
+        leader = current_leader()
+        return leader is not None and leader.holder == obj.pk

@@ -1,0 +1,106 @@
+"""The admin's task form: the operators' overrides, checked by the rules in ``validation.py``.
+
+The form only validates. Saving goes through ``services`` (see ``TaskConfigAdmin.save_model``), so
+the admin, the API and code change a task the same way and leave the same trail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from scheduler_app.models import TaskConfig
+from scheduler_app.tasks.base import ScheduleType
+from scheduler_app.validation import schedule_errors, timeout_error
+
+# validation.schedule_errors names fields the way the API does; the form's fields are the model's.
+SCHEDULE_FIELDS = {
+    "schedule_type": "schedule_type_override",
+    "cron_expression": "cron_expression_override",
+    "interval_seconds": "interval_seconds_override",
+    "timezone": "timezone_override",
+}
+
+
+class TaskConfigForm(forms.ModelForm):
+    enabled = forms.BooleanField(
+        required=False,
+        help_text="Unticking it disables the task: the scheduler stops firing it within a second or two.",
+    )
+
+    class Meta:
+        model = TaskConfig
+        fields = [
+            "enabled",
+            "disabled_reason",
+            "schedule_type_override",
+            "cron_expression_override",
+            "interval_seconds_override",
+            "timezone_override",
+            "timeout_override",
+        ]
+        labels = {
+            "disabled_reason": "Why it is disabled",
+            "schedule_type_override": "Schedule type",
+            "cron_expression_override": "Cron expression",
+            "interval_seconds_override": "Interval (seconds)",
+            "timezone_override": "Time zone",
+            "timeout_override": "Timeout (seconds)",
+        }
+        help_texts = {
+            "disabled_reason": "Optional note, kept while the task is disabled.",
+            "schedule_type_override": "Empty: the schedule defined in code.",
+            "cron_expression_override": "Five fields: minute hour day-of-month month day-of-week, e.g. 0 2 * * *.",
+            "interval_seconds_override": "A whole number of seconds greater than 0.",
+            "timezone_override": "IANA name such as Europe/Berlin for cron schedules; empty: the project's zone.",
+            "timeout_override": "Empty: the code's timeout, or SCHEDULER['DEFAULT_TIMEOUT'].",
+        }
+        widgets = {
+            "disabled_reason": forms.Textarea(attrs={"rows": 2, "cols": 60}),
+            "cron_expression_override": forms.TextInput(attrs={"size": 30, "placeholder": "0 2 * * *"}),
+            "timezone_override": forms.TextInput(attrs={"size": 30, "placeholder": "Europe/Berlin"}),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["enabled"].initial = self.instance.enabled
+        if "schedule_type_override" in self.fields:
+            self.fields["schedule_type_override"].choices = [
+                ("", "Code default"),
+                *[(t.value, t.value) for t in ScheduleType],
+            ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind = data.get("schedule_type_override")
+        if kind:
+            errors = schedule_errors(
+                schedule_type=kind,
+                cron_expression=data.get("cron_expression_override"),
+                interval_seconds=data.get("interval_seconds_override"),
+                timezone=data.get("timezone_override") or None,
+            )
+            for field, message in errors.items():
+                self.add_error(SCHEDULE_FIELDS.get(field), message)
+        elif "schedule_type_override" in data and any(
+            data.get(f) not in (None, "") for f in list(SCHEDULE_FIELDS.values())[1:]
+        ):
+            # Without a type the other override fields would be dropped without a word.
+            self.add_error(
+                "schedule_type_override",
+                "Pick cron or interval to override the code's schedule, or empty the override fields.",
+            )
+        if "timeout_override" in data and (message := timeout_error(data.get("timeout_override"))):
+            self.add_error("timeout_override", message)
+        if (
+            data.get("enabled")
+            and (data.get("disabled_reason") or "").strip()
+            and "disabled_reason" in (self.changed_data)
+        ):
+            self.add_error("disabled_reason", "Untick Enabled to disable the task, or leave the reason empty.")
+        return data
+
+    def schedule_changed(self) -> bool:
+        return any(field in self.changed_data for field in SCHEDULE_FIELDS.values())

@@ -1,0 +1,517 @@
+"""The admin pages, through Django's test client: every action, the validation, the read-only rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.contrib import admin as django_admin
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
+
+pytestmark = [pytest.mark.django_db]
+
+TASKS = reverse("admin:scheduler_app_taskconfig_changelist")
+RECORDS = reverse("admin:scheduler_app_taskexecutionrecord_changelist")
+
+
+def change_url(name: str) -> str:
+    return reverse("admin:scheduler_app_taskconfig_change", args=[name])
+
+
+def config(name: str) -> TaskConfig:
+    return TaskConfig.objects.get(name=name)
+
+
+def form_data(name: str, /, **changes: Any) -> dict[str, Any]:
+    """What the task page posts when nothing is touched, with ``changes`` applied."""
+    task = config(name)
+    data = {
+        "enabled": "on" if task.enabled else "",
+        "disabled_reason": task.disabled_reason,
+        "schedule_type_override": task.schedule_type_override,
+        "cron_expression_override": task.cron_expression_override,
+        "interval_seconds_override": task.interval_seconds_override or "",
+        "timezone_override": task.timezone_override,
+        "timeout_override": "" if task.timeout_override is None else task.timeout_override,
+        "_save": "Save",
+    }
+    data.update(changes)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def act(client: Client, action: str, *names: str) -> Any:
+    return client.post(TASKS, {"action": action, "_selected_action": list(names)}, follow=True)
+
+
+def messages_of(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def log_messages(name: str) -> list[str]:
+    return list(LogEntry.objects.filter(object_id=name).order_by("id").values_list("change_message", flat=True))
+
+
+# -- the task list ---------------------------------------------------------------------------------
+
+
+def test_task_list_shows_schedule_state_and_results(admin_client: Client) -> None:
+    TaskState.objects.filter(task_id="boom").update(run_count=7, fail_count=7, last_result="failed")
+    TaskState.objects.filter(task_id="tick").update(run_count=3, last_result="success", next_run_at=timezone.now())
+    response = admin_client.get(TASKS)
+    assert response.status_code == 200
+    html = response.content.decode()
+    for name in ("tick", "nightly", "boom", "crawl_site"):
+        assert f">{name}</a>" in html
+    assert "<code>0 2 * * *</code>" in html and "At 02:00 (UTC)" in html  # cron-descriptor's prose
+    assert "every 1 second" in html and "every 1 hour" in html  # intervals read as durations
+    assert "code default" in html and ">override<" not in html
+    assert re.search(r"background:#c62828[^>]*>failed<", html), "a failed last result is red"
+    assert re.search(r"background:#1e7e34[^>]*>success<", html), "a success is green"
+    assert ">7</td>" in html  # run and fail counts
+    assert "No scheduler process is running" in html
+
+
+def test_task_list_filters_and_search(admin_client: Client) -> None:
+    TaskState.objects.filter(task_id="boom").update(last_result="failed")
+
+    def names(query: str) -> set[str]:
+        response = admin_client.get(TASKS + query)
+        assert response.status_code == 200
+        return {c.name for c in response.context["cl"].result_list}
+
+    everything = names("")
+    assert {"tick", "long", "nightly", "boom"} <= everything
+    assert "long" not in names("?enabled=yes") and "long" in names("?enabled=no")  # `enabled = False` in code
+    assert names("?schedule_type=cron") == {n for n in everything if config(n).schedule_type == "cron"}
+    assert "nightly" in names("?schedule_type=cron") and "tick" not in names("?schedule_type=cron")
+    assert names("?last_result=failed") == {"boom"}
+    assert "boom" not in names("?last_result=never") and "tick" in names("?last_result=never")
+    assert names("?q=returns+at+once") == {"tick"}  # search in descriptions
+    admin_client.post(
+        change_url("tick"), form_data("tick", schedule_type_override="interval", interval_seconds_override=5)
+    )
+    assert names("?schedule_type=override") == {"tick"}
+
+
+def test_tasks_removed_from_code_are_hidden_by_default(admin_client: Client) -> None:
+    TaskConfig.objects.create(
+        name="gone_task", registered=False, default_schedule_type="interval", default_interval_seconds=60
+    )
+    assert "gone_task" not in admin_client.get(TASKS).content.decode()
+    assert "gone_task" in admin_client.get(TASKS + "?registered=all").content.decode()
+    assert "gone_task" in admin_client.get(TASKS + "?registered=no").content.decode()
+    # Its page is view-only: nothing is left to steer.
+    page = admin_client.get(change_url("gone_task"))
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    assert admin_client.post(change_url("gone_task"), {"enabled": ""}).status_code == 403
+    run = admin_client.post(reverse("admin:scheduler_app_taskconfig_run", args=["gone_task"]))
+    assert run.status_code == 403
+    assert not TaskExecutionRecord.objects.filter(task_id="gone_task").exists()
+
+
+# -- actions ---------------------------------------------------------------------------------------
+
+
+def test_disable_and_enable_actions_go_through_services_and_are_logged(admin_client: Client) -> None:
+    revision = config("tick").revision
+    response = act(admin_client, "disable_selected", "tick", "boom")
+    assert "Disabled 2 task(s): boom, tick." in " ".join(messages_of(response))
+    assert not config("tick").enabled and not config("boom").enabled
+    assert config("tick").revision == revision + 1 and config("tick").updated_by.username == "admin"
+    assert log_messages("tick") == ["Disabled."]
+
+    response = act(admin_client, "enable_selected", "tick")
+    assert "Enabled 1 task(s): tick." in messages_of(response)[0]
+    assert config("tick").enabled and not config("boom").enabled
+    assert log_messages("tick") == ["Disabled.", "Enabled."]
+    # Who did it shows on the task's page.
+    page = admin_client.get(change_url("tick")).content.decode()
+    assert "Enabled." in page and "Disabled." in page and ">admin<" in page
+
+
+def test_run_now_action_queues_without_running(admin_client: Client) -> None:
+    response = act(admin_client, "run_selected", "tick", "nightly")
+    text = " ".join(messages_of(response))
+    assert "Queued 2 run(s)" in text and "No scheduler process is running" in text
+    records = TaskExecutionRecord.objects.filter(task_id__in=["tick", "nightly"])
+    assert records.count() == 2
+    for record in records:
+        # Never run inside the request: the scheduler process picks pending records up.
+        assert record.status == "pending" and record.started_at is None
+        assert record.trigger == "manual" and record.origin == "admin"
+        assert record.triggered_by.username == "admin"
+    assert any(m.startswith("Run requested (record") for m in log_messages("tick"))
+
+
+def test_run_now_button(admin_client: Client) -> None:
+    url = reverse("admin:scheduler_app_taskconfig_run", args=["nightly"])
+    page = admin_client.get(change_url("nightly")).content.decode()
+    assert f'action="{url}"' in page and 'id="run-now"' in page
+    assert admin_client.get(url).status_code == 405  # a GET changes nothing
+    response = admin_client.post(url, follow=True)
+    record = TaskExecutionRecord.objects.get(task_id="nightly")
+    assert response.redirect_chain[-1][0] == change_url("nightly")
+    assert f"queued as record #{record.pk}" in messages_of(response)[0]
+    assert record.status == "pending" and record.origin == "admin"
+    # The new row is in the task's latest runs.
+    assert f">#{record.pk}</a>" in response.content.decode()
+
+
+def test_run_now_refused_while_a_run_is_going(admin_client: Client) -> None:
+    TaskState.objects.filter(task_id="slow").update(running_count=1)
+    url = reverse("admin:scheduler_app_taskconfig_run", args=["slow"])
+    response = admin_client.post(url, follow=True)
+    assert "does not allow concurrent runs" in messages_of(response)[0]
+    response = act(admin_client, "run_selected", "slow")
+    assert "does not allow concurrent runs" in " ".join(messages_of(response))
+    assert not TaskExecutionRecord.objects.filter(task_id="slow").exists()
+
+
+def test_revert_to_code_defaults(admin_client: Client) -> None:
+    admin_client.post(
+        change_url("tick"),
+        form_data("tick", schedule_type_override="cron", cron_expression_override="*/5 * * * *", timeout_override=9),
+    )
+    assert config("tick").schedule_source == "override" and config("tick").timeout_override == 9
+    page = admin_client.get(change_url("tick")).content.decode()
+    assert 'id="revert-defaults"' in page
+    response = admin_client.post(reverse("admin:scheduler_app_taskconfig_revert", args=["tick"]), follow=True)
+    assert "schedule and timeout are the code's again" in messages_of(response)[0]
+    tick = config("tick")
+    assert tick.schedule_source == "code" and tick.interval_seconds == 1 and tick.timeout_override is None
+    assert log_messages("tick")[-2:] == ["Schedule reset to the code default.", "Timeout reset to the default."]
+    assert 'id="revert-defaults"' not in response.content.decode()  # nothing left to revert
+    # The list action does the same, and says when there was nothing to do.
+    response = act(admin_client, "revert_selected", "tick")
+    assert "Nothing to revert" in messages_of(response)[0]
+
+
+# -- the task form -----------------------------------------------------------------------------------
+
+
+def test_schedule_override_saved_through_services(admin_client: Client) -> None:
+    revision = config("tick").revision
+    response = admin_client.post(
+        change_url("tick"),
+        form_data(
+            "tick",
+            schedule_type_override="cron",
+            cron_expression_override="*/5 * * * *",
+            timezone_override="Europe/Berlin",
+        ),
+    )
+    assert response.status_code == 302
+    tick = config("tick")
+    assert (tick.schedule_type, tick.cron_expression, tick.timezone) == ("cron", "*/5 * * * *", "Europe/Berlin")
+    assert tick.revision == revision + 1  # one change, one bump: the scheduler reloads it
+    assert log_messages("tick") == ["Schedule overridden: cron '*/5 * * * *'."]
+    page = admin_client.get(change_url("tick")).content.decode()
+    assert "Every 5 minutes (Europe/Berlin)" in page and ">override<" in page
+    assert page.count("CET</li>") + page.count("CEST</li>") == 5  # next fire times, in the task's zone
+
+    response = admin_client.post(
+        change_url("tick"),
+        form_data("tick", schedule_type_override="interval", interval_seconds_override=90, timeout_override=2.5),
+    )
+    tick = config("tick")
+    assert (tick.schedule_type, tick.interval_seconds, tick.cron_expression) == ("interval", 90, None)
+    assert tick.timeout_seconds == 2.5 and tick.timeout_source == "override"
+    assert "every 1 minute 30 seconds" in admin_client.get(TASKS).content.decode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        (
+            {"schedule_type_override": "cron", "cron_expression_override": "61 * * * *"},
+            "cron_expression_override",
+            "invalid cron expression '61 * * * *'",
+        ),
+        (
+            {"schedule_type_override": "cron", "cron_expression_override": "* * *"},
+            "cron_expression_override",
+            "has 3 fields; expected 5",
+        ),
+        (
+            {"schedule_type_override": "cron", "cron_expression_override": ""},
+            "cron_expression_override",
+            "a cron schedule needs a cron expression",
+        ),
+        (
+            {"schedule_type_override": "interval", "interval_seconds_override": 0},
+            "interval_seconds_override",
+            "interval_seconds must be greater than 0",
+        ),
+        (
+            {
+                "schedule_type_override": "cron",
+                "cron_expression_override": "0 2 * * *",
+                "timezone_override": "Mars/Olympus",
+            },
+            "timezone_override",
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        ({"cron_expression_override": "0 2 * * *"}, "schedule_type_override", "Pick cron or interval"),
+        ({"timeout_override": -1}, "timeout_override", "timeout must be greater than 0"),
+        ({"enabled": "on", "disabled_reason": "why not"}, "disabled_reason", "Untick Enabled"),
+    ],
+)
+def test_invalid_input_is_a_form_error_and_nothing_is_saved(
+    admin_client: Client, changes: dict[str, Any], field: str, message: str
+) -> None:
+    before = TaskConfig.objects.filter(name="tick").values().get()
+    response = admin_client.post(change_url("tick"), form_data("tick", **changes))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert message in " ".join(errors.get(field, [])), errors
+    assert "Please correct the error below." in response.content.decode()
+    assert TaskConfig.objects.filter(name="tick").values().get() == before
+    assert not LogEntry.objects.exists()
+
+
+def test_disable_with_a_reason_from_the_form(admin_client: Client) -> None:
+    admin_client.post(change_url("tick"), form_data("tick", enabled="", disabled_reason="upstream is down"))
+    tick = config("tick")
+    assert not tick.enabled and tick.disabled_reason == "upstream is down"
+    assert log_messages("tick") == ["Disabled: upstream is down"]
+    assert "upstream is down" in admin_client.get(TASKS).content.decode()
+    # Changing only the note of a disabled task keeps it disabled with the new note.
+    admin_client.post(change_url("tick"), form_data("tick", disabled_reason="maintenance until 6"))
+    assert config("tick").disabled_reason == "maintenance until 6" and not config("tick").enabled
+    # Enabling clears the note.
+    admin_client.post(change_url("tick"), form_data("tick", enabled="on"))
+    assert config("tick").enabled and config("tick").disabled_reason == ""
+
+
+def test_an_unchanged_form_changes_nothing(admin_client: Client) -> None:
+    revision = config("nightly").revision
+    response = admin_client.post(change_url("nightly"), form_data("nightly"))
+    assert response.status_code == 302
+    assert config("nightly").revision == revision and not LogEntry.objects.exists()
+
+
+def test_name_code_defaults_and_state_are_read_only(admin_client: Client) -> None:
+    before = TaskConfig.objects.filter(name="nightly").values().get()
+    state_before = TaskState.objects.filter(task_id="nightly").values().get()
+    response = admin_client.post(
+        change_url("nightly"),
+        form_data(
+            "nightly",
+            name="renamed",
+            description="hacked",
+            registered="",
+            default_enabled="",
+            default_cron_expression="* * * * *",
+            default_schedule_type="interval",
+            default_interval_seconds=1,
+            default_timeout_seconds=1,
+            allow_concurrent="on",
+            revision=0,
+            run_count=99,
+            fail_count=99,
+            last_result="success",
+        ),
+    )
+    assert response.status_code == 302
+    assert TaskConfig.objects.filter(name="nightly").values().get() == before
+    assert TaskState.objects.filter(task_id="nightly").values().get() == state_before
+    assert not TaskConfig.objects.filter(name="renamed").exists()
+    form = admin_client.get(change_url("nightly")).context["adminform"].form
+    assert set(form.fields) == {
+        "enabled",
+        "disabled_reason",
+        "schedule_type_override",
+        "cron_expression_override",
+        "interval_seconds_override",
+        "timezone_override",
+        "timeout_override",
+    }
+
+
+def test_tasks_cannot_be_added_or_deleted(admin_client: Client) -> None:
+    assert admin_client.get(reverse("admin:scheduler_app_taskconfig_add")).status_code == 403
+    delete = reverse("admin:scheduler_app_taskconfig_delete", args=["tick"])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert admin_client.post(TASKS, {"action": "delete_selected", "_selected_action": ["tick"], "post": "yes"})
+    assert TaskConfig.objects.filter(name="tick").exists()
+
+
+def test_schedule_preview_endpoint(admin_client: Client) -> None:
+    url = reverse("admin:scheduler_app_taskconfig_preview", args=["nightly"])
+    saved = admin_client.get(url).json()
+    assert saved["valid"] and saved["source"] == "code" and len(saved["times"]) == 5
+    assert all(t.endswith("02:00:00+00:00") for t in saved["times"])
+    draft = admin_client.get(
+        url,
+        {
+            "schedule_type_override": "cron",
+            "cron_expression_override": "30 4 * * 1",
+            "timezone_override": "America/New_York",
+        },
+    ).json()
+    assert draft["valid"] and draft["source"] == "override" and "Monday" in draft["description"]
+    assert all("T04:30:00-0" in t for t in draft["times"])
+    bad = admin_client.get(url, {"schedule_type_override": "cron", "cron_expression_override": "nope"}).json()
+    assert not bad["valid"] and "cron_expression_override" in bad["errors"]
+    bad = admin_client.get(url, {"schedule_type_override": "interval", "interval_seconds_override": "x"}).json()
+    assert not bad["valid"] and "interval_seconds_override" in bad["errors"]
+    assert config("nightly").schedule_source == "code"  # a preview saves nothing
+    assert admin_client.get(reverse("admin:scheduler_app_taskconfig_preview", args=["nope"])).status_code == 404
+
+
+# -- permissions -------------------------------------------------------------------------------------
+
+
+def staff_client(*perms: str) -> Client:
+    user = User.objects.create_user("operator", password="pw", is_staff=True)
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_anonymous_users_change_nothing(client: Client) -> None:
+    response = client.post(reverse("admin:scheduler_app_taskconfig_run", args=["tick"]))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    client.post(TASKS, {"action": "disable_selected", "_selected_action": ["tick"]})
+    client.post(change_url("tick"), form_data("tick", enabled=""))
+    assert config("tick").enabled and not TaskExecutionRecord.objects.exists()
+
+
+def test_view_only_staff_see_but_cannot_operate() -> None:
+    client = staff_client("view_taskconfig", "view_taskexecutionrecord")
+    page = client.get(change_url("tick"))
+    assert page.status_code == 200 and 'id="run-now"' not in page.content.decode()
+    assert client.post(reverse("admin:scheduler_app_taskconfig_run", args=["tick"])).status_code == 403
+    assert client.post(reverse("admin:scheduler_app_taskconfig_revert", args=["tick"])).status_code == 403
+    assert client.post(change_url("tick"), form_data("tick", enabled="")).status_code == 403
+    listing = client.get(TASKS)
+    assert "disable_selected" not in listing.content.decode()
+    assert config("tick").enabled and not TaskExecutionRecord.objects.exists()
+
+
+def test_operate_permission_allows_actions_but_not_editing() -> None:
+    client = staff_client("view_taskconfig", "operate_task")
+    response = client.post(reverse("admin:scheduler_app_taskconfig_run", args=["tick"]))
+    assert response.status_code == 302 and TaskExecutionRecord.objects.get().triggered_by.username == "operator"
+    client.post(TASKS, {"action": "disable_selected", "_selected_action": ["tick"]})
+    assert not config("tick").enabled
+    assert client.post(change_url("tick"), form_data("tick", enabled="on")).status_code == 403
+
+
+def test_staff_without_permissions_see_nothing() -> None:
+    client = staff_client()
+    assert client.get(TASKS).status_code == 403
+    assert client.get(RECORDS).status_code == 403
+
+
+# -- history -----------------------------------------------------------------------------------------
+
+
+def make_record(task: str, **fields: Any) -> TaskExecutionRecord:
+    now = timezone.now()
+    defaults = {
+        "trigger": "scheduled",
+        "status": "success",
+        "scheduled_at": now,
+        "started_at": now,
+        "finished_at": now,
+        "duration_seconds": 0.25,
+        "origin": "scheduler",
+        "worker_label": "host:1",
+    }
+    return TaskExecutionRecord.objects.create(task_id=task, **{**defaults, **fields})
+
+
+def test_history_list_and_filters(admin_client: Client) -> None:
+    ok = make_record("tick")
+    failed = make_record("boom", status="failed", error="Traceback (most recent call last):\nValueError: boom")
+    manual = make_record(
+        "nightly", trigger="manual", scheduled_at=None, origin="admin", triggered_by=User.objects.get(username="admin")
+    )
+    old = make_record("tick", created_at=timezone.now() - timezone.timedelta(days=40))
+
+    def ids(query: str) -> set[int]:
+        response = admin_client.get(RECORDS + query)
+        assert response.status_code == 200
+        return {r.pk for r in response.context["cl"].result_list}
+
+    assert ids("") == {ok.pk, failed.pk, manual.pk, old.pk}
+    assert ids("?task__name__exact=tick") == {ok.pk, old.pk}
+    assert ids("?status__exact=failed") == {failed.pk}
+    assert ids("?trigger__exact=manual") == {manual.pk}
+    # The "Past 7 days" link of the date filter.
+    changelist = admin_client.get(RECORDS).context["cl"]
+    date_filter = changelist.filter_specs[3]
+    week = next(c for c in date_filter.choices(changelist) if c["display"] == "Past 7 days")
+    assert ids(week["query_string"]) == {ok.pk, failed.pk, manual.pk}
+    html = admin_client.get(RECORDS).content.decode()
+    assert "0.25 seconds" in html and "admin (admin)" in html and ">failed<" in html
+    # A bad filter value is not a server error.
+    bad = admin_client.get(RECORDS + "?created_at__gte=not-a-date")
+    assert bad.status_code == 302 and bad["Location"].endswith("?e=1")
+
+
+def test_record_page_shows_the_traceback_and_is_read_only(admin_client: Client) -> None:
+    record = make_record(
+        "boom",
+        status="failed",
+        message="boom failed",
+        data={"attempt": 1},
+        error='Traceback (most recent call last):\n  File "tests/tasks.py", line 1\nValueError: <boom> & co',
+    )
+    url = reverse("admin:scheduler_app_taskexecutionrecord_change", args=[record.pk])
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert '<pre class="sched-traceback">Traceback (most recent call last):\n  File &quot;tests/tasks.py&quot;' in html
+    assert "ValueError: &lt;boom&gt; &amp; co</pre>" in html  # escaped, lines kept
+    assert "&quot;attempt&quot;: 1" in html and 'name="_save"' not in html
+    assert admin_client.post(url, {"status": "success"}).status_code == 403
+    assert admin_client.get(reverse("admin:scheduler_app_taskexecutionrecord_add")).status_code == 403
+    delete = reverse("admin:scheduler_app_taskexecutionrecord_delete", args=[record.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    admin_client.post(RECORDS, {"action": "delete_selected", "_selected_action": [record.pk], "post": "yes"})
+    record.refresh_from_db()
+    assert record.status == "failed"
+
+
+def test_task_page_lists_its_latest_runs(admin_client: Client) -> None:
+    records = [make_record("tick", scheduled_at=timezone.now() + timezone.timedelta(seconds=i)) for i in range(12)]
+    make_record("boom")
+    html = admin_client.get(change_url("tick")).content.decode()
+    assert html.count('<tr class="sched-run">') == 10
+    assert f">#{records[-1].pk}</a>" in html and f">#{records[0].pk}</a>" not in html  # the newest ten
+    assert "?task__name__exact=tick" in html
+
+
+# -- other models --------------------------------------------------------------------------------------
+
+
+def test_apscheduler_admin_is_hidden_and_processes_are_read_only(admin_client: Client) -> None:
+    from django_apscheduler.models import DjangoJob, DjangoJobExecution
+
+    assert not django_admin.site.is_registered(DjangoJob)
+    assert not django_admin.site.is_registered(DjangoJobExecution)
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Django job" not in index and "Tasks" in index
+    SchedulerProcess.objects.create(kind="scheduler", role="active", host="box", pid=42)
+    listing = admin_client.get(reverse("admin:scheduler_app_schedulerprocess_changelist"))
+    assert listing.status_code == 200 and "box:42" in listing.content.decode()
+    assert admin_client.get(reverse("admin:scheduler_app_schedulerprocess_add")).status_code == 403
+    # With a live scheduler the task list says so.
+    assert "Scheduler running" in admin_client.get(TASKS).content.decode()
+
+
+def test_task_list_queries_do_not_grow_with_tasks(admin_client: Client, django_assert_max_num_queries: Any) -> None:
+    with django_assert_max_num_queries(12):
+        response = admin_client.get(TASKS)
+    assert len(response.context["cl"].result_list) >= 8
