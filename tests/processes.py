@@ -149,7 +149,8 @@ class ProcessFactory:
         port = free_port()
         process = self.start(
             "web",
-            ["manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            # --insecure: serve the admin's static files with DEBUG off, as the browser tests need them.
+            ["manage.py", "runserver", "--noreload", "--insecure", f"127.0.0.1:{port}"],
             self.env(tasks, **extra),
         )
         process.port = port
