@@ -524,6 +524,9 @@ def test_history_is_newest_first_paginated_and_bounded(staff_client: Client) -> 
     everything = staff_client.get("/scheduler/history").json()
     assert everything["count"] == 8 and everything["results"][0]["task"] == "boom"
     assert staff_client.get("/scheduler/history?task=boom").json()["count"] == 1
+    for bad in ["Boom", "no\x00pe", "x" * 101]:
+        response = staff_client.get("/scheduler/history", {"task": bad})
+        assert response.status_code == 400 and "task" in response.json(), bad
 
 
 def test_history_filters(staff_client: Client) -> None:

@@ -41,7 +41,7 @@ from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
 from scheduler_app.registry import task_registry
 from scheduler_app.tasks.base import TaskStatus
-from scheduler_app.validation import ScheduleValidationError
+from scheduler_app.validation import TASK_NAME_MAX_LENGTH, TASK_NAME_PATTERN, ScheduleValidationError, task_name_error
 
 
 class TaskBusyError(exceptions.APIException):
@@ -364,7 +364,11 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     list=extend_schema(
         summary="Runs of all tasks, newest first",
         parameters=[
-            OpenApiParameter("task", {"type": "string", "minLength": 1}, description="Only this task's runs."),
+            OpenApiParameter(
+                "task",
+                {"type": "string", "pattern": TASK_NAME_PATTERN.pattern, "maxLength": TASK_NAME_MAX_LENGTH},
+                description="Only this task's runs (also of a task no longer registered).",
+            ),
             *FILTER_PARAMETERS,
         ],
         responses={
@@ -389,6 +393,9 @@ class RecordViewSet(SchedulerAPIMixin, GenericViewSet):
     def list(self, request: Request) -> Response:
         queryset = filtered_records(request, self.get_queryset())
         if task := request.query_params.get("task"):
+            # Checked before it reaches SQL: PostgreSQL refuses some strings (NUL) with an error.
+            if message := task_name_error(task):
+                raise exceptions.ValidationError({"task": [message]})
             queryset = queryset.filter(task_id=task)
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(RecordSerializer(page, many=True).data)
