@@ -40,7 +40,10 @@ def check_scheduler_settings(app_configs: Any = None, **kwargs: Any) -> list[Che
         value = conf.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             messages.append(
-                Error(f"SCHEDULER[{key!r}] must be a number of {unit} greater than 0 (got {value!r}).", id="scheduler.E002")
+                Error(
+                    f"SCHEDULER[{key!r}] must be a number of {unit} greater than 0 (got {value!r}).",
+                    id="scheduler.E002",
+                )
             )
     if float(conf.get("LEASE_SECONDS") or 0) <= 2 * float(conf.get("POLL_INTERVAL") or 0):
         messages.append(

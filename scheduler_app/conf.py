@@ -22,10 +22,10 @@ DEFAULTS: dict[str, Any] = {
     "SHUTDOWN_GRACE": 10.0,
     # Threads that run tasks in one scheduler process.
     "MAX_WORKERS": 20,
-    # A fire that starts later than this many seconds after its time is `missed` (not run).
+    # Default catch-up window: a fire processed later than this many seconds after its time is
+    # recorded as `missed`, not run (a task's `catch_up_window_seconds` overrides it). Fires missed
+    # within the window run once (the newest), unless the task's `catch_up` is "none".
     "MISFIRE_GRACE_SECONDS": 60,
-    # After downtime, run the fires missed within the grace window once instead of each of them.
-    "COALESCE": True,
     # Seconds between two writes of the APScheduler job store's next run times to the database.
     "JOBSTORE_FLUSH_INTERVAL": 1.0,
     # REST API (/scheduler/): dotted paths of DRF permission classes. Reading needs all READ classes;

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from django.db import OperationalError, close_old_connections, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 
 logger = logging.getLogger("scheduler_app.db")
 T = TypeVar("T")
@@ -31,8 +31,12 @@ def database_options(config: dict[str, Any]) -> dict[str, Any]:
     elif engine.endswith("postgresql"):
         config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     # Long-lived processes keep connections, checked before each reuse (no "server has gone away").
-    config.setdefault("CONN_MAX_AGE", 60)
-    config.setdefault("CONN_HEALTH_CHECKS", True)
+    # dj-database-url always fills in CONN_MAX_AGE=0 / CONN_HEALTH_CHECKS=False, so its defaults
+    # count as unset here; at 0 every run reconnected (and re-ran the PRAGMAs): see BENCHMARKS.md.
+    if not config.get("CONN_MAX_AGE"):
+        config["CONN_MAX_AGE"] = 60
+    if not config.get("CONN_HEALTH_CHECKS"):
+        config["CONN_HEALTH_CHECKS"] = True
     return config
 
 
@@ -46,24 +50,23 @@ def fresh_connections() -> Iterator[None]:
         close_old_connections()
 
 
+# SQLite has one writer at a time. A thread that finds the write lock taken sleeps in SQLite's busy
+# handler (1, 2, 5 ... 100 ms between tries), which made scheduled runs tens of ms late under load;
+# threads of one process take turns on this lock instead, handed over at once.
+_sqlite_writer = threading.RLock()
+
+
+@contextmanager
+def write_transaction(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    """``transaction.atomic()`` for the short write transactions of the scheduler's threads."""
+    if connections[using].vendor == "sqlite":
+        with _sqlite_writer, transaction.atomic(using=using):
+            yield
+    else:
+        with transaction.atomic(using=using):
+            yield
+
+
 def close_thread_connections() -> None:
     """Close this thread's connections; threads that end must do this or PostgreSQL keeps them."""
     connections.close_all()
-
-
-def with_retry(
-    operation: Callable[[], T], *, attempts: int = 5, delay: float = 0.2, what: str = "database operation"
-) -> T:
-    """Run ``operation`` in a transaction, retrying when the database is briefly unavailable."""
-    for attempt in range(1, attempts + 1):
-        try:
-            with transaction.atomic():
-                return operation()
-        except OperationalError as exc:
-            if attempt == attempts:
-                raise
-            logger.warning("%s failed (%s); retrying in %.1fs", what, exc, delay * attempt)
-            # A broken connection is closed here, so the next attempt opens a new one.
-            close_old_connections()
-            time.sleep(delay * attempt)
-    raise AssertionError("unreachable")

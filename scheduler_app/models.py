@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from scheduler_app import conf
-from scheduler_app.tasks.base import ScheduleType, TaskSchedule, TaskStatus
+from scheduler_app.tasks.base import OPTION_DEFAULTS, OverlapPolicy, ScheduleType, TaskSchedule, TaskStatus
 
 if TYPE_CHECKING:
     from scheduler_app.tasks.base import BaseTask
@@ -50,6 +50,9 @@ class TaskConfig(models.Model):
         null=True, blank=True, help_text="The task class's `timeout`; empty means SCHEDULER['DEFAULT_TIMEOUT']."
     )
     allow_concurrent = models.BooleanField(default=False)
+    default_options = models.JSONField(
+        default=dict, blank=True, help_text="The code's schedule policies (jitter, overlap, catch-up, retries, dates)."
+    )
 
     enabled_override = models.BooleanField(
         null=True, blank=True, help_text="Set by enable/disable; empty means the code's `enabled`."
@@ -62,6 +65,9 @@ class TaskConfig(models.Model):
     interval_seconds_override = models.PositiveIntegerField(null=True, blank=True)
     timezone_override = models.CharField(max_length=64, blank=True)
     timeout_override = models.FloatField(null=True, blank=True)
+    options_override = models.JSONField(
+        default=dict, blank=True, help_text="Schedule policies set by operators; each key wins over the code's."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -92,6 +98,7 @@ class TaskConfig(models.Model):
             "default_timezone": schedule.timezone or "",
             "default_timeout_seconds": float(task.timeout) if task.timeout is not None else None,
             "allow_concurrent": bool(schedule.allow_concurrent),
+            "default_options": schedule.options(),
         }
 
     @property
@@ -144,6 +151,23 @@ class TaskConfig(models.Model):
             return "override"
         return "code" if self.default_timeout_seconds is not None else "settings"
 
+    @property
+    def options(self) -> dict[str, object]:
+        """Effective policies: built-in defaults, then the code's, then the operators' overrides."""
+        return {**OPTION_DEFAULTS, **(self.default_options or {}), **(self.options_override or {})}
+
+    @property
+    def overlap_policy(self) -> OverlapPolicy:
+        overlap = self.options.get("overlap")
+        if overlap:
+            return OverlapPolicy(overlap)
+        return OverlapPolicy.ALLOW if self.allow_concurrent else OverlapPolicy.SKIP
+
+    @property
+    def catch_up_window_seconds(self) -> float:
+        window = self.options.get("catch_up_window_seconds")
+        return float(conf.get("MISFIRE_GRACE_SECONDS") if window is None else window)
+
     def effective_schedule(self) -> TaskSchedule:
         return TaskSchedule(
             schedule_type=self.schedule_type,
@@ -155,9 +179,11 @@ class TaskConfig(models.Model):
 
     def schedule_fingerprint(self) -> str:
         """Identifies the effective trigger; the scheduler replaces a job when it changes."""
+        options = self.options
+        window = f"|{options.get('start_date') or ''}|{options.get('end_date') or ''}"
         if self.schedule_type == ScheduleType.CRON:
-            return f"cron|{self.cron_expression}|{self.timezone}"
-        return f"interval|{self.interval_seconds}"
+            return f"cron|{self.cron_expression}|{self.timezone}{window}"
+        return f"interval|{self.interval_seconds}{window}"
 
 
 class TaskState(models.Model):
@@ -167,6 +193,8 @@ class TaskState(models.Model):
         TaskConfig, primary_key=True, on_delete=models.CASCADE, related_name="state", db_column="task_name"
     )
     running_count = models.PositiveIntegerField(default=0)
+    # The pending record of the one fire an overlap policy of "buffer_one" keeps for later.
+    buffered_record_id = models.BigIntegerField(null=True, blank=True)
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_finished_at = models.DateTimeField(null=True, blank=True)
@@ -190,6 +218,7 @@ class TaskState(models.Model):
 class Trigger(models.TextChoices):
     SCHEDULED = "scheduled"
     MANUAL = "manual"
+    RETRY = "retry"
 
 
 class TaskExecutionRecord(models.Model):
@@ -221,6 +250,12 @@ class TaskExecutionRecord(models.Model):
         "SchedulerProcess", null=True, blank=True, on_delete=models.SET_NULL, related_name="records"
     )
     worker_label = models.CharField(max_length=255, blank=True, help_text="host:pid of the process that ran it.")
+    attempt = models.PositiveSmallIntegerField(default=1, help_text="1 for a first run, 2 for its first retry, ...")
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="retries",
+        help_text="The first run of which this is a retry.",
+    )
+    jitter_seconds = models.FloatField(null=True, blank=True, help_text="Random delay applied before the run.")
 
     class Meta:
         ordering = ["-id"]

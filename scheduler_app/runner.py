@@ -17,18 +17,18 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from scheduler_app import conf, signals
-from scheduler_app.db import close_thread_connections, fresh_connections
+from scheduler_app.db import close_thread_connections, fresh_connections, write_transaction
 from scheduler_app.models import (
     FAILURE_STATUSES,
     SchedulerProcess,
@@ -38,13 +38,23 @@ from scheduler_app.models import (
     Trigger,
 )
 from scheduler_app.registry import TaskRegistry, task_registry
-from scheduler_app.tasks.base import BaseTask, TaskResult, TaskStatus
+from scheduler_app.tasks.base import BaseTask, OverlapPolicy, RetryBackoff, TaskResult, TaskStatus
 
 logger = logging.getLogger("scheduler_app.runner")
 
 # How long past its timeout an async run may take to honour cancellation before we stop waiting.
 CANCEL_GRACE_SECONDS = 1.0
 BUSY_MESSAGE = "skipped: the previous run is still running and the task does not allow concurrent runs"
+BUFFERED_MESSAGE = "buffered: runs right after the current run ends (overlap policy buffer_one)"
+ALREADY_BUFFERED_MESSAGE = "skipped: the previous run is still running and one fire is already buffered"
+
+
+def retry_delay(options: dict[str, Any], attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1 for the first retry), capped."""
+    delay = float(options["retry_delay_seconds"])  # type: ignore[arg-type]
+    if options["retry_backoff"] == RetryBackoff.EXPONENTIAL:
+        delay *= 2 ** (attempt - 1)
+    return min(delay, float(options["retry_max_delay_seconds"]))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -73,13 +83,15 @@ class TaskRunner:
     # -- public entry points -------------------------------------------------------------------
 
     def run_scheduled(
-        self, name: str, scheduled_at: datetime, config: TaskConfig | None = None
+        self, name: str, scheduled_at: datetime, config: TaskConfig | None = None, jitter: float | None = None
     ) -> TaskExecutionRecord | None:
         """Run the fire of ``name`` meant for ``scheduled_at``; None if another process already has it."""
         with fresh_connections():
             config = config or self._config(name)
             try:
-                record = self._begin(config, trigger=Trigger.SCHEDULED, scheduled_at=scheduled_at, origin="scheduler")
+                record = self._begin(
+                    config, trigger=Trigger.SCHEDULED, scheduled_at=scheduled_at, origin="scheduler", jitter=jitter
+                )
             except IntegrityError:
                 logger.info("fire of %s at %s already recorded by another process", name, scheduled_at)
                 return None
@@ -96,22 +108,32 @@ class TaskRunner:
             return self._complete(config, record)
 
     def run_pending(self, record_id: int, config: TaskConfig | None = None) -> TaskExecutionRecord | None:
-        """Claim and run a manual run queued as ``pending``; None if another process claimed it."""
+        """Claim and run a manual run or a retry queued as ``pending``; None if another process claimed it."""
         with fresh_connections():
-            record = TaskExecutionRecord.objects.filter(pk=record_id).only("task_id").first()
+            record = TaskExecutionRecord.objects.filter(pk=record_id).only("task_id", "trigger").first()
             if record is None:
                 return None
             config = config or self._config(record.task_id)
-            record = self._begin(config, trigger=Trigger.MANUAL, pending_id=record_id)
+            if record.trigger == Trigger.RETRY and not config.enabled:
+                self._drop_pending(record_id, "skipped: the task was disabled, so its retries stopped")
+                return None
+            record = self._begin(config, trigger=record.trigger, pending_id=record_id)
             if record is None:
                 return None
             return self._complete(config, record)
+
+    def run_buffered(self, name: str, config: TaskConfig | None = None) -> TaskExecutionRecord | None:
+        """Run the fire that overlap policy ``buffer_one`` kept, if the task is free now."""
+        with fresh_connections():
+            config = config or self._config(name)
+            record = self._claim_buffered(config)
+            return self._complete(config, record) if record is not None else None
 
     def record_missed(self, name: str, scheduled_at: datetime, reason: str) -> TaskExecutionRecord | None:
         """Record a fire that will not run (outside the grace window, or coalesced)."""
         now = timezone.now()
         try:
-            with transaction.atomic():
+            with write_transaction():
                 record = TaskExecutionRecord.objects.create(
                     task_id=name,
                     trigger=Trigger.SCHEDULED,
@@ -136,7 +158,7 @@ class TaskRunner:
         now = timezone.now()
         done = 0
         for record in records:
-            with transaction.atomic():
+            with write_transaction():
                 changed = TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.RUNNING).update(
                     status=TaskStatus.INTERRUPTED,
                     finished_at=now,
@@ -186,7 +208,7 @@ class TaskRunner:
     def _claim(self, config: TaskConfig) -> bool:
         """Atomically take a running slot; the database, not this process, is the judge."""
         state = TaskState.objects.filter(task_id=config.name)
-        if config.allow_concurrent:
+        if config.overlap_policy == OverlapPolicy.ALLOW:
             return state.update(running_count=F("running_count") + 1) == 1
         return state.filter(running_count=0).update(running_count=1) == 1
 
@@ -199,9 +221,11 @@ class TaskRunner:
         pending_id: int | None = None,
         user: Any = None,
         origin: str = "",
+        jitter: float | None = None,
     ) -> TaskExecutionRecord | None:
         now = timezone.now()
-        with transaction.atomic():
+        buffered = False
+        with write_transaction():
             claimed = self._claim(config)
             status = TaskStatus.RUNNING if claimed else TaskStatus.SKIPPED
             fields: dict[str, Any] = {
@@ -210,8 +234,16 @@ class TaskRunner:
                 "worker": self.process,
                 "worker_label": self.worker_label,
             }
+            if jitter is not None:
+                fields["jitter_seconds"] = jitter
             if not claimed:
                 fields.update(finished_at=now, duration_seconds=0.0, message=BUSY_MESSAGE)
+                if trigger == Trigger.SCHEDULED and config.overlap_policy == OverlapPolicy.BUFFER_ONE:
+                    fields.update(
+                        status=TaskStatus.PENDING, started_at=None, finished_at=None, duration_seconds=None,
+                        message=BUFFERED_MESSAGE,
+                    )
+                    buffered = True
             if pending_id is not None:
                 taken = TaskExecutionRecord.objects.filter(pk=pending_id, status=TaskStatus.PENDING).update(**fields)
                 if not taken:
@@ -227,7 +259,18 @@ class TaskRunner:
                     origin=origin,
                     **fields,
                 )
-        if claimed:
+            if buffered:
+                kept = TaskState.objects.filter(task_id=config.name, buffered_record_id__isnull=True).update(
+                    buffered_record_id=record.pk
+                )
+                if not kept:
+                    buffered = False
+                    record.status, record.started_at, record.finished_at = TaskStatus.SKIPPED, now, now
+                    record.duration_seconds, record.message = 0.0, ALREADY_BUFFERED_MESSAGE
+                    record.save(update_fields=["status", "started_at", "finished_at", "duration_seconds", "message"])
+        if buffered:
+            logger.info("task %s: fire at %s buffered behind the current run", config.name, scheduled_at)
+        elif claimed:
             signals.run_started.send(sender=type(self), record=record, task=self.registry.get(config.name))
         else:
             logger.info("task %s: %s", config.name, BUSY_MESSAGE)
@@ -237,12 +280,76 @@ class TaskRunner:
     def _complete(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
         if record.status != TaskStatus.RUNNING:
             return record
+        record = self._execute(config, record)
+        if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
+            # The fire kept while we ran goes now, in this thread; another may be kept meanwhile.
+            while not self.cancel.is_set() and (buffered := self._claim_buffered(config)) is not None:
+                self._execute(config, buffered)
+        return record
+
+    def _execute(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
         task = self.registry.get(config.name)
         timeout = self.timeout_for(config)
         started = time.monotonic()
         outcome = execute(task, timeout, self.cancel)
         duration = time.monotonic() - started
-        return self._finish(record, outcome, duration)
+        record = self._finish(record, outcome, duration)
+        if record.status in FAILURE_STATUSES:
+            self._schedule_retry(config, record)
+        return record
+
+    def _claim_buffered(self, config: TaskConfig) -> TaskExecutionRecord | None:
+        state = TaskState.objects.filter(task_id=config.name)
+        with write_transaction():
+            record_id = state.values_list("buffered_record_id", flat=True).first()
+            if record_id is None:
+                return None
+            if not state.filter(running_count=0, buffered_record_id=record_id).update(
+                running_count=1, buffered_record_id=None
+            ):
+                return None
+            started = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
+                status=TaskStatus.RUNNING,
+                started_at=timezone.now(),
+                worker=self.process,
+                worker_label=self.worker_label,
+                message="",
+            )
+            if not started:
+                # The kept record is gone (pruned): give the slot back.
+                state.update(running_count=Greatest(F("running_count") - 1, Value(0)))
+                return None
+            record = TaskExecutionRecord.objects.get(pk=record_id)
+        signals.run_started.send(sender=type(self), record=record, task=self.registry.get(config.name))
+        return record
+
+    def _schedule_retry(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord | None:
+        """Queue the next attempt of a failed run, as its own record linked to the first attempt."""
+        options = config.options
+        if record.attempt > int(options["max_retries"] or 0) or not config.enabled:  # type: ignore[arg-type]
+            return None
+        delay = retry_delay(options, record.attempt)
+        retry = TaskExecutionRecord.objects.create(
+            task_id=record.task_id,
+            trigger=Trigger.RETRY,
+            status=TaskStatus.PENDING,
+            scheduled_at=timezone.now() + timedelta(seconds=delay),
+            attempt=record.attempt + 1,
+            retry_of_id=record.retry_of_id or record.pk,
+            triggered_by_id=record.triggered_by_id,
+            origin="retry",
+            message=f"retry {record.attempt} of {options['max_retries']} after run {record.pk} {record.status}",
+        )
+        logger.info("task %s: run %s %s; retry %s in %.1fs", record.task_id, record.pk, record.status, retry.pk, delay)
+        return retry
+
+    def _drop_pending(self, record_id: int, message: str) -> None:
+        now = timezone.now()
+        dropped = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
+            status=TaskStatus.SKIPPED, started_at=now, finished_at=now, duration_seconds=0.0, message=message
+        )
+        if dropped:
+            self._send_finished(TaskExecutionRecord.objects.get(pk=record_id))
 
     def _finish(self, record: TaskExecutionRecord, outcome: Outcome, duration: float) -> TaskExecutionRecord:
         now = timezone.now()
@@ -266,12 +373,31 @@ class TaskRunner:
             "error": outcome.error,
             "data": outcome.data,
         }
-        with transaction.atomic():
-            changed = TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.RUNNING).update(
-                **record_changes
-            )
-            if changed:
-                TaskState.objects.filter(task_id=record.task_id).update(**state_changes)
+        delay = 0.5
+        while True:
+            try:
+                with write_transaction():
+                    changed = TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.RUNNING).update(
+                        **record_changes
+                    )
+                    if changed:
+                        TaskState.objects.filter(task_id=record.task_id).update(**state_changes)
+                break
+            except (OperationalError, InterfaceError) as exc:
+                # The run happened: unrecorded, it would stay `running` and keep the task's slot
+                # taken while this process lives. Wait for the database (or for a stop).
+                if self.cancel.is_set():
+                    raise
+                logger.warning(
+                    "task %s run %s: cannot record its outcome yet (%s); retrying in %.1fs",
+                    record.task_id,
+                    record.pk,
+                    str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
+                    delay,
+                )
+                close_old_connections()
+                self.cancel.wait(delay)
+                delay = min(delay * 2, 5.0)
         if not changed:
             # Someone decided this run was dead (we missed heartbeats); their verdict stands.
             logger.warning("task %s run %s finished after it was marked interrupted", record.task_id, record.pk)
@@ -322,7 +448,7 @@ def execute(task: BaseTask, timeout: float, cancel: threading.Event | None = Non
             box["result"] = result
         except TimeoutError:
             box["timeout"] = True
-        except BaseException as exc:  # noqa: BLE001 - a task must never take the scheduler down
+        except BaseException as exc:
             box["error"] = exc
             box["traceback"] = traceback.format_exc()
         finally:

@@ -11,9 +11,13 @@ Fires go to ``TaskExecutor``, which applies the missed-run policy and hands each
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -23,6 +27,7 @@ from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -36,11 +41,12 @@ from scheduler_app.coordination import (
 )
 from scheduler_app.db import close_thread_connections, fresh_connections
 from scheduler_app.jobstore import CachedDjangoJobStore
-from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.runner import TaskRunner
-from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.tasks.base import CatchUp, ScheduleType, TaskStatus
 from scheduler_app.triggers import CronTrigger, make_interval_trigger
+from scheduler_app.validation import parse_datetime_option
 
 logger = logging.getLogger("scheduler_app.scheduler")
 
@@ -48,6 +54,8 @@ JOB_FUNC = "scheduler_app.scheduler:fire"
 # Missed fires recorded one by one after downtime; the rest are summed up in one record.
 MAX_MISSED_RECORDS = 100
 REAP_EVERY_TICKS = 3
+# With catch_up "none", a fire processed later than this counts as a catch-up and is not run.
+ON_TIME_SECONDS = 5.0
 
 
 def fire(**_: object) -> None:
@@ -57,9 +65,56 @@ def fire(**_: object) -> None:
 
 
 def build_trigger(config: TaskConfig) -> BaseTrigger:
+    options = config.options
+    start = parse_datetime_option(options.get("start_date"))
+    end = parse_datetime_option(options.get("end_date"))
     if config.schedule_type == ScheduleType.CRON:
-        return CronTrigger(config.cron_expression or "", config.timezone)
-    return make_interval_trigger(int(config.interval_seconds or 0), config.timezone)
+        return CronTrigger(config.cron_expression or "", config.timezone, start_date=start, end_date=end)
+    return make_interval_trigger(int(config.interval_seconds or 0), config.timezone, start_date=start, end_date=end)
+
+
+class DelayedFires:
+    """One thread that hands jittered fires to the pool at their time, instead of a sleeping worker
+    per fire (many tasks share a minute: that is what jitter is for)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str, datetime, Callable[..., object], tuple[object, ...]]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def call_later(
+        self, delay: float, name: str, scheduled_at: datetime, fn: Callable[..., object], *args: object
+    ) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), name, scheduled_at, fn, args))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="delayed-fires", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    self._wake.wait(timeout=self._heap[0][0] - time.monotonic() if self._heap else None)
+                if self._closed:
+                    return
+                _, _, name, scheduled_at, fn, args = heapq.heappop(self._heap)
+            try:
+                fn(name, scheduled_at, *args)
+            except Exception:
+                logger.exception("could not start the jittered fire of %s at %s", name, scheduled_at)
+
+    def close(self) -> list[tuple[str, datetime]]:
+        """Stop; returns the (task, fire time) pairs that were still waiting."""
+        with self._wake:
+            self._closed = True
+            waiting = [(name, scheduled_at) for _, _, name, scheduled_at, _, _ in self._heap]
+            self._heap.clear()
+            self._wake.notify()
+        return waiting
 
 
 class TaskExecutor(BaseExecutor):
@@ -100,6 +155,11 @@ class TaskScheduler:
         self._last_flush = 0.0
         self._ticks = 0
         self._thread: threading.Thread | None = None
+        self._delayed = DelayedFires()
+        # Fires whose record could not be written (database unreachable): recorded `missed` once
+        # it answers again. (task, fire time, why), guarded by the lock.
+        self._unrecorded: list[tuple[str, datetime, str]] = []
+        self._unrecorded_lock = threading.Lock()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -153,6 +213,7 @@ class TaskScheduler:
             wait(inflight, timeout=grace)
         # Runs still going are told to stop waiting and record themselves as interrupted.
         self.runner.cancel.set()
+        delayed = self._delayed.close()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
         with fresh_connections():
@@ -160,6 +221,8 @@ class TaskScheduler:
                 TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING, worker_id=self.process.id)
             )
             self.runner.interrupt(leftovers, "the scheduler stopped before the run finished")
+            for name, scheduled_at in delayed:
+                self.runner.record_missed(name, scheduled_at, "the scheduler stopped during the fire's jitter delay")
             if self._jobstore is not None and time.monotonic() < self._lease_valid_until:
                 self._jobstore.flush()
             release_lease(self.process.id)
@@ -175,6 +238,7 @@ class TaskScheduler:
 
         self._stopping.clear()
         self.runner.cancel.clear()
+        self._delayed = DelayedFires()
         with fresh_connections():
             sync_task_rows(self.registry)
             self.process = ProcessHandle(SchedulerProcess.Kind.SCHEDULER)
@@ -206,6 +270,8 @@ class TaskScheduler:
             with fresh_connections():
                 leader = try_acquire_lease(self.process.id)
                 self.process.heartbeat(role=SchedulerProcess.Role.ACTIVE if leader else SchedulerProcess.Role.STANDBY)
+                # Before a new leadership term reloads the job store, so these keep their reason.
+                self._record_unrecorded()
                 if leader:
                     # Renewed now: trust it for a little less than its length.
                     self._lease_valid_until = time.monotonic() + float(conf.get("LEASE_SECONDS")) * 0.8
@@ -214,6 +280,10 @@ class TaskScheduler:
                     self._lead()
                 elif self._aps is not None:
                     self._step_down("another scheduler holds the lease")
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("database unreachable (%s); retrying", str(exc).strip().splitlines()[0] if str(exc) else exc)
+            if self._aps is not None and time.monotonic() >= self._lease_valid_until:
+                self._step_down("cannot renew the lease")
         except Exception:
             logger.exception("scheduler control loop failed; retrying")
             if self._aps is not None and time.monotonic() >= self._lease_valid_until:
@@ -299,7 +369,7 @@ class TaskScheduler:
 
     # -- running -------------------------------------------------------------------------------
 
-    def submit(self, fn, *args) -> Future:  # noqa: ANN001 - any callable
+    def submit(self, fn, *args) -> Future:
         assert self.pool is not None
         future = self.pool.submit(fn, *args)
         with self._inflight_lock:
@@ -312,7 +382,41 @@ class TaskScheduler:
             self._inflight.discard(future)
 
     def run_fires(self, name: str, run_times: list[datetime]) -> None:
-        """Apply the missed-run policy to the due fire times of one task, then run what is left."""
+        """Apply the missed-run policy to the due fire times of one task, then run what is left.
+
+        A fire whose record cannot be written is not run (without its record nothing stops another
+        process from running it too); it is logged now and recorded ``missed`` when the database is back.
+        """
+        try:
+            self._run_fires(name, run_times)
+        except (OperationalError, InterfaceError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            for scheduled_at in run_times:
+                logger.error(
+                    "task %s: fire at %s could not be recorded (database unreachable: %s); not run, "
+                    "it will be recorded as missed when the database is back",
+                    name,
+                    scheduled_at.isoformat(),
+                    why,
+                )
+            with self._unrecorded_lock:
+                self._unrecorded.extend((name, scheduled_at, why) for scheduled_at in run_times)
+
+    def _record_unrecorded(self) -> None:
+        with self._unrecorded_lock:
+            backlog, self._unrecorded = self._unrecorded, []
+        try:
+            while backlog:
+                name, scheduled_at, why = backlog[0]
+                # A fire that did get its record (the connection broke later) keeps it: no duplicate.
+                self.runner.record_missed(name, scheduled_at, f"the database was unreachable when it was due ({why})")
+                backlog.pop(0)
+        finally:
+            if backlog:
+                with self._unrecorded_lock:
+                    self._unrecorded[:0] = backlog
+
+    def _run_fires(self, name: str, run_times: list[datetime]) -> None:
         with fresh_connections():
             config = self._configs.get(name)
             if config is None or not config.enabled or name not in self.registry:
@@ -321,18 +425,31 @@ class TaskScheduler:
                 for scheduled_at in run_times:
                     self.runner.record_missed(name, scheduled_at, "the scheduler was stopping")
                 return
-            to_run = self._apply_missed_policy(name, run_times)
+            to_run = self._apply_missed_policy(config, run_times)
+            jitter = int(config.options.get("jitter_seconds") or 0)  # type: ignore[call-overload]
             for scheduled_at in to_run:
-                self.runner.run_scheduled(name, scheduled_at, config)
+                if jitter:
+                    delay = random.uniform(0, jitter)
+                    self._delayed.call_later(delay, name, scheduled_at, self._submit_jittered, config, delay)
+                else:
+                    self.runner.run_scheduled(name, scheduled_at, config)
 
-    def _apply_missed_policy(self, name: str, run_times: list[datetime]) -> list[datetime]:
+    def _submit_jittered(self, name: str, scheduled_at: datetime, config: TaskConfig, delay: float) -> None:
+        self.submit(self.runner.run_scheduled, name, scheduled_at, config, delay)
+
+    def _apply_missed_policy(self, config: TaskConfig, run_times: list[datetime]) -> list[datetime]:
+        """Split due fires into those to run and those recorded as missed, by the task's catch-up rules."""
+        name = config.name
         now = datetime.now(UTC)
-        grace = timedelta(seconds=float(conf.get("MISFIRE_GRACE_SECONDS")))
-        late = [t for t in run_times if now - t > grace]
-        in_time = [t for t in run_times if now - t <= grace]
+        window = timedelta(seconds=config.catch_up_window_seconds)
+        late = [t for t in run_times if now - t > window]
+        in_time = [t for t in run_times if now - t <= window]
         for scheduled_at in late[:MAX_MISSED_RECORDS]:
             self.runner.record_missed(
-                name, scheduled_at, f"missed by {(now - scheduled_at).total_seconds():.0f}s, beyond the grace window"
+                name,
+                scheduled_at,
+                f"missed by {(now - scheduled_at).total_seconds():.0f}s, beyond the "
+                f"{config.catch_up_window_seconds:g}s catch-up window",
             )
         if len(late) > MAX_MISSED_RECORDS:
             rest = late[MAX_MISSED_RECORDS:]
@@ -341,16 +458,25 @@ class TaskScheduler:
                 rest[-1],
                 f"{len(rest)} more fires between {rest[0].isoformat()} and {rest[-1].isoformat()} were missed",
             )
-        if conf.get("COALESCE") and len(in_time) > 1:
+        if config.options.get("catch_up") == CatchUp.NONE:
+            overdue = [t for t in in_time if now - t > timedelta(seconds=ON_TIME_SECONDS)]
+            for scheduled_at in overdue:
+                self.runner.record_missed(name, scheduled_at, "not caught up: the task's catch_up policy is 'none'")
+            in_time = [t for t in in_time if t not in overdue]
+        if len(in_time) > 1:
             for scheduled_at in in_time[:-1]:
                 self.runner.record_missed(name, scheduled_at, f"coalesced into the fire at {in_time[-1].isoformat()}")
             in_time = in_time[-1:]
         return in_time
 
     def _dispatch_pending(self) -> None:
+        """Start queued work: manual runs, retries that are due, and fires kept by ``buffer_one``."""
+        now = timezone.now()
         pending = TaskExecutionRecord.objects.filter(status=TaskStatus.PENDING).order_by("id")
-        for record_id, name in pending.values_list("id", "task_id")[:100]:
+        for record_id, name, trigger, due in pending.values_list("id", "task_id", "trigger", "scheduled_at")[:100]:
             if record_id in self._pending_inflight:
+                continue
+            if trigger == Trigger.RETRY and due is not None and due > now:
                 continue
             if name not in self.registry:
                 TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
@@ -360,11 +486,16 @@ class TaskScheduler:
                 )
                 continue
             self._pending_inflight.add(record_id)
-            self.submit(self._run_pending, record_id, name)
+            self.submit(self._run_pending, record_id, name, trigger == Trigger.SCHEDULED)
 
-    def _run_pending(self, record_id: int, name: str) -> None:
+    def _run_pending(self, record_id: int, name: str, buffered: bool) -> None:
         try:
-            if not self._stopping.is_set():
+            if self._stopping.is_set():
+                return
+            if buffered:
+                # Normally the run it waits for starts it; this covers a run whose process died.
+                self.runner.run_buffered(name, self._configs.get(name))
+            else:
                 self.runner.run_pending(record_id, self._configs.get(name))
         finally:
             self._pending_inflight.discard(record_id)

@@ -16,11 +16,18 @@ from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.tasks.base import ScheduleType, TaskStatus
-from scheduler_app.validation import ScheduleValidationError, schedule_errors, timeout_error
+from scheduler_app.validation import (
+    ScheduleValidationError,
+    options_errors,
+    parse_datetime_option,
+    schedule_errors,
+    timeout_error,
+)
 
 logger = logging.getLogger("scheduler_app.services")
 
 __all__ = [
+    "clear_options",
     "clear_schedule",
     "disable_task",
     "enable_task",
@@ -28,6 +35,7 @@ __all__ = [
     "registered_tasks",
     "request_run",
     "scheduler_alive",
+    "set_options",
     "set_schedule",
     "set_timeout",
     "sync_task_rows",
@@ -158,6 +166,36 @@ def set_timeout(name: str, timeout: float | None, user: Any = None) -> TaskConfi
         raise ScheduleValidationError({"timeout": message}, subject=f"task {name!r}")
     label = f"Timeout overridden: {timeout:g}s." if timeout is not None else "Timeout reset to the default."
     return _change(name, user, label, timeout_override=timeout)
+
+
+def set_options(name: str, options: dict[str, Any], user: Any = None) -> TaskConfig:
+    """Override schedule policies (jitter, overlap, catch_up, catch_up_window_seconds, max_retries,
+    retry_backoff, retry_delay_seconds, retry_max_delay_seconds, start_date, end_date); a key set
+    to None goes back to the code's value. Raises ``ScheduleValidationError`` naming each bad field."""
+    config = get_task(name)
+    changes = {key: value.value if hasattr(value, "value") else value for key, value in options.items()}
+    override = dict(config.options_override or {})
+    for key, value in changes.items():
+        if value is None:
+            override.pop(key, None)
+        else:
+            override[key] = value
+    errors = options_errors(changes)
+    if not errors:
+        effective = {**config.options, **{k: v for k, v in changes.items() if v is not None}}
+        errors = options_errors(effective)
+    if errors:
+        raise ScheduleValidationError(errors, subject=f"task {name!r}")
+    for key in ("start_date", "end_date"):
+        if override.get(key) is not None:
+            override[key] = parse_datetime_option(override[key]).isoformat()  # type: ignore[union-attr]
+    described = ", ".join(f"{key}={value}" for key, value in sorted(changes.items()))
+    return _change(name, user, f"Schedule options set: {described}.", options_override=override)
+
+
+def clear_options(name: str, user: Any = None) -> TaskConfig:
+    """Go back to the schedule policies defined in code."""
+    return _change(name, user, "Schedule options reset to the code defaults.", options_override={})
 
 
 def request_run(name: str, user: Any = None, origin: str = "api") -> TaskExecutionRecord:

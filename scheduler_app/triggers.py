@@ -64,23 +64,43 @@ def next_fire_times(trigger: BaseTrigger, now: datetime, count: int) -> list[dat
 
 
 class CronTrigger(BaseTrigger):
-    """Fires on a five-field crontab expression (or an @alias) in an IANA time zone."""
+    """Fires on a five-field crontab expression (or an @alias) in an IANA time zone, optionally
+    only from ``start_date`` and until ``end_date``."""
 
-    __slots__ = ("expression", "zone")
+    __slots__ = ("end_date", "expression", "start_date", "zone")
 
-    def __init__(self, expression: str, timezone: str) -> None:
+    def __init__(
+        self, expression: str, timezone: str, start_date: datetime | None = None, end_date: datetime | None = None
+    ) -> None:
         self.expression = expression.strip()
         self.zone = ZoneInfo(timezone)
+        self.start_date = start_date
+        self.end_date = end_date
 
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
-        return next_cron_fire(self.expression, self.zone, previous_fire_time or now)
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        after = previous_fire_time or now
+        if self.start_date is not None and after < self.start_date:
+            # A fire exactly at start_date counts: look from just before it.
+            after = self.start_date - timedelta(microseconds=1)
+        fire = next_cron_fire(self.expression, self.zone, after)
+        if self.end_date is not None and fire > self.end_date:
+            return None
+        return fire
 
     def __getstate__(self) -> dict[str, object]:
-        return {"version": 1, "expression": self.expression, "timezone": self.zone.key}
+        return {
+            "version": 2,
+            "expression": self.expression,
+            "timezone": self.zone.key,
+            "start_date": self.start_date,
+            "end_date": self.end_date,
+        }
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.expression = str(state["expression"])
         self.zone = ZoneInfo(str(state["timezone"]))
+        self.start_date = state.get("start_date")  # type: ignore[assignment]
+        self.end_date = state.get("end_date")  # type: ignore[assignment]
 
     def __str__(self) -> str:
         return f"cron[{self.expression} {self.zone.key}]"
@@ -89,5 +109,7 @@ class CronTrigger(BaseTrigger):
         return f"<CronTrigger ({self.expression!r}, timezone={self.zone.key!r})>"
 
 
-def make_interval_trigger(seconds: float, timezone: str) -> IntervalTrigger:
-    return IntervalTrigger(seconds=seconds, timezone=ZoneInfo(timezone))
+def make_interval_trigger(
+    seconds: float, timezone: str, start_date: datetime | None = None, end_date: datetime | None = None
+) -> IntervalTrigger:
+    return IntervalTrigger(seconds=seconds, timezone=ZoneInfo(timezone), start_date=start_date, end_date=end_date)

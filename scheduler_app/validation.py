@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from datetime import datetime
 from typing import Any
 
 from croniter import croniter
@@ -135,3 +136,82 @@ def task_errors(task: Any) -> list[str]:
     if message := timeout_error(getattr(task, "timeout", None)):
         problems.append(message)
     return problems
+
+
+MAX_JITTER_SECONDS = 86_400
+MAX_RETRIES = 100
+
+
+def _whole_number(value: Any) -> int | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _positive_seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value <= 0:
+        return None
+    return float(value)
+
+
+def parse_datetime_option(value: Any) -> datetime | None:
+    """An aware datetime from a datetime or an ISO 8601 string; None for None/""; raises ValueError."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise ValueError("expected an ISO 8601 date-time")
+    if value.tzinfo is None:
+        raise ValueError("needs a time zone offset, e.g. 2027-01-01T00:00:00+00:00")
+    return value
+
+
+def options_errors(options: dict[str, Any]) -> dict[str, str]:
+    """Return {field: message} for the schedule's policy fields (jitter, overlap, catch-up, retries,
+    start and end); only the keys present are checked."""
+    from scheduler_app.tasks.base import OPTION_DEFAULTS, CatchUp, OverlapPolicy, RetryBackoff
+
+    errors: dict[str, str] = {}
+    for key in options:
+        if key not in OPTION_DEFAULTS:
+            errors[key] = f"unknown schedule option; known: {', '.join(OPTION_DEFAULTS)}"
+    if "jitter_seconds" in options:
+        jitter = _whole_number(options["jitter_seconds"])
+        if jitter is None or not 0 <= jitter <= MAX_JITTER_SECONDS:
+            errors["jitter_seconds"] = f"jitter_seconds must be a whole number from 0 to {MAX_JITTER_SECONDS}"
+    choices = {"overlap": OverlapPolicy, "catch_up": CatchUp, "retry_backoff": RetryBackoff}
+    for key, enum in choices.items():
+        if key in options and not (key == "overlap" and options[key] is None):
+            try:
+                enum(options[key])
+            except ValueError:
+                allowed = ", ".join(repr(e.value) for e in enum)
+                errors[key] = f"unknown {key} {options[key]!r}; expected one of {allowed}"
+    if options.get("catch_up_window_seconds") is not None:
+        window = _whole_number(options["catch_up_window_seconds"])
+        if window is None or window < 0:
+            errors["catch_up_window_seconds"] = "catch_up_window_seconds must be a whole number of seconds >= 0"
+    if "max_retries" in options:
+        retries = _whole_number(options["max_retries"])
+        if retries is None or not 0 <= retries <= MAX_RETRIES:
+            errors["max_retries"] = f"max_retries must be a whole number from 0 to {MAX_RETRIES}"
+    for key in ("retry_delay_seconds", "retry_max_delay_seconds"):
+        if key in options and _positive_seconds(options[key]) is None:
+            errors[key] = f"{key} must be a number of seconds greater than 0"
+    delay, cap = options.get("retry_delay_seconds"), options.get("retry_max_delay_seconds")
+    valid_pair = "retry_delay_seconds" not in errors and "retry_max_delay_seconds" not in errors
+    if valid_pair and delay and cap and cap < delay:
+        errors["retry_max_delay_seconds"] = "retry_max_delay_seconds must be at least retry_delay_seconds"
+    dates: dict[str, datetime | None] = {}
+    for key in ("start_date", "end_date"):
+        if key in options:
+            try:
+                dates[key] = parse_datetime_option(options[key])
+            except (ValueError, TypeError) as exc:
+                errors[key] = f"{key}: {exc}"
+    if dates.get("start_date") and dates.get("end_date") and dates["end_date"] <= dates["start_date"]:
+        errors["end_date"] = "end_date must be after start_date"
+    return errors

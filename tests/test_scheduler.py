@@ -170,7 +170,7 @@ def test_fires_missed_during_downtime_are_recorded_not_replayed(processes) -> No
     # One record per fire, every second, whatever happened to it: no gap, no duplicate.
     assert all(b - a == timedelta(seconds=1) for a, b in zip(seconds, seconds[1:], strict=False)), seconds
     missed = [r for r in timeline if r.status == "missed"]
-    assert all("grace window" in r.message or "coalesced" in r.message for r in missed)
+    assert all("catch-up window" in r.message or "coalesced" in r.message for r in missed)
     # The catch-up never replays the downtime as a storm: at most one late run.
     late_runs = [r for r in timeline if r.status == "success" and r.lateness_seconds > 0.5]
     assert len(late_runs) <= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -14,9 +15,44 @@ class ScheduleType(StrEnum):
     INTERVAL = "interval"
 
 
+class OverlapPolicy(StrEnum):
+    """What a fire does while the previous run of its task is still going."""
+
+    SKIP = "skip"  # record the fire as skipped (the seed's allow_concurrent=False)
+    ALLOW = "allow"  # run alongside (the seed's allow_concurrent=True)
+    BUFFER_ONE = "buffer_one"  # run once more right after the current run; further fires are skipped
+
+
+class CatchUp(StrEnum):
+    """What happens to fires missed within the catch-up window (downtime, a blocked scheduler)."""
+
+    ONCE = "once"  # the newest missed fire runs once; the others are recorded as missed
+    NONE = "none"  # no late fire runs; all are recorded as missed
+
+
+class RetryBackoff(StrEnum):
+    FIXED = "fixed"
+    EXPONENTIAL = "exponential"
+
+
+# The schedule's policy fields, stored as JSON in TaskConfig (code defaults and overrides).
+OPTION_DEFAULTS: dict[str, object] = {
+    "jitter_seconds": 0,
+    "overlap": None,
+    "catch_up": CatchUp.ONCE.value,
+    "catch_up_window_seconds": None,
+    "max_retries": 0,
+    "retry_backoff": RetryBackoff.EXPONENTIAL.value,
+    "retry_delay_seconds": 10,
+    "retry_max_delay_seconds": 3600,
+    "start_date": None,
+    "end_date": None,
+}
+
+
 @dataclass(frozen=True)
 class TaskSchedule:
-    """When a task fires.
+    """When a task fires, and what happens at the edges (overlap, downtime, failures).
 
     Construction never raises: a schedule is validated when its task is registered (and by
     ``manage.py check``), so that the error can name the task.
@@ -28,16 +64,48 @@ class TaskSchedule:
     allow_concurrent: bool = False
     # IANA zone name for cron expressions; None means settings.TIME_ZONE.
     timezone: str | None = None
+    # Each fire waits a random 0..jitter_seconds, to spread tasks that share a minute.
+    jitter_seconds: int = 0
+    # None: "allow" when allow_concurrent, else "skip".
+    overlap: OverlapPolicy | str | None = None
+    catch_up: CatchUp | str = CatchUp.ONCE
+    # Fires later than this are recorded as missed; None: SCHEDULER["MISFIRE_GRACE_SECONDS"].
+    catch_up_window_seconds: int | None = None
+    # A failed or timed-out run is tried again up to max_retries times, each attempt its own record.
+    max_retries: int = 0
+    retry_backoff: RetryBackoff | str = RetryBackoff.EXPONENTIAL
+    retry_delay_seconds: float = 10
+    retry_max_delay_seconds: float = 3600
+    # No fire before start_date or after end_date (aware datetimes).
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+    def options(self) -> dict[str, object]:
+        """The policy fields as JSON-ready values (what TaskConfig stores)."""
+        values: dict[str, object] = {}
+        for key in OPTION_DEFAULTS:
+            value = getattr(self, key)
+            if isinstance(value, StrEnum):
+                value = value.value
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            values[key] = value
+        return values
 
     def validation_errors(self) -> dict[str, str]:
-        from scheduler_app.validation import schedule_errors
+        from scheduler_app.validation import options_errors, schedule_errors
 
-        return schedule_errors(
+        errors = schedule_errors(
             schedule_type=self.schedule_type,
             cron_expression=self.cron_expression,
             interval_seconds=self.interval_seconds,
             timezone=self.timezone,
         )
+        errors.update(options_errors({key: getattr(self, key) for key in OPTION_DEFAULTS}))
+        contradicts = self.overlap is not None and self.allow_concurrent and self.overlap != OverlapPolicy.ALLOW
+        if contradicts and "overlap" not in errors:
+            errors["overlap"] = f"overlap={str(self.overlap)!r} contradicts allow_concurrent=True; set only one"
+        return errors
 
     @property
     def type(self) -> ScheduleType:
