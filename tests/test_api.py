@@ -242,6 +242,9 @@ def test_browsable_api_schema_and_docs_pages(staff_client: Client) -> None:
     assert b"cdn." not in docs.content
     bundle = re.search(rb'src="([^"]*swagger-ui-bundle\.js)"', docs.content).group(1).decode()
     assert finders.find(bundle.removeprefix(settings.STATIC_URL).removeprefix("/" + settings.STATIC_URL))
+    # Anonymous visitors of the browsable API get a way to log in.
+    anonymous = Client().get("/scheduler/tasks", HTTP_ACCEPT="text/html")
+    assert anonymous.status_code == 403 and b"/api-auth/login/" in anonymous.content
     root = staff_client.get("/scheduler/").json()
     assert root["status"].endswith("/scheduler/status")
 
