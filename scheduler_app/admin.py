@@ -153,7 +153,11 @@ def show_time(value: datetime | None, relative: bool = True) -> SafeString | str
     if not relative:
         return local
     now = timezone.now()
-    words = f"in {timeuntil(value, now)}" if value > now else f"{timesince(value, now)} ago"
+    seconds = (value - now).total_seconds()
+    if abs(seconds) < 60:  # timesince() would say "0 minutes" for anything under a minute
+        words = f"in {seconds:.0f} s" if seconds > 0 else f"{-seconds:.0f} s ago"
+    else:
+        words = f"in {timeuntil(value, now)}" if value > now else f"{timesince(value, now)} ago"
     return format_html('{}<br><small class="sched-rel">{}</small>', local, words)
 
 
@@ -286,7 +290,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "effective_schedule",
         "next_fire_times",
         "code_default_schedule",
-        "default_enabled",
+        "enabled_in_code",
         "allow_concurrent",
         "effective_timeout",
         "default_timeout",
@@ -304,7 +308,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "recent_changes",
     ]
     fieldsets = [
-        (None, {"fields": ["name", "description", "registered", "enabled", "disabled_reason", "default_enabled"]}),
+        (None, {"fields": ["name", "description", "registered", "enabled", "disabled_reason", "enabled_in_code"]}),
         (
             "Schedule",
             {
@@ -388,6 +392,10 @@ class TaskConfigAdmin(admin.ModelAdmin):
         if not obj.enabled and obj.disabled_reason:
             extra = format_html('{}<br><small class="sched-reason">{}</small>', extra, obj.disabled_reason)
         return format_html("{}{}", _boolean_icon(obj.enabled), extra)
+
+    @admin.display(description="enabled in code", boolean=True)
+    def enabled_in_code(self, obj: TaskConfig) -> bool:
+        return obj.default_enabled
 
     @admin.display(description="schedule")
     def schedule_display(self, obj: TaskConfig) -> SafeString:
