@@ -9,8 +9,8 @@ from pathlib import Path
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
 
-from scheduler_project.settings import *  # noqa: E402,F403
-from scheduler_project.settings import BASE_DIR, DATABASES, SCHEDULER  # noqa: E402
+from scheduler_project.settings import *  # noqa: F403
+from scheduler_project.settings import BASE_DIR, DATABASES, SCHEDULER
 
 DEBUG = False
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
@@ -25,10 +25,27 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 _tasks = os.environ.get("TEST_SCHEDULER_TASKS")
 SCHEDULER = {
     **SCHEDULER,
-    "TASKS": _tasks.split(",") if _tasks is not None and _tasks else (
-        [] if _tasks == "" else [*SCHEDULER["TASKS"], *[f"tests.tasks.{n}" for n in (
-            "TickTask", "SlowTask", "BoomTask", "HangTask", "AsyncHangTask", "GarbageTask", "LongTask", "CronTask",
-        )]]
+    "TASKS": _tasks.split(",")
+    if _tasks is not None and _tasks
+    else (
+        []
+        if _tasks == ""
+        else [
+            *SCHEDULER["TASKS"],
+            *[
+                f"tests.tasks.{n}"
+                for n in (
+                    "TickTask",
+                    "SlowTask",
+                    "BoomTask",
+                    "HangTask",
+                    "AsyncHangTask",
+                    "GarbageTask",
+                    "LongTask",
+                    "CronTask",
+                )
+            ],
+        ]
     ),
     "POLL_INTERVAL": float(os.environ.get("TEST_POLL_INTERVAL", "0.25")),
     "LEASE_SECONDS": float(os.environ.get("TEST_LEASE_SECONDS", "3")),

@@ -9,7 +9,9 @@ from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSch
 
 
 def every(seconds: int, allow_concurrent: bool = False) -> TaskSchedule:
-    return TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=seconds, allow_concurrent=allow_concurrent)
+    return TaskSchedule(
+        schedule_type=ScheduleType.INTERVAL, interval_seconds=seconds, allow_concurrent=allow_concurrent
+    )
 
 
 class TickTask(BaseTask):
@@ -64,7 +66,7 @@ class GarbageTask(BaseTask):
     name = "garbage"
     schedule = every(3600)
 
-    def run(self):  # noqa: ANN201 - deliberately wrong
+    def run(self):
         return 42
 
 

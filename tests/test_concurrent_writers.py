@@ -47,8 +47,14 @@ def test_web_and_scheduler_write_together_without_lock_errors(processes) -> None
         rounds += 1
         statuses[post(f"{base}/nightly/trigger", auth)] += 1
         statuses[post(f"{base}/tick/{'disable' if rounds % 2 else 'enable'}", auth)] += 1
-        statuses[post(f"{base}/boom/schedule", auth, {"schedule_type": "interval", "interval_seconds": 1 + rounds % 3},
-                      method="PUT")] += 1
+        statuses[
+            post(
+                f"{base}/boom/schedule",
+                auth,
+                {"schedule_type": "interval", "interval_seconds": 1 + rounds % 3},
+                method="PUT",
+            )
+        ] += 1
     assert set(statuses) <= {200, 202, 409}, statuses
     assert statuses[202] >= 10, statuses
 

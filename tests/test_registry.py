@@ -36,7 +36,7 @@ def test_invalid_tasks_are_rejected_naming_the_task(task_class: type, fragment: 
 def test_two_classes_cannot_share_a_name() -> None:
     registry = TaskRegistry()
     registry.register(TickTask)
-    with pytest.raises(DuplicateTaskError, match="task 'tick': name already used by tests.tasks.TickTask"):
+    with pytest.raises(DuplicateTaskError, match=r"task 'tick': name already used by tests.tasks.TickTask"):
         registry.register(bad_tasks.TickTwinTask)
 
 

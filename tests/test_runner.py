@@ -137,8 +137,9 @@ def test_interrupt_marks_only_running_records() -> None:
     runner = TaskRunner()
     done = runner.run_now("tick")
     TaskState.objects.filter(task_id="tick").update(running_count=1)
-    running = TaskExecutionRecord.objects.create(task_id="tick", trigger="manual", status="running",
-                                                 started_at=done.finished_at)
+    running = TaskExecutionRecord.objects.create(
+        task_id="tick", trigger="manual", status="running", started_at=done.finished_at
+    )
     assert runner.interrupt([done, running], "gone") == 1
     running.refresh_from_db()
     done.refresh_from_db()

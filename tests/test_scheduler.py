@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from django_apscheduler.models import DjangoJob
@@ -31,7 +32,7 @@ def test_interval_task_fires_on_time_and_sigterm_exits_zero(processes) -> None:
     for run in runs:
         assert run.trigger == "scheduled" and run.worker_label.endswith(f":{scheduler.pid}")
         assert 0 <= run.lateness_seconds < 0.5, f"run {run.pk} started {run.lateness_seconds}s late"
-    gaps = [(b.scheduled_at - a.scheduled_at).total_seconds() for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [(b.scheduled_at - a.scheduled_at).total_seconds() for a, b in pairwise(runs)]
     assert all(abs(gap - 1.0) < 1e-3 for gap in gaps), gaps
     state = TaskState.objects.get(task_id="tick")
     assert state.run_count >= 3 and state.last_result == "success" and state.next_run_at is not None
@@ -44,7 +45,7 @@ def test_no_overlap_and_dropped_fires_are_recorded_as_skipped(processes) -> None
     processes.scheduler(["SlowTask"])
     wait_for(lambda: count("slow", status="success") >= 2, timeout=15, message="2 slow runs")
     runs = records("slow", status="success")
-    for earlier, later in zip(runs, runs[1:], strict=False):
+    for earlier, later in pairwise(runs):
         assert later.started_at >= earlier.finished_at, "two runs of a non-concurrent task overlapped"
     skipped = records("slow", status="skipped")
     assert skipped, "fires during a run must be recorded as skipped"
@@ -54,9 +55,11 @@ def test_no_overlap_and_dropped_fires_are_recorded_as_skipped(processes) -> None
 def test_failing_and_hanging_tasks_are_recorded_and_the_scheduler_keeps_going(processes) -> None:
     scheduler = processes.scheduler(["TickTask", "BoomTask", "HangTask", "AsyncHangTask"])
     wait_for(
-        lambda: count("boom", status="failed") >= 2
-        and count("hang", status="timeout") >= 2
-        and count("async_hang", status="timeout") >= 2,
+        lambda: (
+            count("boom", status="failed") >= 2
+            and count("hang", status="timeout") >= 2
+            and count("async_hang", status="timeout") >= 2
+        ),
         timeout=15,
         message="failures and timeouts",
     )
@@ -86,8 +89,10 @@ def test_changes_made_by_another_process_apply_within_two_seconds(processes) -> 
 
     services.set_schedule("tick", schedule_type="interval", interval_seconds=2)
     wait_for(
-        lambda: DjangoJob.objects.filter(id="tick").exists()
-        and "interval|2" in str(DjangoJob.objects.get(id="tick").job_state),
+        lambda: (
+            DjangoJob.objects.filter(id="tick").exists()
+            and "interval|2" in str(DjangoJob.objects.get(id="tick").job_state)
+        ),
         timeout=2,
         message="the new interval",
     )
@@ -97,9 +102,7 @@ def test_changes_made_by_another_process_apply_within_two_seconds(processes) -> 
     assert last_two[1].scheduled_at - last_two[0].scheduled_at == timedelta(seconds=2)
 
     queued = services.request_run("nightly", origin="api")
-    wait_for(
-        lambda: TaskExecutionRecord.objects.get(pk=queued.pk).status == "success", timeout=3, message="manual run"
-    )
+    wait_for(lambda: TaskExecutionRecord.objects.get(pk=queued.pk).status == "success", timeout=3, message="manual run")
     done = TaskExecutionRecord.objects.get(pk=queued.pk)
     assert done.trigger == "manual" and done.scheduled_at is None and done.message == "nightly done"
 
@@ -144,8 +147,10 @@ def test_sigterm_lets_short_runs_finish_and_interrupts_long_ones(processes) -> N
     scheduler = processes.scheduler(["LongTask", "SlowTask"], TEST_SHUTDOWN_GRACE="3.5")
     long_run = services.request_run("long", origin="api")
     wait_for(
-        lambda: TaskExecutionRecord.objects.get(pk=long_run.pk).status == "running"
-        and TaskExecutionRecord.objects.filter(task_id="slow", status="running").exists(),
+        lambda: (
+            TaskExecutionRecord.objects.get(pk=long_run.pk).status == "running"
+            and TaskExecutionRecord.objects.filter(task_id="slow", status="running").exists()
+        ),
         timeout=5,
         message="both running",
     )
@@ -168,7 +173,7 @@ def test_fires_missed_during_downtime_are_recorded_not_replayed(processes) -> No
     timeline = list(TaskExecutionRecord.objects.filter(task_id="tick").order_by("scheduled_at"))
     seconds = [r.scheduled_at for r in timeline]
     # One record per fire, every second, whatever happened to it: no gap, no duplicate.
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(seconds, seconds[1:], strict=False)), seconds
+    assert all(b - a == timedelta(seconds=1) for a, b in pairwise(seconds)), seconds
     missed = [r for r in timeline if r.status == "missed"]
     assert all("catch-up window" in r.message or "coalesced" in r.message for r in missed)
     # The catch-up never replays the downtime as a storm: at most one late run.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,7 +22,10 @@ def test_seed_examples_mean_what_the_seed_says() -> None:
     zone = ZoneInfo("UTC")
     start = datetime(2026, 11, 28, 12, 30, tzinfo=zone)  # a Saturday
     assert fires("0 * * * *", zone, start, 2) == [start.replace(hour=13, minute=0), start.replace(hour=14, minute=0)]
-    assert fires("0 2 * * *", zone, start, 2) == [datetime(2026, 11, 29, 2, tzinfo=zone), datetime(2026, 11, 30, 2, tzinfo=zone)]
+    assert fires("0 2 * * *", zone, start, 2) == [
+        datetime(2026, 11, 29, 2, tzinfo=zone),
+        datetime(2026, 11, 30, 2, tzinfo=zone),
+    ]
     # 0 = Sunday in crontab (APScheduler 3's own CronTrigger would say Monday).
     weekly = fires("0 0 * * 0", zone, start, 2)
     assert [d.strftime("%A %H:%M") for d in weekly] == ["Sunday 00:00", "Sunday 00:00"]
@@ -44,13 +48,18 @@ def test_day_of_month_and_weekday_are_ored_like_crontab() -> None:
         (NEW_YORK, datetime(2026, 3, 7, 12, tzinfo=UTC), datetime(2026, 3, 8, 7, 0, tzinfo=UTC)),
     ],
 )
-def test_spring_gap_fires_once_at_the_first_valid_instant(zone: ZoneInfo, gap_day: datetime, expected_utc: datetime) -> None:
+def test_spring_gap_fires_once_at_the_first_valid_instant(
+    zone: ZoneInfo, gap_day: datetime, expected_utc: datetime
+) -> None:
     daily = fires("30 2 * * *", zone, gap_day, 3)
     assert daily[0] == expected_utc  # 03:00 local, the end of the gap
     assert daily[0].astimezone(zone).strftime("%H:%M") == "03:00"
     assert [d.astimezone(zone).strftime("%H:%M") for d in daily[1:]] == ["02:30", "02:30"]
     # Every 15 minutes through the gap: 02:00-02:45 collapse into one fire at 03:00, then 03:15.
-    quarter = [d.astimezone(zone).strftime("%H:%M") for d in fires("*/15 * * * *", zone, expected_utc - timedelta(minutes=20), 4)]
+    quarter = [
+        d.astimezone(zone).strftime("%H:%M")
+        for d in fires("*/15 * * * *", zone, expected_utc - timedelta(minutes=20), 4)
+    ]
     assert quarter == ["01:45", "03:00", "03:15", "03:30"]
 
 
@@ -66,7 +75,7 @@ def test_spring_gap_fires_once_at_the_first_valid_instant(zone: ZoneInfo, gap_da
 def test_autumn_repeat_fires_once(zone: ZoneInfo, day_before: datetime, expression: str, wall: str) -> None:
     daily = fires(expression, zone, day_before, 3)
     assert [d.astimezone(zone).strftime("%H:%M") for d in daily] == [wall] * 3
-    gaps = [(b - a) for a, b in zip(daily, daily[1:], strict=False)]
+    gaps = [(b - a) for a, b in pairwise(daily)]
     # Fires are a day apart in wall time; the repeated hour is not fired twice.
     assert all(timedelta(hours=23) <= gap <= timedelta(hours=25) for gap in gaps)
     assert daily[0].fold == 0

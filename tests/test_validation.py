@@ -13,7 +13,9 @@ from scheduler_app.validation import (
 )
 
 
-@pytest.mark.parametrize("expression", ["0 * * * *", "0 2 * * *", "0 0 * * 0", "0 0 1 * *", "*/5 1-3 * * mon-fri", "@daily"])
+@pytest.mark.parametrize(
+    "expression", ["0 * * * *", "0 2 * * *", "0 0 * * 0", "0 0 1 * *", "*/5 1-3 * * mon-fri", "@daily"]
+)
 def test_valid_cron_expressions(expression: str) -> None:
     assert cron_expression_error(expression) is None
 
@@ -34,8 +36,20 @@ def test_invalid_cron_expressions_are_explained(expression: object, fragment: st
     assert message is not None and fragment in message
 
 
-@pytest.mark.parametrize(("value", "ok"), [(1, True), (3600, True), (2.0, True), (0, False), (-5, False), (1.5, False),
-                                           (True, False), ("60", False), (None, False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (1, True),
+        (3600, True),
+        (2.0, True),
+        (0, False),
+        (-5, False),
+        (1.5, False),
+        (True, False),
+        ("60", False),
+        (None, False),
+    ],
+)
 def test_interval_must_be_a_positive_whole_number(value: object, ok: bool) -> None:
     assert (interval_error(value) is None) is ok
 

@@ -1,0 +1,184 @@
+"""Schedule policies: jitter, overlap, catch-up after downtime, retries, start and end dates."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from itertools import pairwise
+
+import pytest
+
+from scheduler_app import services
+from scheduler_app.models import TaskExecutionRecord, TaskState
+from scheduler_app.runner import ALREADY_BUFFERED_MESSAGE, TaskRunner, retry_delay
+from scheduler_app.scheduler import build_trigger
+from scheduler_app.tasks.base import OPTION_DEFAULTS
+from scheduler_app.triggers import CronTrigger, next_fire_times
+from scheduler_app.validation import ScheduleValidationError
+from tests.processes import wait_for
+
+db = pytest.mark.django_db(transaction=True)
+
+
+def records(task: str, **filters: object) -> list[TaskExecutionRecord]:
+    return list(TaskExecutionRecord.objects.filter(task_id=task, **filters).order_by("id"))
+
+
+# -- units ---------------------------------------------------------------------------------------
+
+
+def test_retry_delays_back_off_and_are_capped() -> None:
+    options = {**OPTION_DEFAULTS, "retry_delay_seconds": 10, "retry_max_delay_seconds": 60}
+    assert [retry_delay({**options, "retry_backoff": "fixed"}, n) for n in (1, 2, 3)] == [10, 10, 10]
+    assert [retry_delay(options, n) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
+
+
+def test_start_and_end_dates_bound_the_fires() -> None:
+    start = datetime(2027, 1, 1, tzinfo=UTC)
+    end = datetime(2027, 1, 3, 12, tzinfo=UTC)
+    trigger = CronTrigger("0 2 * * *", "UTC", start_date=start, end_date=end)
+    fires = next_fire_times(trigger, datetime(2026, 11, 28, tzinfo=UTC), 5)
+    assert fires == [datetime(2027, 1, d, 2, tzinfo=UTC) for d in (1, 2, 3)]
+
+
+@db
+def test_options_are_validated_in_one_place() -> None:
+    with pytest.raises(ScheduleValidationError) as error:
+        services.set_options(
+            "tick",
+            {"jitter_seconds": -1, "overlap": "sometimes", "max_retries": 1000, "catch_up": "all", "colour": "red"},
+        )
+    assert set(error.value.errors) == {"jitter_seconds", "overlap", "max_retries", "catch_up", "colour"}
+    with pytest.raises(ScheduleValidationError) as error:
+        services.set_options(
+            "tick", {"start_date": "2027-01-02T00:00:00+00:00", "end_date": "2027-01-01T00:00:00+00:00"}
+        )
+    assert "end_date must be after start_date" in str(error.value)
+    with pytest.raises(ScheduleValidationError, match="needs a time zone offset"):
+        services.set_options("tick", {"start_date": "2027-01-02T00:00:00"})
+    config = services.set_options("tick", {"overlap": "buffer_one", "max_retries": 2})
+    assert config.overlap_policy == "buffer_one" and config.options["max_retries"] == 2
+    assert services.set_options("tick", {"overlap": None}).overlap_policy == "skip"
+    assert services.clear_options("tick").options_override == {}
+
+
+@db
+def test_end_date_changes_the_job_trigger() -> None:
+    config = services.set_options("tick", {"end_date": "2020-01-01T00:00:00+00:00"})
+    assert build_trigger(config).get_next_fire_time(None, datetime.now(UTC)) is None
+
+
+@db
+def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
+    services.set_options("tick", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="tick").update(running_count=1)  # a run elsewhere holds the slot
+    runner = TaskRunner()
+    first = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))
+    second = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC))
+    assert first.status == "pending" and "buffered" in first.message
+    assert second.status == "skipped" and second.message == ALREADY_BUFFERED_MESSAGE
+    assert runner.run_buffered("tick") is None  # still busy
+    TaskState.objects.filter(task_id="tick").update(running_count=0)
+    ran = runner.run_buffered("tick")
+    assert ran.pk == first.pk and ran.status == "success"
+    assert TaskState.objects.get(task_id="tick").buffered_record_id is None
+
+
+@db
+def test_failed_runs_are_retried_as_linked_records_until_max_retries() -> None:
+    services.set_options("boom", {"max_retries": 2, "retry_backoff": "fixed", "retry_delay_seconds": 30})
+    runner = TaskRunner()
+    first = runner.run_now("boom")
+    retry = TaskExecutionRecord.objects.get(retry_of=first, status="pending")
+    assert retry.trigger == "retry" and retry.attempt == 2
+    assert abs((retry.scheduled_at - first.finished_at).total_seconds() - 30) < 2
+    second = runner.run_pending(retry.pk)
+    assert second.status == "failed"
+    third = TaskExecutionRecord.objects.get(retry_of=first, attempt=3)
+    assert runner.run_pending(third.pk).status == "failed"
+    assert not TaskExecutionRecord.objects.filter(status="pending").exists(), "no attempt past max_retries"
+    assert TaskState.objects.get(task_id="boom").consecutive_failures == 3
+
+
+@db
+def test_retries_stop_when_the_task_is_disabled() -> None:
+    services.set_options("boom", {"max_retries": 3, "retry_delay_seconds": 1})
+    runner = TaskRunner()
+    first = runner.run_now("boom")
+    retry = TaskExecutionRecord.objects.get(retry_of=first)
+    services.disable_task("boom")
+    assert runner.run_pending(retry.pk) is None
+    retry.refresh_from_db()
+    assert retry.status == "skipped" and "retries stopped" in retry.message
+
+
+# -- real scheduler processes ---------------------------------------------------------------------
+
+
+@pytest.mark.process
+def test_jitter_delays_each_fire_within_its_bound(processes) -> None:
+    services.set_options("tick", {"jitter_seconds": 2})
+    processes.scheduler(["TickTask"])
+    wait_for(lambda: len(records("tick", status="success")) >= 5, timeout=15, message="5 jittered runs")
+    runs = records("tick", status="success")
+    jitters = [run.jitter_seconds for run in runs]
+    assert all(j is not None and 0 <= j <= 2 for j in jitters), jitters
+    assert len({round(j, 3) for j in jitters}) > 1, "jitter must vary between fires"
+    for run in runs:
+        delay = run.lateness_seconds
+        assert run.jitter_seconds - 0.05 <= delay <= run.jitter_seconds + 0.5, (delay, run.jitter_seconds)
+
+
+@pytest.mark.process
+def test_buffer_one_runs_exactly_one_extra_time_right_after_the_run(processes) -> None:
+    services.set_options("slow", {"overlap": "buffer_one"})
+    processes.scheduler(["SlowTask"])
+    wait_for(lambda: len(records("slow", status="success")) >= 3, timeout=20, message="3 slow runs")
+    runs = records("slow", status="success")
+    runs.sort(key=lambda r: r.started_at)
+    for earlier, later in pairwise(runs):
+        assert later.started_at >= earlier.finished_at, "runs overlapped"
+        # The buffered fire starts as soon as the run before it ends.
+        assert (later.started_at - earlier.finished_at).total_seconds() < 0.5
+    dropped = records("slow", status="skipped")
+    assert dropped and all(r.message == ALREADY_BUFFERED_MESSAGE for r in dropped)
+    # Each run but the first was a fire kept while the previous one ran.
+    assert all("buffered" not in r.message for r in runs)
+
+
+@pytest.mark.process
+def test_catch_up_none_after_downtime_records_missed_and_runs_no_late_fire(processes) -> None:
+    services.set_options("tick", {"catch_up": "none", "catch_up_window_seconds": 30})
+    first = processes.scheduler(["TickTask"])
+    wait_for(lambda: len(records("tick", status="success")) >= 1, timeout=10, message="a run")
+    assert first.stop() == 0
+    time.sleep(6.5)  # downtime longer than the on-time tolerance (5 s)
+    stopped_at = datetime.now(UTC)
+    processes.scheduler(["TickTask"])
+    wait_for(lambda: len(records("tick", status="missed")) >= 5, timeout=10, message="missed fires")
+    wait_for(
+        lambda: any(r.started_at > stopped_at for r in records("tick", status="success")), timeout=10, message="a run"
+    )
+    late_runs = [r for r in records("tick", status="success") if r.lateness_seconds > 0.5]
+    assert late_runs == [], "catch_up none must not run a late fire"
+    assert any("catch_up policy is 'none'" in r.message for r in records("tick", status="missed"))
+
+
+@pytest.mark.process
+def test_retries_follow_the_backoff_and_stop_at_max_retries(processes) -> None:
+    services.set_schedule("boom", schedule_type="interval", interval_seconds=3600)
+    services.set_options(
+        "boom",
+        {"max_retries": 2, "retry_backoff": "exponential", "retry_delay_seconds": 1, "retry_max_delay_seconds": 60},
+    )
+    processes.scheduler(["BoomTask"])
+    first = services.request_run("boom", origin="api")
+    wait_for(lambda: len(records("boom", status="failed")) >= 3, timeout=15, message="3 attempts")
+    attempts = records("boom", status="failed")
+    assert [r.attempt for r in attempts] == [1, 2, 3]
+    assert attempts[0].pk == first.pk and all(r.retry_of_id == first.pk for r in attempts[1:])
+    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in pairwise(attempts)]
+    assert 1 <= gaps[0] < 1.8 and 2 <= gaps[1] < 2.8, gaps
+    time.sleep(1)  # an absence can only be observed over a window
+    assert not TaskExecutionRecord.objects.filter(task_id="boom", status="pending").exists()
+    assert TaskExecutionRecord.objects.filter(task_id="boom").count() == 3
