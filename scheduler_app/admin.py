@@ -33,11 +33,11 @@ from django.utils.timesince import timesince, timeuntil
 from scheduler_app import conf, services
 from scheduler_app.coordination import current_leader
 from scheduler_app.exceptions import SchedulerError, TaskBusy
-from scheduler_app.forms import SCHEDULE_FIELDS, TaskConfigForm
+from scheduler_app.forms import OPTION_FIELDS, SCHEDULE_FIELDS, TaskConfigForm
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
 from scheduler_app.registry import task_registry
 from scheduler_app.scheduler import build_trigger
-from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType, TaskStatus
 from scheduler_app.triggers import next_fire_times
 from scheduler_app.validation import schedule_errors
 
@@ -294,6 +294,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "allow_concurrent",
         "effective_timeout",
         "default_timeout",
+        "effective_policies",
         "status_display",
         "next_run",
         "last_run",
@@ -327,6 +328,14 @@ class TaskConfigAdmin(admin.ModelAdmin):
             },
         ),
         ("Timeout", {"fields": ["effective_timeout", "timeout_override", "default_timeout"]}),
+        (
+            "Policies",
+            {
+                "fields": ["effective_policies", *OPTION_FIELDS],
+                "description": "Jitter, overlap, catch-up, retries and the active period. An empty field "
+                "keeps the code's value.",
+            },
+        ),
         (
             "State",
             {
@@ -440,6 +449,28 @@ class TaskConfigAdmin(admin.ModelAdmin):
         if obj.default_timeout_seconds is None:
             return "not set (SCHEDULER['DEFAULT_TIMEOUT'] applies)"
         return describe_duration(obj.default_timeout_seconds)
+
+    @admin.display(description="effective policies")
+    def effective_policies(self, obj: TaskConfig) -> SafeString:
+        override = obj.options_override or {}
+        code = obj.default_options or {}
+        effective = obj.options
+        rows = []
+        for key in OPTION_DEFAULTS:
+            value = effective.get(key)
+            if key in override:
+                source = source_badge("override")
+            elif key in code and code[key] != OPTION_DEFAULTS[key]:
+                source = source_badge("code")
+            else:
+                source = ""
+            if key == "overlap" and value is None:
+                value = f"{obj.overlap_policy.value} (from allow_concurrent={obj.allow_concurrent})"
+            elif key == "catch_up_window_seconds" and value is None:
+                value = f"{obj.catch_up_window_seconds:g} (SCHEDULER['MISFIRE_GRACE_SECONDS'])"
+            rows.append((key, EMPTY if value is None else value, source))
+        body = format_html_join("", "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html('<table class="sched-policies"><tbody>{}</tbody></table>', body)
 
     @admin.display(description="status")
     def status_display(self, obj: TaskConfig) -> SafeString:
@@ -566,6 +597,14 @@ class TaskConfigAdmin(admin.ModelAdmin):
                 services.clear_schedule(name, user=user)
         if "timeout_override" in changed:
             services.set_timeout(name, data.get("timeout_override"), user=user)
+        if form.options_changed():
+            proposed = form.options_override()
+            if proposed:
+                # Only the changed keys: None sends a key back to the code's value.
+                changes = {key: proposed.get(key) for key in OPTION_FIELDS if key in changed}
+                services.set_options(name, changes, user=user)
+            else:
+                services.clear_options(name, user=user)
         if enabled_changed and data["enabled"]:
             services.enable_task(name, user=user)
 
@@ -623,7 +662,9 @@ class TaskConfigAdmin(admin.ModelAdmin):
             self.message_user(request, f"Queued {len(queued)} run(s): {', '.join(queued)}.", messages.SUCCESS)
             self._warn_without_scheduler(request, "Queued runs wait until a scheduler process starts.")
 
-    @admin.action(description="Revert selected tasks to the code's schedule and timeout", permissions=["operate"])
+    @admin.action(
+        description="Revert selected tasks to the code's schedule, timeout and policies", permissions=["operate"]
+    )
     def revert_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         done = self._each(request, queryset, lambda name: self._revert(request, name))
         if done:
@@ -632,7 +673,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
             self.message_user(request, "Nothing to revert: no override on the selected tasks.", messages.INFO)
 
     def _revert(self, request: HttpRequest, name: str) -> bool:
-        """Drop schedule and timeout overrides; False when there was nothing to drop."""
+        """Drop schedule, timeout and policy overrides; False when there was nothing to drop."""
         config = services.get_task(name)
         reverted = False
         if config.schedule_overridden:
@@ -640,6 +681,9 @@ class TaskConfigAdmin(admin.ModelAdmin):
             reverted = True
         if config.timeout_override is not None:
             services.set_timeout(name, None, user=request.user)
+            reverted = True
+        if config.options_override:
+            services.clear_options(name, user=request.user)
             reverted = True
         return reverted
 
@@ -693,7 +737,9 @@ class TaskConfigAdmin(admin.ModelAdmin):
         if isinstance(obj, HttpResponse):
             return obj
         if self._revert(request, obj.pk):
-            self.message_user(request, f"{obj.pk}: schedule and timeout are the code's again.", messages.SUCCESS)
+            self.message_user(
+                request, f"{obj.pk}: schedule, timeout and policies are the code's again.", messages.SUCCESS
+            )
         else:
             self.message_user(request, f"{obj.pk}: nothing to revert, it uses the code's defaults.", messages.INFO)
         return self._back(obj)
@@ -753,7 +799,9 @@ class TaskConfigAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         context.update(scheduler_banner())
         context["can_operate"] = obj is not None and self.has_operate_permission(request, obj)
-        context["can_revert"] = context["can_operate"] and (obj.schedule_overridden or obj.timeout_override is not None)
+        context["can_revert"] = context["can_operate"] and (
+            obj.schedule_overridden or obj.timeout_override is not None or bool(obj.options_override)
+        )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
@@ -809,10 +857,20 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     fieldsets = [
-        (None, {"fields": ["task_link", "trigger", "status_display", "requested", "worker_label"]}),
+        (None, {"fields": ["task_link", "trigger", "status_display", "requested", "worker_label", "attempt_display"]}),
         (
             "Times",
-            {"fields": ["scheduled_at", "created_at", "started_at", "finished_at", "duration", "lateness"]},
+            {
+                "fields": [
+                    "scheduled_at",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "duration",
+                    "lateness",
+                    "jitter_seconds",
+                ]
+            },
         ),
         ("Outcome", {"fields": ["message", "error_display", "data_display"]}),
     ]
@@ -828,6 +886,8 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
         "finished_at",
         "duration",
         "lateness",
+        "jitter_seconds",
+        "attempt_display",
         "message",
         "error_display",
         "data_display",
@@ -862,6 +922,13 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
     def lateness(self, obj: TaskExecutionRecord) -> str:
         value = obj.lateness_seconds
         return EMPTY if value is None else f"{value:.3f} seconds"
+
+    @admin.display(description="attempt")
+    def attempt_display(self, obj: TaskExecutionRecord) -> SafeString | str:
+        if not obj.retry_of_id:
+            return str(obj.attempt)
+        url = reverse("admin:scheduler_app_taskexecutionrecord_change", args=[obj.retry_of_id])
+        return format_html('{} (a retry of <a href="{}">#{}</a>)', obj.attempt, url, obj.retry_of_id)
 
     @admin.display(description="requested by")
     def requested(self, obj: TaskExecutionRecord) -> str:

@@ -11,8 +11,8 @@ from typing import Any
 from django import forms
 
 from scheduler_app.models import TaskConfig
-from scheduler_app.tasks.base import ScheduleType
-from scheduler_app.validation import schedule_errors, timeout_error
+from scheduler_app.tasks.base import OPTION_DEFAULTS, CatchUp, OverlapPolicy, RetryBackoff, ScheduleType
+from scheduler_app.validation import options_errors, schedule_errors, timeout_error
 
 # validation.schedule_errors names fields the way the API does; the form's fields are the model's.
 SCHEDULE_FIELDS = {
@@ -23,7 +23,48 @@ SCHEDULE_FIELDS = {
 }
 
 
+def _choices(enum: type) -> list[tuple[str, str]]:
+    return [("", "Code default"), *[(e.value, e.value) for e in enum]]
+
+
+# The schedule policies an operator may override (TaskConfig.options_override); empty: the code's.
+OPTION_FIELDS = tuple(OPTION_DEFAULTS)
+
+
 class TaskConfigForm(forms.ModelForm):
+    jitter_seconds = forms.IntegerField(
+        required=False, label="Jitter (seconds)", help_text="Random delay of up to this many seconds before a run."
+    )
+    overlap = forms.ChoiceField(
+        required=False,
+        choices=_choices(OverlapPolicy),
+        help_text="While a run is going, a fire is skipped, runs alongside, or runs once right after it.",
+    )
+    catch_up = forms.ChoiceField(
+        required=False,
+        choices=_choices(CatchUp),
+        label="Catch up",
+        help_text="Fires missed within the window: the newest runs once, or none runs.",
+    )
+    catch_up_window_seconds = forms.IntegerField(
+        required=False,
+        label="Catch-up window (seconds)",
+        help_text="Empty in code too: SCHEDULER['MISFIRE_GRACE_SECONDS'].",
+    )
+    max_retries = forms.IntegerField(required=False, label="Retries", help_text="Retries after a failure or timeout.")
+    retry_backoff = forms.ChoiceField(required=False, choices=_choices(RetryBackoff), label="Retry backoff")
+    retry_delay_seconds = forms.FloatField(required=False, label="Retry delay (seconds)")
+    retry_max_delay_seconds = forms.FloatField(required=False, label="Longest retry delay (seconds)")
+    start_date = forms.CharField(
+        required=False,
+        help_text="ISO 8601 with an offset, e.g. 2027-01-01T00:00:00+00:00: no fire before it.",
+        widget=forms.TextInput(attrs={"size": 30, "placeholder": "2027-01-01T00:00:00+00:00"}),
+    )
+    end_date = forms.CharField(
+        required=False,
+        help_text="ISO 8601 with an offset: no fire after it.",
+        widget=forms.TextInput(attrs={"size": 30, "placeholder": "2027-12-31T23:59:59+00:00"}),
+    )
     enabled = forms.BooleanField(
         required=False,
         help_text="Unticking it disables the task: the scheduler stops firing it within a second or two.",
@@ -39,6 +80,7 @@ class TaskConfigForm(forms.ModelForm):
             "interval_seconds_override",
             "timezone_override",
             "timeout_override",
+            *OPTION_FIELDS,
         ]
         labels = {
             "disabled_reason": "Why it is disabled",
@@ -66,6 +108,9 @@ class TaskConfigForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None:
             self.fields["enabled"].initial = self.instance.enabled
+            for key, value in (self.instance.options_override or {}).items():
+                if key in self.fields:
+                    self.fields[key].initial = value
         if "schedule_type_override" in self.fields:
             self.fields["schedule_type_override"].choices = [
                 ("", "Code default"),
@@ -94,13 +139,40 @@ class TaskConfigForm(forms.ModelForm):
             )
         if "timeout_override" in data and (message := timeout_error(data.get("timeout_override"))):
             self.add_error("timeout_override", message)
+        self._clean_options(data)
         if (
             data.get("enabled")
             and (data.get("disabled_reason") or "").strip()
-            and "disabled_reason" in (self.changed_data)
+            and "disabled_reason" in self.changed_data
         ):
             self.add_error("disabled_reason", "Untick Enabled to disable the task, or leave the reason empty.")
         return data
+
+    def _clean_options(self, data: dict[str, Any]) -> None:
+        if not self.options_changed():
+            return
+        proposed = self.options_override()
+        if errors := options_errors(proposed):
+            for field, message in errors.items():
+                self.add_error(field if field in self.fields else None, message)
+            return
+        config = self.instance
+        # The policies as they will be (built-in, code, new overrides), and as services.set_options
+        # checks them, so that a form that passes is never refused on saving.
+        effective = {**OPTION_DEFAULTS, **(config.default_options or {}), **proposed}
+        as_services_check = {**config.options, **proposed}
+        for candidate in (effective, as_services_check):
+            for field, message in options_errors(candidate).items():
+                if field not in self.errors:
+                    self.add_error(field if field in self.fields else None, message)
+
+    def options_override(self) -> dict[str, Any]:
+        """The options the form sets: the filled-in fields (an empty field means the code's value)."""
+        values = {key: self.cleaned_data.get(key) for key in OPTION_FIELDS}
+        return {key: value for key, value in values.items() if value not in (None, "")}
+
+    def options_changed(self) -> bool:
+        return any(key in self.changed_data for key in OPTION_FIELDS)
 
     def schedule_changed(self) -> bool:
         return any(field in self.changed_data for field in SCHEDULE_FIELDS.values())

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
+from scheduler_app.tasks.base import OPTION_DEFAULTS
 
 pytestmark = [pytest.mark.django_db]
 
@@ -40,6 +41,7 @@ def form_data(name: str, /, **changes: Any) -> dict[str, Any]:
         "interval_seconds_override": task.interval_seconds_override or "",
         "timezone_override": task.timezone_override,
         "timeout_override": "" if task.timeout_override is None else task.timeout_override,
+        **{key: (task.options_override or {}).get(key, "") for key in OPTION_DEFAULTS},
         "_save": "Save",
     }
     data.update(changes)
@@ -183,7 +185,7 @@ def test_revert_to_code_defaults(admin_client: Client) -> None:
     page = admin_client.get(change_url("tick")).content.decode()
     assert 'id="revert-defaults"' in page
     response = admin_client.post(reverse("admin:scheduler_app_taskconfig_revert", args=["tick"]), follow=True)
-    assert "schedule and timeout are the code's again" in messages_of(response)[0]
+    assert "schedule, timeout and policies are the code's again" in messages_of(response)[0]
     tick = config("tick")
     assert tick.schedule_source == "code" and tick.interval_seconds == 1 and tick.timeout_override is None
     assert log_messages("tick")[-2:] == ["Schedule reset to the code default.", "Timeout reset to the default."]
@@ -276,6 +278,76 @@ def test_invalid_input_is_a_form_error_and_nothing_is_saved(
     assert not LogEntry.objects.exists()
 
 
+def test_policy_overrides_saved_through_services(admin_client: Client) -> None:
+    revision = config("tick").revision
+    response = admin_client.post(
+        change_url("tick"),
+        form_data(
+            "tick",
+            max_retries=3,
+            retry_delay_seconds=5,
+            overlap="buffer_one",
+            jitter_seconds=2,
+            start_date="2027-01-01T00:00:00+00:00",
+        ),
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    tick = config("tick")
+    assert tick.options_override == {
+        "max_retries": 3,
+        "retry_delay_seconds": 5.0,
+        "overlap": "buffer_one",
+        "jitter_seconds": 2,
+        "start_date": "2027-01-01T00:00:00+00:00",
+    }
+    assert tick.revision == revision + 1 and tick.overlap_policy == "buffer_one"
+    assert log_messages("tick")[-1].startswith("Schedule options set: ")
+    page = admin_client.get(change_url("tick")).content.decode()
+    assert "<td><code>max_retries</code></td><td>3</td>" in page
+    assert "Sat 2027-01-02 00:00:00 UTC" not in page and "Fri 2027-01-01 00:00:00 UTC" in page  # start date
+    # Emptying one field sends that key back to the code's value; emptying all clears them.
+    admin_client.post(change_url("tick"), form_data("tick", jitter_seconds=""))
+    assert "jitter_seconds" not in config("tick").options_override and config("tick").options["max_retries"] == 3
+    admin_client.post(change_url("tick"), form_data("tick", **dict.fromkeys(OPTION_DEFAULTS, "")))
+    assert config("tick").options_override == {}
+    assert log_messages("tick")[-1] == "Schedule options reset to the code defaults."
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"max_retries": -1}, "max_retries", "max_retries must be a whole number from 0 to 100"),
+        ({"jitter_seconds": 100_000}, "jitter_seconds", "jitter_seconds must be a whole number"),
+        ({"retry_delay_seconds": 60, "retry_max_delay_seconds": 30}, "retry_max_delay_seconds", "at least"),
+        ({"retry_max_delay_seconds": 5}, "retry_max_delay_seconds", "at least"),  # the code's delay is 10
+        ({"start_date": "2027-01-01T00:00:00"}, "start_date", "needs a time zone offset"),
+        ({"start_date": "tomorrow"}, "start_date", "start_date"),
+        (
+            {"start_date": "2027-01-02T00:00:00+00:00", "end_date": "2027-01-01T00:00:00+00:00"},
+            "end_date",
+            "end_date must be after start_date",
+        ),
+        ({"overlap": "sometimes"}, "overlap", "Select a valid choice"),
+    ],
+)
+def test_invalid_policies_are_form_errors(
+    admin_client: Client, changes: dict[str, Any], field: str, message: str
+) -> None:
+    before = TaskConfig.objects.filter(name="tick").values().get()
+    response = admin_client.post(change_url("tick"), form_data("tick", **changes))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert message in " ".join(errors.get(field, [])), errors
+    assert TaskConfig.objects.filter(name="tick").values().get() == before
+
+
+def test_revert_clears_policy_overrides(admin_client: Client) -> None:
+    admin_client.post(change_url("tick"), form_data("tick", max_retries=2))
+    assert config("tick").options_override == {"max_retries": 2}
+    admin_client.post(reverse("admin:scheduler_app_taskconfig_revert", args=["tick"]))
+    assert config("tick").options_override == {}
+
+
 def test_disable_with_a_reason_from_the_form(admin_client: Client) -> None:
     admin_client.post(change_url("tick"), form_data("tick", enabled="", disabled_reason="upstream is down"))
     tick = config("tick")
@@ -332,6 +404,7 @@ def test_name_code_defaults_and_state_are_read_only(admin_client: Client) -> Non
         "interval_seconds_override",
         "timezone_override",
         "timeout_override",
+        *OPTION_DEFAULTS,  # every schedule policy can be overridden here
     }
 
 
@@ -482,6 +555,16 @@ def test_record_page_shows_the_traceback_and_is_read_only(admin_client: Client) 
     admin_client.post(RECORDS, {"action": "delete_selected", "_selected_action": [record.pk], "post": "yes"})
     record.refresh_from_db()
     assert record.status == "failed"
+
+
+def test_record_page_links_a_retry_to_its_first_run(admin_client: Client) -> None:
+    first = make_record("boom", status="failed", error="ValueError: boom")
+    retry = make_record("boom", trigger="retry", scheduled_at=None, attempt=2, retry_of=first, jitter_seconds=1.5)
+    html = admin_client.get(reverse("admin:scheduler_app_taskexecutionrecord_change", args=[retry.pk])).content
+    first_url = reverse("admin:scheduler_app_taskexecutionrecord_change", args=[first.pk])
+    assert f'2 (a retry of <a href="{first_url}">#{first.pk}</a>)' in html.decode()
+    assert ">1.5<" in html.decode()
+    assert {r.pk for r in admin_client.get(RECORDS + "?trigger__exact=retry").context["cl"].result_list} == {retry.pk}
 
 
 def test_task_page_lists_its_latest_runs(admin_client: Client) -> None:
