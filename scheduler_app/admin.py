@@ -328,10 +328,11 @@ class TaskConfigAdmin(admin.ModelAdmin):
             },
         ),
         ("Timeout", {"fields": ["effective_timeout", "timeout_override", "default_timeout"]}),
+        ("Policies", {"fields": ["effective_policies"]}),
         (
-            "Policies",
+            "Policy overrides",
             {
-                "fields": ["effective_policies", *OPTION_FIELDS],
+                "fields": [*OPTION_FIELDS],
                 "description": "Jitter, overlap, catch-up, retries and the active period. An empty field "
                 "keeps the code's value.",
             },
@@ -358,6 +359,15 @@ class TaskConfigAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["scheduler_app/admin.css"]}
         js = ["scheduler_app/task_preview.js"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: TaskConfig | None = None) -> list[Any]:
+        """Policy overrides fold away while a task has none; a form error opens them (Django)."""
+        fieldsets = []
+        for name, options in super().get_fieldsets(request, obj):
+            if name == "Policy overrides" and not (obj is not None and obj.options_override):
+                options = {**options, "classes": ["collapse"]}
+            fieldsets.append((name, options))
+        return fieldsets
 
     # -- permissions: tasks come from code; operating them is its own permission ------------------
 

@@ -280,6 +280,7 @@ def test_invalid_input_is_a_form_error_and_nothing_is_saved(
 
 def test_policy_overrides_saved_through_services(admin_client: Client) -> None:
     revision = config("tick").revision
+    assert "<details><summary>" in admin_client.get(change_url("tick")).content.decode()  # folded while unused
     response = admin_client.post(
         change_url("tick"),
         form_data(
@@ -304,6 +305,7 @@ def test_policy_overrides_saved_through_services(admin_client: Client) -> None:
     assert log_messages("tick")[-1].startswith("Schedule options set: ")
     page = admin_client.get(change_url("tick")).content.decode()
     assert "<td><code>max_retries</code></td><td>3</td>" in page
+    assert "<details><summary>" not in page  # overrides in use: shown open
     assert "Sat 2027-01-02 00:00:00 UTC" not in page and "Fri 2027-01-01 00:00:00 UTC" in page  # start date
     # Emptying one field sends that key back to the code's value; emptying all clears them.
     admin_client.post(change_url("tick"), form_data("tick", jitter_seconds=""))
