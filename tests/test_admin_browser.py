@@ -100,7 +100,9 @@ def test_operate_tasks_in_the_browser(processes: Any, browser: Any, capsys: pyte
     assert "At 02:00 (UTC)" in nightly_row.inner_text()
     screenshot(page, "admin-task-list.png", capsys)
 
-    # Disable `tick` with the list action; it stops firing once the scheduler has applied it.
+    # Disable `tick` with the list action; it stops firing once the scheduler has applied it
+    # (removed its job from the job store).
+    assert DjangoJob.objects.filter(id="tick").exists()
     page.check("input.action-select[value=tick]")
     page.select_option("select[name=action]", "disable_selected")
     page.click("button[name=index]")
