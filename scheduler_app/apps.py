@@ -8,8 +8,11 @@ class SchedulerAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from scheduler_app import checks  # noqa: F401 - registers the system checks
-        from scheduler_app import conf
+        from scheduler_app import (
+            alerts,  # noqa: F401 - connects the failure alert receivers
+            checks,  # noqa: F401 - registers the system checks
+            conf,
+        )
         from scheduler_app.registry import task_registry
 
         # Every process (web, scheduler, commands) sees the same tasks.

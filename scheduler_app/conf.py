@@ -35,6 +35,24 @@ DEFAULTS: dict[str, Any] = {
     # History pages: default size and the largest a client may ask for with ?page_size=.
     "API_PAGE_SIZE": 50,
     "API_MAX_PAGE_SIZE": 500,
+    # Prometheus metrics (/scheduler/metrics). Staff users (session or basic auth) may always read;
+    # so may a request with `Authorization: Bearer <token>` when the environment variable named here
+    # holds a token. True opens the metrics to anyone who can reach the URL.
+    "METRICS_ALLOW_ANONYMOUS": False,
+    "METRICS_TOKEN_ENV": "SCHEDULER_METRICS_TOKEN",
+    # Health: a scheduler whose heartbeat is older than this many seconds is not alive
+    # (None: LEASE_SECONDS, the same rule that reaps dead processes).
+    "HEALTH_MAX_HEARTBEAT_AGE": None,
+    # Failure alerts: sent when a task fails or times out this many times in a row (a task's
+    # `alert_after_failures` overrides it; 0 turns alerts off), once per streak, and once more when
+    # it succeeds again. Delivered to settings.ADMINS by mail (when ALERT_EMAIL and ADMINS is set)
+    # and/or as a JSON POST to ALERT_WEBHOOK_URL, from a background thread.
+    "ALERT_AFTER_FAILURES": 1,
+    "ALERT_EMAIL": True,
+    "ALERT_WEBHOOK_URL": "",
+    # Extra HTTP headers of the webhook POST (e.g. {"Authorization": "Bearer ..."}), and its timeout.
+    "ALERT_WEBHOOK_HEADERS": {},
+    "ALERT_WEBHOOK_TIMEOUT": 5.0,
 }
 
 

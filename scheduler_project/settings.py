@@ -122,6 +122,8 @@ SCHEDULER = {
     ],
     "DEFAULT_TIMEOUT": 3600,
     "HISTORY_RETENTION_DAYS": int(os.environ.get("SCHEDULER_HISTORY_RETENTION_DAYS", "30")),
+    # Failure alerts also go to settings.ADMINS by mail when ADMINS is set (README: Operations).
+    "ALERT_WEBHOOK_URL": os.environ.get("SCHEDULER_ALERT_WEBHOOK_URL", ""),
 }
 
 LOGGING = {
@@ -129,9 +131,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # SCHEDULER_LOG_FORMAT=json: one JSON object per line, with task, run_id, trigger, duration.
+        "json": {"()": "scheduler_app.logging.JSONFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if os.environ.get("SCHEDULER_LOG_FORMAT", "").lower() == "json" else "plain",
+        },
     },
     "loggers": {
         "scheduler_app": {"handlers": ["console"], "level": os.environ.get("SCHEDULER_LOG_LEVEL", "INFO")},

@@ -1,0 +1,279 @@
+"""Failure alerts: tell the operators when a task keeps failing, and when it is fine again.
+
+Rules, per task:
+
+* an alert when a run fails or times out and that makes N failures in a row (N is the task class's
+  ``alert_after_failures``, else ``SCHEDULER["ALERT_AFTER_FAILURES"]``; 0 turns alerts off);
+* nothing more while the streak goes on (one alert per streak, however long);
+* one recovery notice when a run succeeds after such a streak.
+
+Skipped, missed and interrupted runs neither extend nor end a streak. Streaks are read from the
+execution records (the N outcomes before this one, by record id), so every process that runs tasks
+(schedulers, ``trigger_task``) judges alike, without shared memory, and a restart forgets nothing.
+
+Delivery (``mail_admins`` and/or a JSON POST to ``ALERT_WEBHOOK_URL``) happens in a background
+thread of the process that ran the task: the scheduler never waits for a mail server or a webhook,
+and a delivery failure is logged, never raised.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import queue
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.mail import mail_admins
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Max
+from django.utils import timezone
+
+from scheduler_app import conf
+from scheduler_app.models import FAILURE_STATUSES, TaskExecutionRecord
+from scheduler_app.registry import task_registry
+from scheduler_app.signals import run_finished
+from scheduler_app.tasks.base import TaskStatus
+
+logger = logging.getLogger("scheduler_app.alerts")
+
+FAILING = "task_failing"
+RECOVERED = "task_recovered"
+OUTCOME_STATUSES = (TaskStatus.SUCCESS, *FAILURE_STATUSES)
+# Alerts waiting for delivery; beyond this (a receiver down for long), new ones are dropped and logged.
+QUEUE_SIZE = 1000
+ERROR_EXCERPT = 4000
+
+
+@dataclass
+class Alert:
+    event: str
+    task: str
+    streak: int
+    threshold: int
+    record: dict[str, Any]
+
+    @property
+    def subject(self) -> str:
+        if self.event == FAILING:
+            runs = "run" if self.streak == 1 else f"{self.streak} runs in a row"
+            return f"task {self.task} is failing: {runs} {self.record['status']}"
+        return f"task {self.task} recovered after {self.streak} failed run(s)"
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "task": self.task,
+            "summary": self.subject,
+            "consecutive_failures": self.streak,
+            "alert_after_failures": self.threshold,
+            "record": self.record,
+            "sent_at": timezone.now().isoformat(),
+        }
+
+    def body(self) -> str:
+        record = self.record
+        lines = [
+            self.subject,
+            "",
+            f"task:      {self.task}",
+            f"run:       #{record['id']} ({record['trigger']}), {record['status']}",
+            f"started:   {record['started_at']}",
+            f"finished:  {record['finished_at']} ({record['duration_seconds']} s)",
+            f"process:   {record['worker'] or '-'}",
+            f"message:   {record['message'] or '-'}",
+        ]
+        if record.get("error"):
+            lines += ["", record["error"]]
+        return "\n".join(lines)
+
+
+def threshold_for(task_name: str) -> int:
+    """N for this task: its class's ``alert_after_failures``, else the SCHEDULER setting."""
+    value = None
+    if task_name in task_registry:
+        value = getattr(task_registry.get(task_name), "alert_after_failures", None)
+    if value is None:
+        value = conf.get("ALERT_AFTER_FAILURES")
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        logger.warning("alert_after_failures of %s is not a number (%r); alerts are off for it", task_name, value)
+        return 0
+
+
+@dataclass(frozen=True)
+class Channels:
+    """Where alerts go, read from settings when the alert is raised (not when it is delivered)."""
+
+    mail: bool = False
+    webhook_url: str = ""
+    webhook_headers: tuple[tuple[str, str], ...] = ()
+    webhook_timeout: float = 5.0
+
+    def __bool__(self) -> bool:
+        return self.mail or bool(self.webhook_url)
+
+    def names(self) -> list[str]:
+        return [name for name, on in (("mail", self.mail), ("webhook", bool(self.webhook_url))) if on]
+
+
+def channels() -> Channels:
+    headers = conf.get("ALERT_WEBHOOK_HEADERS") or {}
+    return Channels(
+        mail=bool(conf.get("ALERT_EMAIL") and getattr(settings, "ADMINS", None)),
+        webhook_url=str(conf.get("ALERT_WEBHOOK_URL") or ""),
+        webhook_headers=tuple((str(k), str(v)) for k, v in headers.items()),
+        webhook_timeout=float(conf.get("ALERT_WEBHOOK_TIMEOUT")),
+    )
+
+
+def evaluate(record: TaskExecutionRecord) -> Alert | None:
+    """The alert this finished record calls for, if any. At most two small indexed queries."""
+    if record.status not in OUTCOME_STATUSES:
+        return None
+    threshold = threshold_for(record.task_id)
+    if threshold <= 0:
+        return None
+    outcomes = TaskExecutionRecord.objects.filter(
+        task_id=record.task_id, pk__lt=record.pk, status__in=OUTCOME_STATUSES
+    ).order_by("-pk")
+    previous = list(outcomes.values_list("status", flat=True)[:threshold])
+    leading_failures = next((i for i, status in enumerate(previous) if status == TaskStatus.SUCCESS), len(previous))
+    if record.status in FAILURE_STATUSES:
+        # Exactly N-1 failures before this one (then a success, or nothing): the streak reaches N now.
+        if leading_failures != threshold - 1:
+            return None
+        return Alert(FAILING, record.task_id, threshold, threshold, _describe(record))
+    if leading_failures < threshold:
+        return None  # no streak long enough to have been alerted on
+    last_success = outcomes.filter(status=TaskStatus.SUCCESS).aggregate(pk=Max("pk"))["pk"] or 0
+    streak = outcomes.filter(pk__gt=last_success, status__in=FAILURE_STATUSES).count()
+    return Alert(RECOVERED, record.task_id, streak, threshold, _describe(record))
+
+
+def _describe(record: TaskExecutionRecord) -> dict[str, Any]:
+    error = record.error or ""
+    if len(error) > ERROR_EXCERPT:
+        error = "...\n" + error[-ERROR_EXCERPT:]  # the end of a traceback says the most
+    return {
+        "id": record.pk,
+        "trigger": record.trigger,
+        "status": str(record.status),
+        "attempt": record.attempt,
+        "scheduled_at": record.scheduled_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "duration_seconds": record.duration_seconds,
+        "message": record.message,
+        "error": error,
+        "worker": record.worker_label,
+    }
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+def send_mail(alert: Alert, to: Channels) -> None:
+    mail_admins(alert.subject, alert.body())
+
+
+def send_webhook(alert: Alert, to: Channels) -> None:
+    url = to.webhook_url
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"ALERT_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+    body = json.dumps(alert.payload(), cls=DjangoJSONEncoder).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "scheduler-app-alerts/1", **dict(to.webhook_headers)}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=to.webhook_timeout) as response:
+        response.read(1024)
+
+
+SENDERS = {"mail": send_mail, "webhook": send_webhook}
+
+
+def deliver(alert: Alert, to: Channels) -> dict[str, bool]:
+    """Send through each channel; a failure is logged and the other channels still go."""
+    results = {}
+    for channel in to.names():
+        try:
+            SENDERS[channel](alert, to)
+            results[channel] = True
+            logger.info("alert sent by %s: %s", channel, alert.subject, extra={"task": alert.task})
+        except Exception as exc:
+            results[channel] = False
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            logger.warning(
+                "alert delivery by %s failed (%s: %s): %s",
+                channel,
+                type(exc).__name__,
+                reason,
+                alert.subject,
+                extra={"task": alert.task, "run_id": alert.record["id"]},
+            )
+    return results
+
+
+class Dispatcher:
+    """One daemon thread per process that delivers queued alerts in order."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[tuple[Alert, Channels]] = queue.Queue(maxsize=QUEUE_SIZE)
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def submit(self, alert: Alert, to: Channels) -> bool:
+        try:
+            self.queue.put_nowait((alert, to))
+        except queue.Full:
+            logger.error("alert queue full (%d); dropped: %s", QUEUE_SIZE, alert.subject)
+            return False
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._work, name="scheduler-alerts", daemon=True)
+                self.thread.start()
+        return True
+
+    def _work(self) -> None:
+        while True:
+            alert, to = self.queue.get()
+            try:
+                deliver(alert, to)
+            except Exception:
+                logger.exception("alert delivery crashed")
+            finally:
+                self.queue.task_done()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued alert was tried; False if some are still queued at the deadline."""
+        with self.queue.all_tasks_done:
+            return self.queue.all_tasks_done.wait_for(lambda: not self.queue.unfinished_tasks, timeout)
+
+
+dispatcher = Dispatcher()
+flush = dispatcher.flush
+# Alerts of the last runs before a clean stop still go out (within a short bound).
+atexit.register(dispatcher.flush, 5.0)
+
+
+def on_run_finished(sender: Any, record: TaskExecutionRecord, **kwargs: Any) -> None:
+    to = channels()
+    if not to:
+        return  # nothing configured: not even a query
+    try:
+        alert = evaluate(record)
+    except Exception:
+        logger.exception("could not evaluate the alert rules for run %s of %s", record.pk, record.task_id)
+        return
+    if alert is not None:
+        logger.info("alert: %s", alert.subject, extra={"task": alert.task, "run_id": record.pk})
+        dispatcher.submit(alert, to)
+
+
+run_finished.connect(on_run_finished, dispatch_uid="scheduler_app.alerts.on_run_finished")

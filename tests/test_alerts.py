@@ -1,0 +1,298 @@
+"""Failure alerts: real runs through the TaskRunner, Django's locmem mail, a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+
+from scheduler_app import alerts
+from scheduler_app.registry import task_registry
+from scheduler_app.runner import TaskRunner
+from scheduler_app.services import sync_task_rows
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
+from tests.processes import free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class FlakyTask(BaseTask):
+    """Fails or succeeds as the test says."""
+
+    name = "flaky"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=3600)
+    fail: ClassVar[bool] = True
+
+    def run(self) -> TaskResult:
+        if FlakyTask.fail:
+            raise RuntimeError("flaky is down")
+        return TaskResult.success("flaky is fine")
+
+
+class PickyTask(BaseTask):
+    """Sets its own threshold, which wins over SCHEDULER['ALERT_AFTER_FAILURES']."""
+
+    name = "picky"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=3600)
+    alert_after_failures = 2
+
+    def run(self) -> TaskResult:
+        return TaskResult.failed(error="picky failed")
+
+
+class QuietTask(BaseTask):
+    name = "quiet"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=3600)
+    alert_after_failures = 0
+
+    def run(self) -> TaskResult:
+        raise RuntimeError("nobody is told")
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records every POST; it can answer 500 or hold requests."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = 200
+        self.release = threading.Event()
+        self.release.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.release.wait(30)
+                receiver.headers.append(dict(self.headers))
+                receiver.bodies.append(json.loads(body))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/scheduler"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def tasks() -> Iterator[None]:
+    FlakyTask.fail = True
+    for task in (FlakyTask, PickyTask, QuietTask):
+        task_registry.register(task)
+    sync_task_rows()
+    yield
+    assert alerts.flush(15), "alerts still queued at the end of the test"
+    for task in (FlakyTask, PickyTask, QuietTask):
+        task_registry.unregister(task.name)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def configured(settings: Any, receiver: Receiver, mailoutbox: list) -> Receiver:
+    settings.ADMINS = ["ops@example.com"]
+    settings.SCHEDULER = {
+        **settings.SCHEDULER,
+        "ALERT_AFTER_FAILURES": 3,
+        "ALERT_WEBHOOK_URL": receiver.url,
+        "ALERT_WEBHOOK_HEADERS": {"Authorization": "Bearer hook-secret"},
+        "ALERT_WEBHOOK_TIMEOUT": 2.0,
+    }
+    return receiver
+
+
+def run(name: str, times: int = 1) -> None:
+    runner = TaskRunner()
+    for _ in range(times):
+        runner.run_now(name)
+    assert alerts.flush(15)
+
+
+def test_one_alert_per_streak_and_one_recovery(configured: Receiver, mailoutbox: list) -> None:
+    run("flaky", 2)
+    assert mailoutbox == [] and configured.bodies == [], "two failures are below the threshold of three"
+
+    run("flaky")
+    assert len(mailoutbox) == 1 and len(configured.bodies) == 1
+    mail = mailoutbox[0]
+    assert mail.to == ["ops@example.com"]
+    assert "task flaky is failing: 3 runs in a row failed" in mail.subject
+    assert "RuntimeError: flaky is down" in mail.body  # the traceback travels with the alert
+    hook = configured.bodies[0]
+    assert hook["event"] == "task_failing" and hook["task"] == "flaky"
+    assert hook["consecutive_failures"] == 3 and hook["alert_after_failures"] == 3
+    assert hook["record"]["status"] == "failed" and "flaky is down" in hook["record"]["error"]
+    assert configured.headers[0]["Authorization"] == "Bearer hook-secret"
+    assert configured.headers[0]["Content-Type"] == "application/json"
+
+    run("flaky", 3)
+    assert len(mailoutbox) == 1 and len(configured.bodies) == 1, "no flood while the streak goes on"
+
+    FlakyTask.fail = False
+    run("flaky")
+    assert len(mailoutbox) == 2 and len(configured.bodies) == 2
+    assert "task flaky recovered after 6 failed run(s)" in mailoutbox[1].subject
+    recovered = configured.bodies[1]
+    assert recovered["event"] == "task_recovered" and recovered["consecutive_failures"] == 6
+    assert recovered["record"]["status"] == "success"
+
+    run("flaky", 2)
+    assert len(mailoutbox) == 2 and len(configured.bodies) == 2, "one recovery notice, not one per success"
+
+    # A new streak is a new alert.
+    FlakyTask.fail = True
+    run("flaky", 3)
+    assert len(mailoutbox) == 3 and configured.bodies[2]["event"] == "task_failing"
+
+
+def test_short_streak_then_success_sends_nothing(configured: Receiver, mailoutbox: list) -> None:
+    run("flaky", 2)
+    FlakyTask.fail = False
+    run("flaky")
+    FlakyTask.fail = True
+    run("flaky", 2)
+    assert mailoutbox == [] and configured.bodies == []
+
+
+def test_threshold_of_one_alerts_on_the_first_failure_and_timeouts_count(
+    configured: Receiver, settings: Any, mailoutbox: list
+) -> None:
+    settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_AFTER_FAILURES": 1}
+    run("hang")  # times out after its 1 s limit
+    assert len(configured.bodies) == 1
+    assert configured.bodies[0]["record"]["status"] == "timeout"
+    assert "task hang is failing: run timeout" in mailoutbox[0].subject
+
+
+def test_task_attribute_overrides_the_setting(configured: Receiver, mailoutbox: list) -> None:
+    run("picky")
+    assert configured.bodies == []
+    run("picky")
+    assert [b["task"] for b in configured.bodies] == ["picky"]
+    assert configured.bodies[0]["alert_after_failures"] == 2
+    run("quiet", 4)  # alert_after_failures = 0: never
+    assert [b["task"] for b in configured.bodies] == ["picky"]
+
+
+def test_skipped_runs_neither_extend_nor_end_a_streak(configured: Receiver, settings: Any) -> None:
+    from scheduler_app.models import TaskState
+
+    run("flaky", 2)
+    # A second run while one holds the slot is recorded as skipped.
+    TaskState.objects.filter(task_id="flaky").update(running_count=1)
+    skipped = TaskRunner().run_now("flaky")
+    assert skipped.status == "skipped"
+    TaskState.objects.filter(task_id="flaky").update(running_count=0)
+    assert alerts.flush(15) and configured.bodies == []
+    run("flaky")
+    assert [b["consecutive_failures"] for b in configured.bodies] == [3]
+
+
+def test_the_runner_does_not_wait_for_a_slow_receiver(configured: Receiver, settings: Any) -> None:
+    settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_AFTER_FAILURES": 1, "ALERT_WEBHOOK_TIMEOUT": 30.0}
+    configured.release.clear()  # the receiver holds every request until released
+    started = time.monotonic()
+    record = TaskRunner().run_now("flaky")
+    elapsed = time.monotonic() - started
+    assert record.status == "failed"
+    assert configured.bodies == [], "the run returned while its alert was still being delivered"
+    assert elapsed < 10
+    configured.release.set()
+    assert alerts.flush(15)
+    assert len(configured.bodies) == 1
+
+
+def test_receiver_down_is_logged_not_fatal_and_mail_still_goes(
+    settings: Any, mailoutbox: list, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.ADMINS = ["ops@example.com"]
+    # Nothing listens on this port: the connection is refused.
+    settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/hook"}
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.alerts"):
+        record = TaskRunner().run_now("flaky")
+        assert alerts.flush(15)
+    assert record.status == "failed"
+    assert len(mailoutbox) == 1, "the mail channel does not depend on the webhook"
+    failures = [r for r in caplog.records if "alert delivery by webhook failed" in r.getMessage()]
+    assert len(failures) == 1 and "task flaky is failing" in failures[0].getMessage()
+    # The process goes on: the next runs are recorded and judged as usual.
+    FlakyTask.fail = False
+    assert TaskRunner().run_now("flaky").status == "success"
+    assert alerts.flush(15)
+    assert len(mailoutbox) == 2 and "recovered" in mailoutbox[1].subject
+
+
+def test_receiver_error_status_is_logged(configured: Receiver, settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_AFTER_FAILURES": 1}
+    configured.status = 500
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.alerts"):
+        run("flaky")
+    assert len(configured.bodies) == 1
+    assert any("webhook failed (HTTPError" in r.getMessage() for r in caplog.records)
+
+
+def test_mail_server_down_is_logged_and_the_webhook_still_goes(
+    configured: Receiver, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_AFTER_FAILURES": 1}
+    # An SMTP server that is not there: the connection is refused.
+    settings.MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "127.0.0.1", "port": free_port(), "timeout": 2},
+        }
+    }
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.alerts"):
+        run("flaky")
+    assert len(configured.bodies) == 1
+    assert any("alert delivery by mail failed" in r.getMessage() for r in caplog.records)
+
+
+def test_nothing_configured_means_no_alert_work(settings: Any, mailoutbox: list, django_assert_num_queries) -> None:
+    settings.ADMINS = []
+    settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_WEBHOOK_URL": ""}
+    record = TaskRunner().run_now("flaky")
+    # The receiver returns before any query when no channel is configured.
+    with django_assert_num_queries(0):
+        alerts.on_run_finished(sender=None, record=record)
+    assert alerts.flush(5) and mailoutbox == []
+
+
+def test_alerts_from_a_real_scheduler_process(processes, receiver: Receiver) -> None:
+    """The scheduler process's receivers post to the webhook while it keeps scheduling."""
+    scheduler = processes.scheduler(
+        ["BoomTask", "TickTask"],
+        SCHEDULER_ALERT_WEBHOOK_URL=receiver.url,
+    )
+    wait_for(lambda: receiver.bodies, timeout=30, message="an alert from the scheduler process")
+    assert receiver.bodies[0]["event"] == "task_failing" and receiver.bodies[0]["task"] == "boom"
+    from scheduler_app.models import TaskExecutionRecord
+
+    wait_for(
+        lambda: TaskExecutionRecord.objects.filter(task_id="boom", status="failed").count() >= 4,
+        timeout=30,
+        message="boom to keep failing",
+    )
+    assert scheduler.alive()
+    assert [b["task"] for b in receiver.bodies] == ["boom"], "one alert for the whole streak"
+    assert TaskExecutionRecord.objects.filter(task_id="tick", status="success").exists()
