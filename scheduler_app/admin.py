@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from cron_descriptor import Options, get_description
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
 from django.contrib.admin.templatetags.admin_list import _boolean_icon
 from django.contrib.admin.utils import quote, unquote
@@ -23,6 +24,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -650,14 +652,24 @@ class TaskConfigAdmin(admin.ModelAdmin):
             self.message_user(request, f"Enabled {len(done)} task(s): {', '.join(done)}.", messages.SUCCESS)
 
     @admin.action(description="Disable selected tasks", permissions=["operate"])
-    def disable_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done = self._each(request, queryset, lambda name: services.disable_task(name, user=request.user))
+    def disable_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Asks for an optional reason on a confirmation page, then disables."""
+        if request.POST.get("apply") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Disable tasks",
+                "opts": self.opts,
+                "queryset": queryset,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            }
+            request.current_app = self.admin_site.name
+            return TemplateResponse(request, "admin/scheduler_app/taskconfig/disable_confirmation.html", context)
+        reason = request.POST.get("reason", "").strip()
+        done = self._each(request, queryset, lambda name: services.disable_task(name, user=request.user, reason=reason))
         if done:
-            self.message_user(
-                request,
-                f"Disabled {len(done)} task(s): {', '.join(done)}. A note on why can be added on each task's page.",
-                messages.SUCCESS,
-            )
+            why = f" Reason: {reason}" if reason else ""
+            self.message_user(request, f"Disabled {len(done)} task(s): {', '.join(done)}.{why}", messages.SUCCESS)
+        return None
 
     @admin.action(description="Run selected tasks now", permissions=["operate"])
     def run_selected(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -48,8 +48,8 @@ def form_data(name: str, /, **changes: Any) -> dict[str, Any]:
     return {key: value for key, value in data.items() if value is not None}
 
 
-def act(client: Client, action: str, *names: str) -> Any:
-    return client.post(TASKS, {"action": action, "_selected_action": list(names)}, follow=True)
+def act(client: Client, action: str, *names: str, **extra: str) -> Any:
+    return client.post(TASKS, {"action": action, "_selected_action": list(names), **extra}, follow=True)
 
 
 def messages_of(response: Any) -> list[str]:
@@ -123,19 +123,28 @@ def test_tasks_removed_from_code_are_hidden_by_default(admin_client: Client) -> 
 
 def test_disable_and_enable_actions_go_through_services_and_are_logged(admin_client: Client) -> None:
     revision = config("tick").revision
-    response = act(admin_client, "disable_selected", "tick", "boom")
-    assert "Disabled 2 task(s): boom, tick." in " ".join(messages_of(response))
+    # Disabling asks first, with room for a reason; nothing changes until it is confirmed.
+    confirm = act(admin_client, "disable_selected", "tick", "boom")
+    page = confirm.content.decode()
+    assert confirm.status_code == 200 and 'name="reason"' in page and "<li>tick: Returns at once" in page
+    assert config("tick").enabled and config("tick").revision == revision
+    response = act(admin_client, "disable_selected", "tick", "boom", apply="yes", reason="maintenance")
+    assert "Disabled 2 task(s): boom, tick. Reason: maintenance" in " ".join(messages_of(response))
     assert not config("tick").enabled and not config("boom").enabled
     assert config("tick").revision == revision + 1 and config("tick").updated_by.username == "admin"
-    assert log_messages("tick") == ["Disabled."]
+    assert config("tick").disabled_reason == "maintenance"
+    assert log_messages("tick") == ["Disabled: maintenance"]
 
     response = act(admin_client, "enable_selected", "tick")
     assert "Enabled 1 task(s): tick." in messages_of(response)[0]
-    assert config("tick").enabled and not config("boom").enabled
-    assert log_messages("tick") == ["Disabled.", "Enabled."]
+    assert config("tick").enabled and not config("boom").enabled and config("tick").disabled_reason == ""
+    assert log_messages("tick") == ["Disabled: maintenance", "Enabled."]
     # Who did it shows on the task's page.
     page = admin_client.get(change_url("tick")).content.decode()
-    assert "Enabled." in page and "Disabled." in page and ">admin<" in page
+    assert "Enabled." in page and "Disabled: maintenance" in page and ">admin<" in page
+    # Without a reason the log says just that.
+    act(admin_client, "disable_selected", "tick", apply="yes")
+    assert log_messages("tick")[-1] == "Disabled."
 
 
 def test_run_now_action_queues_without_running(admin_client: Client) -> None:
@@ -456,7 +465,7 @@ def staff_client(*perms: str) -> Client:
 def test_anonymous_users_change_nothing(client: Client) -> None:
     response = client.post(reverse("admin:scheduler_app_taskconfig_run", args=["tick"]))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
-    client.post(TASKS, {"action": "disable_selected", "_selected_action": ["tick"]})
+    client.post(TASKS, {"action": "disable_selected", "_selected_action": ["tick"], "apply": "yes"})
     client.post(change_url("tick"), form_data("tick", enabled=""))
     assert config("tick").enabled and not TaskExecutionRecord.objects.exists()
 
@@ -477,7 +486,7 @@ def test_operate_permission_allows_actions_but_not_editing() -> None:
     client = staff_client("view_taskconfig", "operate_task")
     response = client.post(reverse("admin:scheduler_app_taskconfig_run", args=["tick"]))
     assert response.status_code == 302 and TaskExecutionRecord.objects.get().triggered_by.username == "operator"
-    client.post(TASKS, {"action": "disable_selected", "_selected_action": ["tick"]})
+    client.post(TASKS, {"action": "disable_selected", "_selected_action": ["tick"], "apply": "yes"})
     assert not config("tick").enabled
     assert client.post(change_url("tick"), form_data("tick", enabled="on")).status_code == 403
 

@@ -106,7 +106,9 @@ def test_operate_tasks_in_the_browser(processes: Any, browser: Any, capsys: pyte
     page.check("input.action-select[value=tick]")
     page.select_option("select[name=action]", "disable_selected")
     page.click("button[name=index]")
-    assert "Disabled 1 task(s): tick." in page.inner_text("ul.messagelist")
+    page.fill("#id_reason", "checking the browser test")
+    page.click("#confirm-disable")
+    assert "Disabled 1 task(s): tick. Reason: checking the browser test" in page.inner_text("ul.messagelist")
     wait_for(lambda: not DjangoJob.objects.filter(id="tick").exists(), 10, message="the tick job to be removed")
     applied = timezone.now()
     started = time.monotonic()
@@ -117,6 +119,7 @@ def test_operate_tasks_in_the_browser(processes: Any, browser: Any, capsys: pyte
     page.reload()
     assert tick_row.locator("td.field-enabled_display img").get_attribute("alt") == "False"
     assert tick_row.locator("td.field-next_run").inner_text().strip() == "—"
+    assert "checking the browser test" in tick_row.locator("td.field-enabled_display").inner_text()
 
     # Enable it again on its page; it fires again.
     page.click("#result_list a:text-is('tick')")
@@ -128,10 +131,10 @@ def test_operate_tasks_in_the_browser(processes: Any, browser: Any, capsys: pyte
     entries = list(
         LogEntry.objects.filter(object_id="tick").order_by("id").values_list("user__username", "change_message")
     )
-    assert entries == [("operator", "Disabled."), ("operator", "Enabled.")], entries
+    assert entries == [("operator", "Disabled: checking the browser test"), ("operator", "Enabled.")], entries
     page.reload()
     changes = page.inner_text(".field-recent_changes")
-    assert "operator" in changes and "Enabled." in changes and "Disabled." in changes
+    assert "operator" in changes and "Enabled." in changes and "Disabled: checking the browser test" in changes
     screenshot(page, "admin-task-page.png", capsys)
 
     # Run `nightly` (cron 0 2 * * *) now: the scheduler runs the queued record and it shows up.
