@@ -15,7 +15,7 @@ from scheduler_app.coordination import scheduler_alive
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import TaskRegistry, task_registry
-from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType, TaskStatus
 from scheduler_app.validation import (
     ScheduleValidationError,
     options_errors,
@@ -180,7 +180,8 @@ def set_options(name: str, options: dict[str, Any], user: Any = None) -> TaskCon
             override.pop(key, None)
         else:
             override[key] = value
-    errors = options_errors(changes)
+    # A None resets that key to the code's value: nothing to check but the key's name.
+    errors = options_errors({k: v for k, v in changes.items() if v is not None or k not in OPTION_DEFAULTS})
     if not errors:
         effective = {**config.options, **{k: v for k, v in changes.items() if v is not None}}
         errors = options_errors(effective)

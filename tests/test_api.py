@@ -692,3 +692,69 @@ def test_a_misconfigured_permission_class_fails_the_system_check() -> None:
         errors = check_api_permissions()
     assert [e.id for e in errors] == ["scheduler.E021", "scheduler.E021"]
     assert "NoSuchClass" in errors[0].msg and "not a DRF permission class" in errors[1].msg
+
+
+# -- schedule policies ---------------------------------------------------------------------------
+
+
+def patch(client: Client, path: str, body: Any):
+    return client.patch(path, json.dumps(body), content_type="application/json")
+
+
+def test_schedule_policies_are_set_per_key_and_cleared(staff_client: Client) -> None:
+    revision = config("tick").revision
+    body = {"jitter_seconds": 5, "max_retries": 3, "overlap": "buffer_one", "start_date": "2030-01-01T00:00:00Z"}
+    response = patch(staff_client, "/scheduler/tasks/tick/options", body)
+    assert response.status_code == 200, response.content
+    task = response.json()
+    assert task["options"]["jitter_seconds"] == 5 and task["options"]["max_retries"] == 3
+    assert task["options"]["overlap"] == "buffer_one" and task["options"]["catch_up"] == "once"
+    assert task["options"]["start_date"].startswith("2030-01-01T00:00:00")
+    assert set(task["options_override"]) == {"jitter_seconds", "max_retries", "overlap", "start_date"}
+    assert config("tick").revision > revision
+
+    # null puts one key back to the code's value; keys left out stay.
+    task = patch(staff_client, "/scheduler/tasks/tick/options/", {"jitter_seconds": None}).json()
+    assert task["options"]["jitter_seconds"] == 0 and task["options"]["max_retries"] == 3
+
+    task = staff_client.delete("/scheduler/tasks/tick/options").json()
+    assert task["options_override"] == {} and task["options"]["max_retries"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"jitter_seconds": -1}, "jitter_seconds"),
+        ({"jitter_seconds": 10**6}, "jitter_seconds"),
+        ({"overlap": "sometimes"}, "overlap"),
+        ({"catch_up": "all"}, "catch_up"),
+        ({"max_retries": 1000}, "max_retries"),
+        ({"retry_delay_seconds": 0}, "retry_delay_seconds"),
+        ({"retry_delay_seconds": 100, "retry_max_delay_seconds": 10}, "retry_max_delay_seconds"),
+        ({"start_date": "next tuesday"}, "start_date"),
+        ({"start_date": "2030-01-02T00:00:00Z", "end_date": "2030-01-01T00:00:00Z"}, "end_date"),
+        ({"catch_up_window_seconds": 10**20}, "catch_up_window_seconds"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_schedule_policy_validation_names_the_bad_field(staff_client: Client, body: dict[str, Any], field: str) -> None:
+    revision = config("tick").revision
+    response = patch(staff_client, "/scheduler/tasks/tick/options", body)
+    assert response.status_code == 400, response.content
+    assert response.json().get(field), response.json()
+    assert config("tick").revision == revision
+
+
+def test_policies_need_staff(reader: User) -> None:
+    assert patch(client_for(reader), "/scheduler/tasks/tick/options", {"max_retries": 1}).status_code == 403
+    assert patch(Client(), "/scheduler/tasks/tick/options", {"max_retries": 1}).status_code in (401, 403)
+    assert client_for(reader).delete("/scheduler/tasks/tick/options").status_code == 403
+    assert config("tick").options_override == {}
+
+
+def test_records_show_retries_and_jitter(staff_client: Client) -> None:
+    first = make_record("boom", status="failed")
+    retry = make_record("boom", trigger="retry", status="success", attempt=2, retry_of=first, jitter_seconds=1.5)
+    body = staff_client.get(f"/scheduler/history/{retry.pk}").json()
+    assert (body["trigger"], body["attempt"], body["retry_of"], body["jitter_seconds"]) == ("retry", 2, first.pk, 1.5)
+    assert staff_client.get("/scheduler/history", {"trigger": "retry"}).json()["count"] == 1

@@ -16,15 +16,16 @@ from rest_framework import serializers
 
 from scheduler_app import conf
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
-from scheduler_app.tasks.base import ScheduleType, TaskStatus
-from scheduler_app.validation import schedule_errors
+from scheduler_app.tasks.base import CatchUp, OverlapPolicy, RetryBackoff, ScheduleType, TaskStatus
+from scheduler_app.validation import MAX_JITTER_SECONDS, MAX_RETRIES, schedule_errors
 
 SCHEDULE_TYPES = [t.value for t in ScheduleType]
 RECORD_STATUSES = [s.value for s in TaskStatus]
 TRIGGERS = [t.value for t in Trigger]
 TASK_STATUSES = ["idle", "running"]
 SOURCES = ["code", "override"]
-# The database column is a (positive) 32-bit integer on every backend we support.
+# The database column is a (positive) 32-bit integer on every backend we support; the same bound
+# keeps the other durations far from what a timedelta can hold.
 MAX_INTERVAL_SECONDS = 2_147_483_647
 
 
@@ -56,6 +57,54 @@ class DefaultScheduleSerializer(serializers.Serializer):
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_timezone(self, config: TaskConfig) -> str | None:
         return config.default_timezone or None
+
+
+class OptionsSerializer(serializers.Serializer):
+    """The schedule's policies. In a PATCH, each key given replaces the code's value, ``null`` goes
+    back to it, and keys left out stay as they are."""
+
+    jitter_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_JITTER_SECONDS,
+        allow_null=True,
+        required=False,
+        help_text="Random delay, up to this many seconds, before each scheduled run.",
+    )
+    overlap = serializers.ChoiceField(
+        choices=[p.value for p in OverlapPolicy],
+        allow_null=True,
+        required=False,
+        help_text="A fire while the previous run goes on: skip it, allow it, or buffer one; null: allow_concurrent.",
+    )
+    catch_up = serializers.ChoiceField(
+        choices=[c.value for c in CatchUp],
+        allow_null=True,
+        required=False,
+        help_text="Fires missed within the catch-up window: run the newest `once`, or `none`.",
+    )
+    catch_up_window_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_INTERVAL_SECONDS,
+        allow_null=True,
+        required=False,
+        help_text="How late a fire may still run; null: SCHEDULER['MISFIRE_GRACE_SECONDS'].",
+    )
+    max_retries = serializers.IntegerField(min_value=0, max_value=MAX_RETRIES, allow_null=True, required=False)
+    retry_backoff = serializers.ChoiceField(choices=[b.value for b in RetryBackoff], allow_null=True, required=False)
+    retry_delay_seconds = serializers.FloatField(
+        min_value=0.001, max_value=MAX_INTERVAL_SECONDS, allow_null=True, required=False
+    )
+    retry_max_delay_seconds = serializers.FloatField(
+        min_value=0.001, max_value=MAX_INTERVAL_SECONDS, allow_null=True, required=False
+    )
+    start_date = serializers.DateTimeField(allow_null=True, required=False, help_text="No fire before this time.")
+    end_date = serializers.DateTimeField(allow_null=True, required=False, help_text="No fire after this time.")
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
+            known = ", ".join(self.fields)
+            raise serializers.ValidationError({key: [f"unknown schedule option; known: {known}"] for key in unknown})
+        return super().to_internal_value(data)
 
 
 def _username(user: Any) -> str | None:
@@ -93,6 +142,10 @@ class TaskSerializer(serializers.Serializer):
         choices=SOURCES, read_only=True, help_text="`override` after enable/disable."
     )
     disabled_reason = serializers.CharField(read_only=True)
+    options = OptionsSerializer(read_only=True, help_text="The effective schedule policies.")
+    options_override = serializers.JSONField(
+        read_only=True, help_text="The policies operators set (PATCH .../options)."
+    )
     timeout_seconds = serializers.FloatField(read_only=True)
     timeout_source = serializers.ChoiceField(choices=["code", "override", "settings"], read_only=True)
     running_count = serializers.IntegerField(source="state.running_count", read_only=True)
@@ -147,6 +200,9 @@ class RecordSerializer(serializers.ModelSerializer):
             "data",
             "created_at",
             "lateness_seconds",
+            "attempt",
+            "retry_of",
+            "jitter_seconds",
             "triggered_by",
             "origin",
             "worker_label",

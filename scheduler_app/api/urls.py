@@ -12,6 +12,7 @@ from drf_spectacular.renderers import (
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from scheduler_app import health, metrics
 from scheduler_app.api import views
 from scheduler_app.api.permissions import permissions_for
 
@@ -65,6 +66,10 @@ router.register("history", views.RecordViewSet, basename="record")
 urlpatterns = [
     re_path(r"^$", views.RootView.as_view(), name="root"),
     re_path(r"^status/?$", views.StatusView.as_view(), name="status"),
+    # Operations (issue 8): Prometheus metrics and health checks, plain Django views.
+    re_path(r"^metrics/?$", metrics.metrics_view, name="metrics"),
+    re_path(r"^health/live/?$", health.live, name="health-live"),
+    re_path(r"^health/ready/?$", health.ready, name="health-ready"),
     re_path(r"^schema/?$", SchemaView.as_view(), name="schema"),
     re_path(r"^docs/?$", DocsView.as_view(), name="docs"),
     *router.urls,

@@ -30,6 +30,7 @@ from scheduler_app.api.serializers import (
     DisableSerializer,
     ErrorSerializer,
     HistoryFilterSerializer,
+    OptionsSerializer,
     ProcessSerializer,
     RecordSerializer,
     ScheduleSerializer,
@@ -333,6 +334,35 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
             timezone_name=values.get("timezone") or None,
             user=request.user,
         )
+        return self._task_response(name)
+
+    @extend_schema(
+        methods=["PATCH"],
+        summary="Override schedule policies (jitter, overlap, catch-up, retries, start/end)",
+        description=(
+            "Each key given replaces the code's value until cleared; `null` goes back to the code's value for that "
+            "key; keys left out stay. Checked by the same rules as policies in code, together with the ones in "
+            "force (e.g. `end_date` after `start_date`). The running scheduler picks them up within seconds."
+        ),
+        request=OptionsSerializer,
+        responses={200: TaskSerializer, 400: INVALID, **TASK_ERRORS},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Go back to the schedule policies defined in code",
+        request=None,
+        responses={200: TaskSerializer, **TASK_ERRORS},
+    )
+    # Not named `options`: that is the HTTP OPTIONS handler of every view.
+    @action(detail=True, methods=["patch", "delete"], url_path="options", url_name="options")
+    def schedule_options(self, request: Request, name: str) -> Response:
+        services.get_task(name)
+        if request.method == "DELETE":
+            services.clear_options(name, user=request.user)
+            return self._task_response(name)
+        body = OptionsSerializer(data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        services.set_options(name, dict(body.validated_data), user=request.user)
         return self._task_response(name)
 
     @extend_schema(
