@@ -758,3 +758,14 @@ def test_records_show_retries_and_jitter(staff_client: Client) -> None:
     body = staff_client.get(f"/scheduler/history/{retry.pk}").json()
     assert (body["trigger"], body["attempt"], body["retry_of"], body["jitter_seconds"]) == ("retry", 2, first.pk, 1.5)
     assert staff_client.get("/scheduler/history", {"trigger": "retry"}).json()["count"] == 1
+
+
+def test_timeout_override_and_reset(staff_client: Client, reader: User) -> None:
+    task = put(staff_client, "/scheduler/tasks/tick/timeout", {"timeout_seconds": 2.5}).json()
+    assert (task["timeout_seconds"], task["timeout_source"]) == (2.5, "override")
+    for bad in [{"timeout_seconds": 0}, {"timeout_seconds": "long"}, {}, {"timeout_seconds": 1e12}]:
+        response = put(staff_client, "/scheduler/tasks/tick/timeout", bad)
+        assert response.status_code == 400 and "timeout_seconds" in response.json(), bad
+    assert put(client_for(reader), "/scheduler/tasks/tick/timeout", {"timeout_seconds": 9}).status_code == 403
+    task = staff_client.delete("/scheduler/tasks/tick/timeout/").json()
+    assert (task["timeout_seconds"], task["timeout_source"]) == (3600.0, "settings")

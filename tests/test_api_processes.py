@@ -115,7 +115,17 @@ def test_readme_curl_examples_work_as_written(processes, tmp_path: Path) -> None
     examples = readme_curl_examples()
     assert len(examples) >= 12
     documented = " ".join(examples)
-    for endpoint in ["status", "tasks", "/trigger", "/enable", "/disable", "/history", "/schedule"]:
+    for endpoint in [
+        "status",
+        "tasks",
+        "/trigger",
+        "/enable",
+        "/disable",
+        "/history",
+        "/schedule",
+        "/options",
+        "/timeout",
+    ]:
         assert endpoint in documented, f"no curl example for {endpoint}"
 
     User.objects.create_user("admin", password="readme-secret", is_staff=True, is_superuser=True)
@@ -141,5 +151,7 @@ def test_readme_curl_examples_work_as_written(processes, tmp_path: Path) -> None
 
     assert TaskExecutionRecord.objects.filter(task_id="crawl_site", trigger="manual", triggered_by__username="admin")
     state = TaskState.objects.get(task_id="crawl_site")
-    assert state.task.schedule_source == "code" and state.task.enabled  # the examples end where they began
+    # The examples end where they began.
+    assert state.task.schedule_source == "code" and state.task.enabled
+    assert state.task.options_override == {} and state.task.timeout_override is None
     assert timezone.now() - state.task.updated_at < timedelta(minutes=5)

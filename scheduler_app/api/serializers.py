@@ -329,6 +329,12 @@ class ScheduleSerializer(serializers.Serializer):
         return attrs
 
 
+class TimeoutSerializer(serializers.Serializer):
+    timeout_seconds = serializers.FloatField(
+        min_value=0.001, max_value=MAX_INTERVAL_SECONDS, help_text="A run taking longer is stopped as `timeout`."
+    )
+
+
 class HistoryFilterSerializer(serializers.Serializer):
     """Query parameters of the history lists; bad values are a 400 naming the parameter.
     (An empty range, ``since`` >= ``until``, is not an error: it holds no records.)"""

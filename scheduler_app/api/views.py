@@ -36,6 +36,7 @@ from scheduler_app.api.serializers import (
     ScheduleSerializer,
     StatusSerializer,
     TaskSerializer,
+    TimeoutSerializer,
     TriggerResponseSerializer,
 )
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
@@ -363,6 +364,29 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
         body = OptionsSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         services.set_options(name, dict(body.validated_data), user=request.user)
+        return self._task_response(name)
+
+    @extend_schema(
+        methods=["PUT"],
+        summary="Override the run time limit",
+        request=TimeoutSerializer,
+        responses={200: TaskSerializer, 400: INVALID, **TASK_ERRORS},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Go back to the code's (or the settings') time limit",
+        request=None,
+        responses={200: TaskSerializer, **TASK_ERRORS},
+    )
+    @action(detail=True, methods=["put", "delete"])
+    def timeout(self, request: Request, name: str) -> Response:
+        services.get_task(name)
+        if request.method == "DELETE":
+            services.set_timeout(name, None, user=request.user)
+            return self._task_response(name)
+        body = TimeoutSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.set_timeout(name, body.validated_data["timeout_seconds"], user=request.user)
         return self._task_response(name)
 
     @extend_schema(
