@@ -298,6 +298,8 @@ def test_unknown_record_and_unknown_path_are_json_404s(staff_client: Client) -> 
         ("post", "/scheduler/tasks/tick/disable", '{"reason": {"a": 1}}', "application/json", 400),
         ("post", "/scheduler/tasks/tick/disable", "{bad", "application/json", 400),
         ("post", "/scheduler/tasks/tick/disable", '"just a string"', "application/json", 400),
+        ("post", "/scheduler/tasks/tick/disable", "[]", "application/json", 400),
+        ("post", "/scheduler/tasks/tick/disable", "false", "application/json", 400),
         ("patch", "/scheduler/tasks/tick", "{}", "application/json", 405),
         ("delete", "/scheduler/tasks/tick", "", "application/json", 405),
         ("post", "/scheduler/status", "", "application/json", 405),

@@ -156,8 +156,7 @@ class SchedulerAPIMixin:
 
 def tasks_queryset() -> QuerySet[TaskConfig]:
     """The registered tasks with their state and last editor: one query, whatever their number."""
-    queryset = services.registered_tasks().select_related("updated_by")
-    return queryset
+    return services.registered_tasks().select_related("updated_by")
 
 
 def all_tasks() -> list[TaskConfig]:
@@ -297,7 +296,9 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     @action(detail=True, methods=["post"])
     def disable(self, request: Request, name: str) -> Response:
         services.get_task(name)
-        body = DisableSerializer(data=request.data if request.data else {})
+        # No body at all is fine (an empty form); a body that is no JSON object is not.
+        data = request.data if not isinstance(request.data, dict) or request.data else {}
+        body = DisableSerializer(data=data)
         body.is_valid(raise_exception=True)
         services.disable_task(name, user=request.user, reason=body.validated_data["reason"])
         return self._task_response(name)
