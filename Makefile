@@ -25,6 +25,13 @@ run: venv
 test: venv
 	@PYTHON=$(PY) scripts/test.sh
 
+.PHONY: bench
+# Benchmarks (BENCHMARKS.md): installs the benchmark-only packages, runs every scenario and baseline.
+# `make bench BENCH_ARGS=--quick` is the smoke run; `$(PY) -m benches.run --help` lists the sizes.
+bench: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt
+	$(PY) -m benches.run $(BENCH_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

