@@ -7,14 +7,38 @@ Enable it in ``LOGGING`` (the project does so when ``SCHEDULER_LOG_FORMAT=json``
 Every line carries ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, ``process`` and
 ``thread``, plus whatever the call passed as ``extra=``: the runner's run lines carry ``task``,
 ``run_id``, ``trigger`` and ``duration``. Exceptions come as ``exception`` (the formatted traceback).
+
+While the runner executes a run, every line logged in that context (by the runner, by the task's
+own code, in its thread or its event loop) also carries ``task``, ``run_id`` and ``trigger``: the
+runner sets them with ``log_context()``, a context variable that follows the run into its thread.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+_context: ContextVar[dict[str, Any] | None] = ContextVar("scheduler_log_context", default=None)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` to every JSON line logged inside the block (and in contexts copied from it)."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def current_context() -> dict[str, Any]:
+    return dict(_context.get() or {})
+
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(
@@ -34,6 +58,7 @@ class JSONFormatter(logging.Formatter):
             "process": record.process,
             "thread": record.threadName,
         }
+        entry.update(current_context())
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

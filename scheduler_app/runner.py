@@ -8,6 +8,7 @@ transaction or lock is held while the task's code runs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
@@ -29,6 +30,7 @@ from django.utils import timezone
 
 from scheduler_app import conf, signals
 from scheduler_app.db import close_thread_connections, fresh_connections, write_transaction
+from scheduler_app.logging import log_context
 from scheduler_app.models import (
     FAILURE_STATUSES,
     SchedulerProcess,
@@ -290,12 +292,14 @@ class TaskRunner:
     def _execute(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
         task = self.registry.get(config.name)
         timeout = self.timeout_for(config)
-        started = time.monotonic()
-        outcome = execute(task, timeout, self.cancel)
-        duration = time.monotonic() - started
-        record = self._finish(record, outcome, duration)
-        if record.status in FAILURE_STATUSES:
-            self._schedule_retry(config, record)
+        # Every log line of this run, the task's own included, carries its task, run id and trigger.
+        with log_context(task=config.name, run_id=record.pk, trigger=record.trigger):
+            started = time.monotonic()
+            outcome = execute(task, timeout, self.cancel)
+            duration = time.monotonic() - started
+            record = self._finish(record, outcome, duration)
+            if record.status in FAILURE_STATUSES:
+                self._schedule_retry(config, record)
         return record
 
     def _claim_buffered(self, config: TaskConfig) -> TaskExecutionRecord | None:
@@ -462,7 +466,10 @@ def execute(task: BaseTask, timeout: float, cancel: threading.Event | None = Non
         finally:
             finished.set()
 
-    thread = threading.Thread(target=guarded, name=f"task:{task.name}", daemon=True)
+    # The caller's context (log_context) follows the run into its thread.
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(guarded,), name=f"task:{task.name}", daemon=True
+    )
     thread.start()
     limit = timeout + CANCEL_GRACE_SECONDS if inspect.iscoroutinefunction(task.run) else timeout
     deadline = time.monotonic() + limit

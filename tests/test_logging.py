@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from scheduler_app.logging import JSONFormatter
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
 
 
 def format_record(message: str, *args: object, **extra: object) -> dict:
@@ -42,6 +43,65 @@ def test_exceptions_and_unserializable_values() -> None:
     assert "\n" not in line
     entry = json.loads(line)
     assert "ValueError: multi\\nline" in json.dumps(entry["exception"]) and entry["thing"].startswith("<object")
+
+
+class ChattyTask(BaseTask):
+    """Logs from its own code, as task authors do."""
+
+    name = "chatty"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=3600)
+
+    def run(self) -> TaskResult:
+        logging.getLogger("scheduler_app.tasks.chatty").info("working on it")
+        return TaskResult.success("done")
+
+
+class AsyncChattyTask(BaseTask):
+    name = "async_chatty"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=3600)
+
+    async def run(self) -> TaskResult:
+        logging.getLogger("scheduler_app.tasks.chatty").info("working on it, asynchronously")
+        raise RuntimeError("async chatty gave up")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lines_logged_during_a_run_carry_its_context() -> None:
+    from scheduler_app.registry import task_registry
+    from scheduler_app.runner import TaskRunner
+    from scheduler_app.services import sync_task_rows
+
+    lines: list[dict] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(self.format(record)))
+
+    handler = Collect()
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger("scheduler_app")
+    logger.addHandler(handler)
+    for task in (ChattyTask, AsyncChattyTask):
+        task_registry.register(task)
+    try:
+        sync_task_rows()
+        ok = TaskRunner().run_now("chatty")
+        failed = TaskRunner().run_now("async_chatty")
+    finally:
+        logger.removeHandler(handler)
+        for task in (ChattyTask, AsyncChattyTask):
+            task_registry.unregister(task.name)
+    by_message = {line["message"]: line for line in lines}
+    own = by_message["working on it"]
+    assert (own["task"], own["run_id"], own["trigger"]) == ("chatty", ok.pk, "manual")
+    assert own["thread"] == "task:chatty"
+    own_async = by_message["working on it, asynchronously"]
+    assert (own_async["task"], own_async["run_id"]) == ("async_chatty", failed.pk)
+    finish = next(line for line in lines if line["message"].startswith(f"task async_chatty run {failed.pk} failed"))
+    assert finish["level"] == "WARNING" and finish["run_id"] == failed.pk and finish["duration"] >= 0
+    # Outside a run, no stale context leaks into other lines.
+    outside = JSONFormatter().format(logging.LogRecord("scheduler_app", logging.INFO, __file__, 1, "idle", (), None))
+    assert "run_id" not in json.loads(outside)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -168,6 +168,8 @@ class BaseTask(ABC):
     enabled: ClassVar[bool] = True
     # Seconds before a run is stopped and recorded as ``timeout``; None: SCHEDULER["DEFAULT_TIMEOUT"].
     timeout: ClassVar[float | None] = None
+    # Failed or timed-out runs in a row before an alert; None: SCHEDULER["ALERT_AFTER_FAILURES"], 0: never.
+    alert_after_failures: ClassVar[int | None] = None
 
     @abstractmethod
     def run(self) -> TaskResult | Awaitable[TaskResult]:
