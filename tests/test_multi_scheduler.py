@@ -137,3 +137,56 @@ def test_three_schedulers_every_fire_exactly_once_through_two_sigkills(processes
         # The lease outlives its holder by at most LEASE_SECONDS; a standby notices within a poll.
         assert seconds < lease + 3, f"failover took {seconds:.2f}s with a {lease:g}s lease"
     print("\n".join(report))
+
+
+def test_a_frozen_leader_that_wakes_up_believing_it_leads_runs_no_fire_twice(processes: ProcessFactory) -> None:
+    """SIGSTOP the leader past its lease: a standby takes over; SIGCONT: for a moment both lead.
+
+    The woken process's APScheduler fires its backlog before its control loop learns that the
+    lease is gone; the (task, scheduled_at) uniqueness of records refuses every fire the new
+    leader already has.
+    """
+    lease = float(conf.get("LEASE_SECONDS"))
+    old = processes.scheduler(["TickTask"])
+    new = processes.scheduler(["TickTask"], wait_active=False)
+    processes.wait_role(new, "standby")
+    wait_for(
+        lambda: (
+            TaskExecutionRecord.objects.filter(task_id="tick", status="success", worker_label=label(old)).count() >= 2
+        ),
+        timeout=15,
+        message="two ticks by the first leader",
+    )
+    old.send(signal.SIGSTOP)
+    try:
+        processes.wait_role(new, "active", timeout=lease + 15)
+        wait_for(
+            lambda: (
+                TaskExecutionRecord.objects.filter(task_id="tick", status="success", worker_label=label(new)).count()
+                >= 2
+            ),
+            timeout=15,
+            message="two ticks by the new leader",
+        )
+    finally:
+        old.send(signal.SIGCONT)
+    wait_for(lambda: "stepping down" in old.output(), timeout=15, message="the woken leader to step down")
+    since = timezone.now()
+    wait_for(
+        lambda: TaskExecutionRecord.objects.filter(task_id="tick", status="success", started_at__gt=since).count() >= 2,
+        timeout=15,
+        message="ticks after the old leader woke",
+    )
+    assert old.stop(signal.SIGTERM) == 0
+    assert new.stop(signal.SIGTERM) == 0
+
+    times = list(
+        TaskExecutionRecord.objects.filter(task_id="tick", trigger="scheduled")
+        .order_by("scheduled_at")
+        .values_list("scheduled_at", flat=True)
+    )
+    duplicates = [t.isoformat() for t, n in Counter(times).items() if n > 1]
+    assert not duplicates, f"fires recorded more than once: {duplicates}"
+    assert not fire_gaps(times), f"fires with no record: {fire_gaps(times)}"
+    refused = old.output().count("already recorded by another process")
+    print(f"\n{connection.vendor}: {len(times)} fires; the woken leader was refused {refused} fire(s) the new one had")
