@@ -113,6 +113,17 @@ def describe_duration(seconds: float | None) -> str:
     return " ".join(parts[:2]) or "0 seconds"
 
 
+def describe_run_time(seconds: float | None) -> str:
+    """How long a run took: "12.3 ms", "2.50 s", "1 minute 3 seconds"."""
+    if seconds is None:
+        return EMPTY
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    return describe_duration(seconds)
+
+
 def describe_schedule(schedule_type: str, cron: str | None, interval: int | None, zone: str | None) -> SafeString:
     if schedule_type == ScheduleType.CRON:
         prose = describe_cron(cron)
@@ -546,7 +557,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
                     result_badge(r.status),
                     show_time(r.scheduled_at, relative=False),
                     show_time(r.started_at, relative=False),
-                    describe_duration(r.duration_seconds),
+                    describe_run_time(r.duration_seconds),
                     requested_by(r),
                     Truncator(r.error.splitlines()[-1] if r.error else r.message).chars(80),
                 )
@@ -865,9 +876,9 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
         "task_link",
         "trigger",
         "status_display",
-        "scheduled_at",
-        "started_at",
-        "finished_at",
+        "scheduled",
+        "started",
+        "finished",
         "duration",
         "requested",
         "worker_label",
@@ -938,7 +949,20 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="duration", ordering="duration_seconds")
     def duration(self, obj: TaskExecutionRecord) -> str:
-        return describe_duration(obj.duration_seconds)
+        return describe_run_time(obj.duration_seconds)
+
+    # Seconds matter in a scheduler's history: the admin's default date format drops them.
+    @admin.display(description="scheduled at", ordering="scheduled_at")
+    def scheduled(self, obj: TaskExecutionRecord) -> SafeString | str:
+        return show_time(obj.scheduled_at, relative=False)
+
+    @admin.display(description="started at", ordering="started_at")
+    def started(self, obj: TaskExecutionRecord) -> SafeString | str:
+        return show_time(obj.started_at, relative=False)
+
+    @admin.display(description="finished at", ordering="finished_at")
+    def finished(self, obj: TaskExecutionRecord) -> SafeString | str:
+        return show_time(obj.finished_at, relative=False)
 
     @admin.display(description="started late by")
     def lateness(self, obj: TaskExecutionRecord) -> str:

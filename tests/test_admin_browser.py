@@ -154,6 +154,10 @@ def test_operate_tasks_in_the_browser(processes: Any, browser: Any, capsys: pyte
     assert f"#{record_id}" in row_text and "manual" in row_text and "operator (admin)" in row_text
     record = TaskExecutionRecord.objects.get(pk=record_id)
     assert record.status == "success" and record.origin == "admin" and record.message == "nightly done"
+    page.goto(f"{base}/admin/scheduler_app/taskexecutionrecord/")
+    assert page.locator("#result_list tbody tr").count() >= 4
+    screenshot(page, "admin-history.png", capsys)
+    page.goto(f"{base}/admin/scheduler_app/taskconfig/nightly/change/")
 
     # A valid cron typed in shows a preview; an invalid one is refused on save with the field's error.
     revision = TaskConfig.objects.get(name="nightly").revision
