@@ -895,10 +895,10 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
             "Times",
             {
                 "fields": [
-                    "scheduled_at",
-                    "created_at",
-                    "started_at",
-                    "finished_at",
+                    "scheduled",
+                    "created",
+                    "started",
+                    "finished",
                     "duration",
                     "lateness",
                     "jitter_seconds",
@@ -913,10 +913,10 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
         "status_display",
         "requested",
         "worker_label",
-        "scheduled_at",
-        "created_at",
-        "started_at",
-        "finished_at",
+        "scheduled",
+        "created",
+        "started",
+        "finished",
         "duration",
         "lateness",
         "jitter_seconds",
@@ -955,6 +955,10 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
     @admin.display(description="scheduled at", ordering="scheduled_at")
     def scheduled(self, obj: TaskExecutionRecord) -> SafeString | str:
         return show_time(obj.scheduled_at, relative=False)
+
+    @admin.display(description="created at", ordering="created_at")
+    def created(self, obj: TaskExecutionRecord) -> SafeString | str:
+        return show_time(obj.created_at, relative=False)
 
     @admin.display(description="started at", ordering="started_at")
     def started(self, obj: TaskExecutionRecord) -> SafeString | str:

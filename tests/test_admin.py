@@ -560,6 +560,7 @@ def test_record_page_shows_the_traceback_and_is_read_only(admin_client: Client) 
     assert '<pre class="sched-traceback">Traceback (most recent call last):\n  File &quot;tests/tasks.py&quot;' in html
     assert "ValueError: &lt;boom&gt; &amp; co</pre>" in html  # escaped, lines kept
     assert "&quot;attempt&quot;: 1" in html and 'name="_save"' not in html
+    assert timezone.localtime(record.started_at).strftime("%Y-%m-%d %H:%M:%S") in html  # to the second
     assert admin_client.post(url, {"status": "success"}).status_code == 403
     assert admin_client.get(reverse("admin:scheduler_app_taskexecutionrecord_add")).status_code == 403
     delete = reverse("admin:scheduler_app_taskexecutionrecord_delete", args=[record.pk])
