@@ -317,7 +317,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "consecutive_failures",
         "last_success",
         "latest_runs",
-        "updated_at",
+        "updated",
         "updated_by",
         "recent_changes",
     ]
@@ -366,7 +366,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
             },
         ),
         ("Latest runs", {"fields": ["latest_runs"]}),
-        ("Changes", {"fields": ["updated_at", "updated_by", "recent_changes"]}),
+        ("Changes", {"fields": ["updated", "updated_by", "recent_changes"]}),
     ]
 
     class Media:
@@ -571,6 +571,10 @@ class TaskConfigAdmin(admin.ModelAdmin):
             rows,
             history,
         )
+
+    @admin.display(description="updated at")
+    def updated(self, obj: TaskConfig) -> SafeString | str:
+        return show_time(obj.updated_at)
 
     @admin.display(description="recent changes")
     def recent_changes(self, obj: TaskConfig) -> SafeString:
