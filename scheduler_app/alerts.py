@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.checks import CheckMessage, Error, register
 from django.core.mail import mail_admins
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Max
@@ -277,3 +278,43 @@ def on_run_finished(sender: Any, record: TaskExecutionRecord, **kwargs: Any) -> 
 
 
 run_finished.connect(on_run_finished, dispatch_uid="scheduler_app.alerts.on_run_finished")
+
+
+@register("scheduler")
+def check_operations_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The alert, metrics and health keys: a typo must fail ``manage.py check``, not a 2 a.m. alert."""
+    errors: list[CheckMessage] = []
+
+    def error(key: str, message: str, code: str) -> None:
+        errors.append(Error(f"SCHEDULER[{key!r}] {message}", id=f"scheduler.{code}"))
+
+    threshold = conf.get("ALERT_AFTER_FAILURES")
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        error("ALERT_AFTER_FAILURES", f"must be a whole number >= 0 (0 turns alerts off), got {threshold!r}.", "E030")
+    for task in task_registry.all():
+        value = getattr(task, "alert_after_failures", None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            errors.append(
+                Error(
+                    f"Task {task.name!r}: alert_after_failures must be None or a whole number >= 0, got {value!r}.",
+                    id="scheduler.E030",
+                )
+            )
+    url = conf.get("ALERT_WEBHOOK_URL")
+    if not isinstance(url, str) or (
+        url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc)
+    ):
+        error("ALERT_WEBHOOK_URL", f"must be empty or an http(s) URL, got {url!r}.", "E031")
+    headers = conf.get("ALERT_WEBHOOK_HEADERS")
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        error("ALERT_WEBHOOK_HEADERS", "must be a dict of header names to string values.", "E032")
+    for key in ("ALERT_WEBHOOK_TIMEOUT", "HEALTH_MAX_HEARTBEAT_AGE"):
+        value = conf.get(key)
+        if value is None and key == "HEALTH_MAX_HEARTBEAT_AGE":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            error(key, f"must be a number of seconds greater than 0, got {value!r}.", "E033")
+    token_env = conf.get("METRICS_TOKEN_ENV")
+    if token_env is not None and not isinstance(token_env, str):
+        error("METRICS_TOKEN_ENV", f"must be the name of an environment variable, got {token_env!r}.", "E034")
+    return errors

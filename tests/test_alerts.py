@@ -296,3 +296,38 @@ def test_alerts_from_a_real_scheduler_process(processes, receiver: Receiver) -> 
     assert scheduler.alive()
     assert [b["task"] for b in receiver.bodies] == ["boom"], "one alert for the whole streak"
     assert TaskExecutionRecord.objects.filter(task_id="tick", status="success").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "code"),
+    [
+        ("ALERT_AFTER_FAILURES", -1, "scheduler.E030"),
+        ("ALERT_AFTER_FAILURES", "3", "scheduler.E030"),
+        ("ALERT_WEBHOOK_URL", "file:///etc/passwd", "scheduler.E031"),
+        ("ALERT_WEBHOOK_URL", "hooks.example.com/x", "scheduler.E031"),
+        ("ALERT_WEBHOOK_HEADERS", {"X-Token": 5}, "scheduler.E032"),
+        ("ALERT_WEBHOOK_TIMEOUT", 0, "scheduler.E033"),
+        ("HEALTH_MAX_HEARTBEAT_AGE", "10", "scheduler.E033"),
+        ("METRICS_TOKEN_ENV", 42, "scheduler.E034"),
+    ],
+)
+def test_bad_operations_settings_fail_the_system_checks(settings: Any, key: str, value: Any, code: str) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.SCHEDULER = {**settings.SCHEDULER, key: value}
+    with pytest.raises(SystemCheckError, match=code):
+        call_command("check")
+
+
+def test_good_operations_settings_pass_the_system_checks(settings: Any) -> None:
+    from django.core.management import call_command
+
+    settings.SCHEDULER = {
+        **settings.SCHEDULER,
+        "ALERT_AFTER_FAILURES": 0,
+        "ALERT_WEBHOOK_URL": "https://hooks.example.com/scheduler",
+        "ALERT_WEBHOOK_HEADERS": {"Authorization": "Bearer x"},
+        "HEALTH_MAX_HEARTBEAT_AGE": 30,
+    }
+    call_command("check")
