@@ -4,6 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+# What the API's schema view applies; the project's SPECTACULAR_SETTINGS include it too, so that
+# `manage.py spectacular` writes the same document as /scheduler/schema serves.
+SCHEMA_SETTINGS: dict[str, Any] = {
+    "SCHEMA_PATH_PREFIX": r"/scheduler",
+    "SCHEMA_PATH_PREFIX_TRIM": False,
+    "ENUM_NAME_OVERRIDES": {
+        "RecordStatusEnum": "scheduler_app.api.serializers.RECORD_STATUSES",
+        "TaskStatusEnum": "scheduler_app.api.serializers.TASK_STATUSES",
+        "SourceEnum": "scheduler_app.api.serializers.SOURCES",
+    },
+    "PREPROCESSING_HOOKS": ["scheduler_app.api.schema.only_scheduler_endpoints"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "scheduler_app.api.schema.strip_trailing_slashes",
+    ],
+}
+
 
 def only_scheduler_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
     return [endpoint for endpoint in endpoints if endpoint[0].startswith("/scheduler/")]

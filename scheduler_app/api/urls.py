@@ -15,6 +15,7 @@ from rest_framework.routers import SimpleRouter
 from scheduler_app import health, metrics
 from scheduler_app.api import views
 from scheduler_app.api.permissions import permissions_for
+from scheduler_app.api.schema import SCHEMA_SETTINGS
 
 app_name = "scheduler-api"
 
@@ -22,21 +23,7 @@ app_name = "scheduler-api"
 class SchemaView(views.SchedulerAPIMixin, SpectacularAPIView):
     """The OpenAPI 3 schema of this API only (not of the admin), readable by whoever may read the API."""
 
-    custom_settings = {
-        # The canonical paths are the seed's: no trailing slash (both forms are served).
-        "SCHEMA_PATH_PREFIX": r"/scheduler",
-        "SCHEMA_PATH_PREFIX_TRIM": False,
-        "ENUM_NAME_OVERRIDES": {
-            "RecordStatusEnum": "scheduler_app.api.serializers.RECORD_STATUSES",
-            "TaskStatusEnum": "scheduler_app.api.serializers.TASK_STATUSES",
-            "SourceEnum": "scheduler_app.api.serializers.SOURCES",
-        },
-        "PREPROCESSING_HOOKS": ["scheduler_app.api.schema.only_scheduler_endpoints"],
-        "POSTPROCESSING_HOOKS": [
-            "drf_spectacular.hooks.postprocess_schema_enums",
-            "scheduler_app.api.schema.strip_trailing_slashes",
-        ],
-    }
+    custom_settings = SCHEMA_SETTINGS
 
     # JSON first (errors too); YAML with ?format=yaml or by Accept header.
     renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
