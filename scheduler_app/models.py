@@ -318,6 +318,7 @@ class SchedulerProcess(models.Model):
     class Meta:
         ordering = ["started_at"]
         verbose_name = "scheduler process"
+        verbose_name_plural = "scheduler processes"
 
     def __str__(self) -> str:
         return f"{self.kind} {self.host}:{self.pid}"

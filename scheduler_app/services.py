@@ -15,7 +15,7 @@ from scheduler_app.coordination import scheduler_alive
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import TaskRegistry, task_registry
-from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType, TaskStatus
+from scheduler_app.tasks.base import OPTION_DEFAULTS, OverlapPolicy, ScheduleType, TaskStatus
 from scheduler_app.validation import (
     ScheduleValidationError,
     options_errors,
@@ -183,7 +183,7 @@ def set_options(name: str, options: dict[str, Any], user: Any = None) -> TaskCon
     # A None resets that key to the code's value: nothing to check but the key's name.
     errors = options_errors({k: v for k, v in changes.items() if v is not None or k not in OPTION_DEFAULTS})
     if not errors:
-        effective = {**config.options, **{k: v for k, v in changes.items() if v is not None}}
+        effective = {**OPTION_DEFAULTS, **(config.default_options or {}), **override}
         errors = options_errors(effective)
     if errors:
         raise ScheduleValidationError(errors, subject=f"task {name!r}")
@@ -206,7 +206,7 @@ def request_run(name: str, user: Any = None, origin: str = "api") -> TaskExecuti
     concurrent runs is refused with ``TaskBusy``; a disabled task may still be run by hand.
     """
     config = get_task(name)
-    if not config.allow_concurrent and config.state.running_count:
+    if config.overlap_policy != OverlapPolicy.ALLOW and config.state.running_count:
         raise TaskBusy(name)
     record = TaskExecutionRecord.objects.create(
         task_id=name,

@@ -159,7 +159,8 @@ def test_catch_up_none_after_downtime_records_missed_and_runs_no_late_fire(proce
     wait_for(
         lambda: any(r.started_at > stopped_at for r in records("tick", status="success")), timeout=10, message="a run"
     )
-    late_runs = [r for r in records("tick", status="success") if r.lateness_seconds > 0.5]
+    # The newest fire may be up to one interval old when the scheduler comes back: that one is on time.
+    late_runs = [r for r in records("tick", status="success") if r.lateness_seconds > 1.5]
     assert late_runs == [], "catch_up none must not run a late fire"
     assert any("catch_up policy is 'none'" in r.message for r in records("tick", status="missed"))
 
