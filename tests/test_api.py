@@ -286,6 +286,8 @@ def test_unknown_record_and_unknown_path_are_json_404s(staff_client: Client) -> 
         response = staff_client.get(path)
         assert response.status_code == 404, path
         assert response.json()["code"] in {"record_not_found", "no_endpoint"}, path
+    for method in ("post", "put", "patch", "delete", "options", "head"):
+        assert getattr(staff_client, method)("/scheduler/nothing/here").status_code == 404, method
 
 
 @pytest.mark.parametrize(

@@ -491,4 +491,4 @@ class NotFoundView(SchedulerAPIMixin, APIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raise exceptions.NotFound(f"no such endpoint: {request.path}", code="no_endpoint")
 
-    post = put = patch = delete = get
+    post = put = patch = delete = options = get
