@@ -224,6 +224,10 @@ def test_one_task_and_the_list(staff_client: Client) -> None:
 def test_browsable_api_schema_and_docs_pages(staff_client: Client) -> None:
     page = staff_client.get("/scheduler/tasks", HTTP_ACCEPT="text/html")
     assert page.status_code == 200 and b"nightly" in page.content and b"<html" in page.content
+    make_record("tick")
+    for path in [*READ_PATHS, "/scheduler/history", "/scheduler/", "/scheduler/tasks/tick/trigger"]:
+        html = staff_client.get(path, HTTP_ACCEPT="text/html")
+        assert html.status_code in (200, 405) and b"<html" in html.content, path
     schema = staff_client.get("/scheduler/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     assert schema["openapi"].startswith("3.")
     assert {
