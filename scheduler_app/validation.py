@@ -15,6 +15,8 @@ from croniter import croniter
 
 TASK_NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 TASK_NAME_MAX_LENGTH = 100
+# Stored in a 32-bit integer column on every database backend.
+MAX_INTERVAL_SECONDS = 2_147_483_647
 CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
 
 
@@ -67,6 +69,8 @@ def interval_error(interval_seconds: Any) -> str | None:
         )
     if interval_seconds <= 0:
         return f"interval_seconds must be greater than 0 (got {interval_seconds})"
+    if interval_seconds > MAX_INTERVAL_SECONDS:
+        return f"interval_seconds must be at most {MAX_INTERVAL_SECONDS} (got {interval_seconds})"
     return None
 
 

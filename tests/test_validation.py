@@ -45,6 +45,7 @@ def test_invalid_cron_expressions_are_explained(expression: object, fragment: st
         (0, False),
         (-5, False),
         (1.5, False),
+        (2**31, False),
         (True, False),
         ("60", False),
         (None, False),

@@ -17,16 +17,15 @@ from rest_framework import serializers
 from scheduler_app import conf
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.tasks.base import CatchUp, OverlapPolicy, RetryBackoff, ScheduleType, TaskStatus
-from scheduler_app.validation import MAX_JITTER_SECONDS, MAX_RETRIES, schedule_errors
+from scheduler_app.validation import MAX_INTERVAL_SECONDS, MAX_JITTER_SECONDS, MAX_RETRIES, schedule_errors
 
 SCHEDULE_TYPES = [t.value for t in ScheduleType]
 RECORD_STATUSES = [s.value for s in TaskStatus]
 TRIGGERS = [t.value for t in Trigger]
 TASK_STATUSES = ["idle", "running"]
 SOURCES = ["code", "override"]
-# The database column is a (positive) 32-bit integer on every backend we support; the same bound
-# keeps the other durations far from what a timedelta can hold.
-MAX_INTERVAL_SECONDS = 2_147_483_647
+# validation.MAX_INTERVAL_SECONDS (the 32-bit column) also bounds the other durations, far from
+# what a timedelta can hold.
 
 
 class BlankAsNullChoiceField(serializers.ChoiceField):
