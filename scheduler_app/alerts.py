@@ -50,6 +50,8 @@ OUTCOME_STATUSES = (TaskStatus.SUCCESS, *FAILURE_STATUSES)
 # Alerts waiting for delivery; beyond this (a receiver down for long), new ones are dropped and logged.
 QUEUE_SIZE = 1000
 ERROR_EXCERPT = 4000
+# The delivery thread ends after this many idle seconds (a new alert starts it again).
+IDLE_SECONDS = 2.0
 
 
 @dataclass
@@ -225,7 +227,7 @@ class Dispatcher:
     """One daemon thread per process that delivers queued alerts in order."""
 
     def __init__(self) -> None:
-        self.queue: queue.Queue[tuple[Alert, Channels]] = queue.Queue(maxsize=QUEUE_SIZE)
+        self.queue: queue.Queue[tuple[Alert, Channels] | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
@@ -243,9 +245,22 @@ class Dispatcher:
 
     def _work(self) -> None:
         while True:
-            alert, to = self.queue.get()
             try:
-                deliver(alert, to)
+                item = self.queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self.lock:
+                    # Idle: end the thread, so that a stopping process has no thread to wait for.
+                    # submit() starts a new one for an alert queued after this check.
+                    if self.queue.empty():
+                        self.thread = None
+                        return
+                continue
+            try:
+                if item is None:
+                    with self.lock:
+                        self.thread = None
+                    return
+                deliver(*item)
             except Exception:
                 logger.exception("alert delivery crashed")
             finally:
@@ -256,9 +271,23 @@ class Dispatcher:
         with self.queue.all_tasks_done:
             return self.queue.all_tasks_done.wait_for(lambda: not self.queue.unfinished_tasks, timeout)
 
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued (within ``timeout``) and end the thread; True if nothing was left."""
+        delivered = self.flush(timeout)
+        with self.lock:
+            thread = self.thread
+        if thread is not None and thread.is_alive():
+            try:
+                self.queue.put_nowait(None)
+            except queue.Full:
+                return False
+            thread.join(timeout=1.0)
+        return delivered
+
 
 dispatcher = Dispatcher()
 flush = dispatcher.flush
+shutdown = dispatcher.shutdown
 # Alerts of the last runs before a clean stop still go out (within a short bound).
 atexit.register(dispatcher.flush, 5.0)
 

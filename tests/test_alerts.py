@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.arrived: list[bytes] = []  # requests received, answered or not yet
         self.headers: list[dict[str, str]] = []
         self.status = 200
         self.release = threading.Event()
@@ -69,6 +71,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.arrived.append(body)
                 receiver.release.wait(30)
                 receiver.headers.append(dict(self.headers))
                 receiver.bodies.append(json.loads(body))
@@ -296,6 +299,23 @@ def test_alerts_from_a_real_scheduler_process(processes, receiver: Receiver) -> 
     assert scheduler.alive()
     assert [b["task"] for b in receiver.bodies] == ["boom"], "one alert for the whole streak"
     assert TaskExecutionRecord.objects.filter(task_id="tick", status="success").exists()
+
+
+def test_a_stopping_scheduler_delivers_its_last_alert_then_exits_cleanly(processes, receiver: Receiver) -> None:
+    receiver.release.clear()  # the receiver holds the alert's request
+    scheduler = processes.scheduler(["BoomTask"], SCHEDULER_ALERT_WEBHOOK_URL=receiver.url)
+    wait_for(lambda: receiver.arrived, timeout=30, message="the alert to reach the receiver")
+    scheduler.send(signal.SIGTERM)
+    wait_for(
+        lambda: "INFO scheduler_app.scheduler scheduler stopped" in scheduler.output(),
+        timeout=30,
+        message="the scheduler loop to stop",
+    )
+    assert scheduler.alive(), "the process waits for the alert being delivered"
+    receiver.release.set()
+    assert scheduler.stop(timeout=20) == 0
+    assert len(receiver.bodies) == 1 and receiver.bodies[0]["task"] == "boom"
+    assert "abandoned thread" not in scheduler.output()
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from scheduler_app import conf
+from scheduler_app import alerts, conf
 from scheduler_app.scheduler import task_scheduler
 
 
@@ -36,6 +36,7 @@ class Command(BaseCommand):
             f"poll every {conf.get('POLL_INTERVAL')}s, lease {conf.get('LEASE_SECONDS')}s"
         )
         task_scheduler.run_forever()
+        alerts.shutdown(timeout=5.0)  # the last runs' alerts go out before the process exits
         self.stdout.write("scheduler stopped")
         exit_if_threads_linger()
 
