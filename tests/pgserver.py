@@ -102,7 +102,8 @@ class PgServer:
         """initdb a new cluster in a fresh temporary folder (not started yet)."""
         bindir = find_bindir()
         account = server_account()
-        base = Path(tempfile.mkdtemp(prefix="scheduler-pg-"))
+        # Under root, $TMPDIR may be a folder the server's account cannot enter; /tmp it can.
+        base = Path(tempfile.mkdtemp(prefix="scheduler-pg-", dir="/tmp" if account is not None else None))
         server = cls(base, bindir, free_port(), secrets.token_urlsafe(18), account)
         pwfile = base / "pwfile"
         pwfile.write_text(server.password + "\n")
