@@ -114,7 +114,8 @@ def test_a_long_run_holds_no_transaction_or_lock(
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND xact_start < now() - interval '1 second'"
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                "AND xact_start < now() - interval '1 second'"
             )
             assert cursor.fetchone()[0] == 0, "a session kept a transaction open for over a second"
         with transaction.atomic(), connection.cursor() as cursor:
