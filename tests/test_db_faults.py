@@ -126,3 +126,31 @@ def test_a_long_run_holds_no_transaction_or_lock(
             cursor.execute("SELECT 1 FROM scheduler_app_taskstate WHERE task_name = 'long' FOR UPDATE NOWAIT")
         time.sleep(0.2)
     assert TaskExecutionRecord.objects.get(pk=record.pk).status == "running"
+
+
+def test_a_run_that_ends_while_the_database_is_down_is_recorded_when_it_returns(
+    processes: ProcessFactory, pg_server: PgServer, tmp_path: Path
+) -> None:
+    marker = tmp_path / "long.running"
+    scheduler = processes.scheduler(["LongTask"], TEST_MARKER_FILE=str(marker), TEST_LONG_TASK_SECONDS="2")
+    record = services.request_run("long", origin="test")
+    wait_for(marker.exists, timeout=15, message="the long task to start")
+    pg_server.stop()
+    try:
+        wait_for(
+            lambda: "cannot record its outcome yet" in scheduler.output(),
+            timeout=15,
+            message="the run to end and fail to record its outcome",
+        )
+    finally:
+        pg_server.start()
+    connection.close()
+    done = wait_for(
+        lambda: TaskExecutionRecord.objects.filter(pk=record.pk).exclude(status__in=["pending", "running"]).first(),
+        timeout=20,
+        message="the outcome to be recorded once the database is back",
+    )
+    assert done.status == "success", (done.status, done.error)
+    assert TaskState.objects.get(task_id="long").running_count == 0
+    assert scheduler.alive()
+    assert scheduler.stop(signal.SIGTERM) == 0
