@@ -25,14 +25,17 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250)
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--idle", action="store_true", help="include idle (waiting) samples")
+    parser.add_argument("--postgres", action="store_true", help="a throw-away PostgreSQL server instead of SQLite")
+    parser.add_argument("--kind", choices=["sync", "async"], default="sync", help="how the no-op tasks run")
     parser.add_argument("--out", type=Path, default=ROOT / "benches" / "results" / "profile.txt")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     ws = Workspace(Options())
     try:
-        database = ws.database()
+        database = ws.database("postgresql" if args.postgres else "sqlite")
         log_path = ws.dir / "profile.log"
-        with started(["manage.py", "runscheduler"], ws.env(database, args.tasks, 1), log_path) as process:
+        env = {**ws.env(database, args.tasks, 1), "BENCH_TASK_KIND": args.kind}
+        with started(["manage.py", "runscheduler"], env, log_path) as process:
             wait_until(
                 lambda: database.rows(
                     "SELECT 1 FROM scheduler_app_schedulerprocess WHERE pid = %s AND role = 'active'", (process.pid,)
