@@ -14,6 +14,8 @@ import socket
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
@@ -22,6 +24,9 @@ from scheduler_app import conf
 from scheduler_app.db import close_thread_connections
 from scheduler_app.models import SchedulerLease, SchedulerProcess, TaskExecutionRecord
 from scheduler_app.tasks.base import TaskStatus
+
+if TYPE_CHECKING:
+    from scheduler_app.runner import TaskRunner
 
 logger = logging.getLogger("scheduler_app.coordination")
 LEASE_NAME = "default"
@@ -55,7 +60,7 @@ class ProcessHandle:
         self.row = SchedulerProcess(kind=kind, host=HOST, pid=os.getpid())
 
     @property
-    def id(self):  # noqa: ANN201 - a UUID
+    def id(self) -> UUID:
         return self.row.id
 
     def register(self) -> SchedulerProcess:
@@ -102,7 +107,7 @@ class HeartbeatThread(threading.Thread):
         self.join(timeout=5)
 
 
-def try_acquire_lease(holder) -> bool:  # noqa: ANN001 - a UUID
+def try_acquire_lease(holder: UUID) -> bool:
     """Take or renew the leader lease; True when ``holder`` leads until now + LEASE_SECONDS."""
     now = timezone.now()
     SchedulerLease.objects.bulk_create([SchedulerLease(name=LEASE_NAME)], ignore_conflicts=True)
@@ -118,7 +123,7 @@ def try_acquire_lease(holder) -> bool:  # noqa: ANN001 - a UUID
     return taken == 1
 
 
-def release_lease(holder) -> None:  # noqa: ANN001 - a UUID
+def release_lease(holder: UUID) -> None:
     SchedulerLease.objects.filter(name=LEASE_NAME, holder=holder).update(holder=None, expires_at=None)
 
 
@@ -131,7 +136,7 @@ def scheduler_alive() -> bool:
     return SchedulerProcess.objects.alive().filter(kind=SchedulerProcess.Kind.SCHEDULER).exists()
 
 
-def _dead_local_process_ids(exclude) -> list:  # noqa: ANN001
+def _dead_local_process_ids(exclude: UUID | None) -> list[UUID]:
     """Rows of this host whose pid is gone: no need to wait for their heartbeat to go stale."""
     rows = SchedulerProcess.objects.filter(host=HOST).exclude(pk=exclude).values_list("pk", "pid")
     return [pk for pk, pid in rows if pid == os.getpid() or not pid_is_alive(pid)]
@@ -142,7 +147,7 @@ def _label_is_dead_here(label: str) -> bool:
     return host == HOST and pid.isdigit() and not pid_is_alive(int(pid))
 
 
-def reap_dead_processes(runner, me=None) -> int:  # noqa: ANN001 - a TaskRunner, a UUID
+def reap_dead_processes(runner: TaskRunner, me: UUID | None = None) -> int:
     """Interrupt the runs of dead processes and delete their rows; returns how many runs."""
     dead = set(SchedulerProcess.objects.dead().exclude(pk=me).values_list("pk", flat=True))
     dead.update(_dead_local_process_ids(exclude=me))

@@ -12,14 +12,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "") -> T:
+def wait_for[T](predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "") -> T:
     """Poll ``predicate`` until it returns something truthy; fail with ``message`` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -79,7 +78,9 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-            raise AssertionError(f"{self.name} did not exit within {timeout}s after {signal.Signals(signum).name}")
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout}s after {signal.Signals(signum).name}"
+            ) from None
 
     def kill(self) -> None:
         """SIGKILL, and reap it so that it does not linger as a zombie."""
@@ -169,7 +170,9 @@ class ProcessFactory:
         wait_for(ready, timeout=30, message="the web server to answer")
         return process
 
-    def command(self, *args: str, tasks: list[str] | None = None, timeout: float = 60, **extra: str):  # noqa: ANN201
+    def command(
+        self, *args: str, tasks: list[str] | None = None, timeout: float = 60, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=ROOT,
