@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cron_descriptor import Options, get_description
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -34,6 +33,7 @@ from django.utils.timesince import timesince, timeuntil
 
 from scheduler_app import conf, services
 from scheduler_app.coordination import current_leader
+from scheduler_app.describe import describe_cron, describe_duration
 from scheduler_app.exceptions import SchedulerError, TaskBusy
 from scheduler_app.forms import OPTION_FIELDS, SCHEDULE_FIELDS, TaskConfigForm
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
@@ -59,15 +59,6 @@ except ImportError:  # pragma: no cover - django_apscheduler is a requirement
 PREVIEW_COUNT = 5
 LATEST_RUNS = 10
 RECENT_CHANGES = 10
-CRON_ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 RESULT_COLOURS = {
     TaskStatus.SUCCESS: "#1e7e34",
     TaskStatus.FAILED: "#c62828",
@@ -82,35 +73,6 @@ EMPTY = "—"
 
 
 # -- how things read -----------------------------------------------------------------------------
-
-
-def describe_cron(expression: str | None) -> str:
-    """Plain English for a cron expression ("At 02:00"); empty when it cannot be described."""
-    expression = (expression or "").strip()
-    expression = CRON_ALIASES.get(expression.lower(), expression)
-    if not expression:
-        return ""
-    options = Options()
-    options.use_24hour_time_format = True
-    try:
-        return get_description(expression, options)
-    except Exception:  # cron-descriptor raises several types; an odd text only loses the prose
-        return ""
-
-
-def describe_duration(seconds: float | None) -> str:
-    """3600 -> "1 hour", 90 -> "1 minute 30 seconds", 0.25 -> "0.25 seconds"."""
-    if seconds is None:
-        return EMPTY
-    if seconds < 60 and not float(seconds).is_integer():
-        return f"{seconds:.3g} seconds"
-    remaining = round(seconds)
-    parts = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        count, remaining = divmod(remaining, size)
-        if count:
-            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
-    return " ".join(parts[:2]) or "0 seconds"
 
 
 def describe_run_time(seconds: float | None) -> str:

@@ -17,7 +17,16 @@ TASK_NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 TASK_NAME_MAX_LENGTH = 100
 # Stored in a 32-bit integer column on every database backend.
 MAX_INTERVAL_SECONDS = 2_147_483_647
-CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+# The @-aliases croniter accepts, and the five-field expression each stands for.
+CRON_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 class ScheduleValidationError(ValueError):

@@ -15,6 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from scheduler_app import conf
+from scheduler_app.describe import describe_cron
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.tasks.base import CatchUp, OverlapPolicy, RetryBackoff, ScheduleType, TaskStatus
 from scheduler_app.validation import MAX_INTERVAL_SECONDS, MAX_JITTER_SECONDS, MAX_RETRIES, schedule_errors
@@ -159,12 +160,7 @@ class TaskSerializer(serializers.Serializer):
         if config.schedule_type == ScheduleType.INTERVAL:
             return f"every {config.interval_seconds} seconds"
         expression = config.cron_expression or ""
-        try:
-            from cron_descriptor import get_description
-
-            described = get_description(expression)
-        except Exception:  # a description is a nicety; never fail a page for it
-            described = f"cron {expression}"
+        described = describe_cron(expression) or f"cron {expression}"
         return f"{described} ({config.timezone})"
 
     @extend_schema_field(serializers.CharField(allow_null=True))

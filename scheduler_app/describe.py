@@ -1,0 +1,43 @@
+"""Schedules and durations in plain words, for the admin and the API alike."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cron_descriptor import Options, get_description
+
+from scheduler_app.validation import CRON_ALIASES
+
+
+@lru_cache(maxsize=4096)
+def describe_cron(expression: str | None) -> str:
+    """Plain English for a cron expression ("At 02:00"); empty when it cannot be described.
+
+    Cached: cron-descriptor reloads its locale on every call, which made a list of 1,000 tasks
+    spend most of its time here.
+    """
+    expression = (expression or "").strip()
+    expression = CRON_ALIASES.get(expression.lower(), expression)
+    if not expression:
+        return ""
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        return get_description(expression, options)
+    except Exception:  # cron-descriptor raises several types; an odd text only loses the prose
+        return ""
+
+
+def describe_duration(seconds: float | None, empty: str = "\u2014") -> str:
+    """3600 -> "1 hour", 90 -> "1 minute 30 seconds", 0.25 -> "0.25 seconds"."""
+    if seconds is None:
+        return empty
+    if seconds < 60 and not float(seconds).is_integer():
+        return f"{seconds:.3g} seconds"
+    remaining = round(seconds)
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2]) or "0 seconds"
