@@ -183,3 +183,18 @@ def test_retries_follow_the_backoff_and_stop_at_max_retries(processes) -> None:
     time.sleep(1)  # an absence can only be observed over a window
     assert not TaskExecutionRecord.objects.filter(task_id="boom", status="pending").exists()
     assert TaskExecutionRecord.objects.filter(task_id="boom").count() == 3
+
+
+@db
+def test_api_shows_the_next_fire_in_the_tasks_zone_with_its_offset() -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    services.set_schedule("nightly", schedule_type="cron", cron_expression="30 2 * * *", timezone_name="Europe/Berlin")
+    summer = datetime(2027, 7, 1, 0, 30, tzinfo=UTC)  # 02:30 CEST
+    TaskState.objects.filter(task_id="nightly").update(next_run_at=summer)
+    client = Client()
+    client.force_login(User.objects.create_user("viewer"))
+    task = client.get("/scheduler/tasks/nightly").json()
+    assert task["timezone"] == "Europe/Berlin"
+    assert task["next_run_at_local"] == "2027-07-01T02:30:00+02:00"

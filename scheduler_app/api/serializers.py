@@ -8,7 +8,9 @@ schedule, the timeout, who changed it last.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -107,6 +109,11 @@ class OptionsSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 def _username(user: Any) -> str | None:
     return user.get_username() if user is not None else None
 
@@ -154,6 +161,9 @@ class TaskSerializer(serializers.Serializer):
     consecutive_failures = serializers.IntegerField(source="state.consecutive_failures", read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     updated_by = serializers.SerializerMethodField()
+    next_run_at_local = serializers.SerializerMethodField(
+        help_text="next_run_at in the task's own time zone, with its UTC offset (daylight saving shows here)."
+    )
 
     @extend_schema_field(serializers.CharField())
     def get_schedule_description(self, config: TaskConfig) -> str:
@@ -162,6 +172,11 @@ class TaskSerializer(serializers.Serializer):
         expression = config.cron_expression or ""
         described = describe_cron(expression) or f"cron {expression}"
         return f"{described} ({config.timezone})"
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_next_run_at_local(self, config: TaskConfig) -> str | None:
+        next_run = config.state.next_run_at
+        return next_run.astimezone(zone(config.timezone)).isoformat() if next_run else None
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_updated_by(self, config: TaskConfig) -> str | None:
