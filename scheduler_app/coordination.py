@@ -151,11 +151,15 @@ def reap_dead_processes(runner: TaskRunner, me: UUID | None = None) -> int:
     """Interrupt the runs of dead processes and delete their rows; returns how many runs."""
     dead = set(SchedulerProcess.objects.dead().exclude(pk=me).values_list("pk", flat=True))
     dead.update(_dead_local_process_ids(exclude=me))
-    orphans = Q(worker__in=dead) if dead else Q(pk__in=[])
-    # Runs whose process row is already gone: judge them by the host:pid they carry.
-    unowned = TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING, worker__isnull=True)
-    local_dead = [pk for pk, label in unowned.values_list("pk", "worker_label") if _label_is_dead_here(label)]
-    records = list(TaskExecutionRecord.objects.filter(Q(status=TaskStatus.RUNNING) & (orphans | Q(pk__in=local_dead))))
+    # Running records are few and have a partial index of their own: read them all, judge here.
+    running = list(TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING))
+    records = [
+        record
+        for record in running
+        if record.worker_id in dead
+        # A run whose process row is already gone is judged by the host:pid it carries.
+        or (record.worker_id is None and _label_is_dead_here(record.worker_label))
+    ]
     count = runner.interrupt(records, "the process running it died (no heartbeat) before the run finished")
     if dead:
         SchedulerProcess.objects.filter(pk__in=dead).delete()

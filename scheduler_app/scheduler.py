@@ -217,9 +217,9 @@ class TaskScheduler:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
         with fresh_connections():
-            leftovers = list(
-                TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING, worker_id=self.process.id)
-            )
+            # Filtered here, not in SQL: the running-record index serves `status` alone.
+            running = TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING)
+            leftovers = [record for record in running if record.worker_id == self.process.id]
             self.runner.interrupt(leftovers, "the scheduler stopped before the run finished")
             for name, scheduled_at in delayed:
                 self.runner.record_missed(name, scheduled_at, "the scheduler stopped during the fire's jitter delay")
