@@ -777,3 +777,42 @@ def test_timeout_override_and_reset(staff_client: Client, reader: User) -> None:
     assert put(client_for(reader), "/scheduler/tasks/tick/timeout", {"timeout_seconds": 9}).status_code == 403
     task = staff_client.delete("/scheduler/tasks/tick/timeout/").json()
     assert (task["timeout_seconds"], task["timeout_source"]) == (3600.0, "settings")
+
+
+@pytest.mark.django_db
+def test_fast_task_rendering_matches_the_declared_fields() -> None:
+    """TaskSerializer builds its dict by hand for speed; DRF's generic rendering is the reference."""
+    from datetime import UTC, datetime
+
+    from django.contrib.auth.models import User
+
+    from scheduler_app import services
+    from scheduler_app.api.serializers import TaskSerializer
+    from scheduler_app.models import TaskState
+
+    editor = User.objects.create_user("editor", is_staff=True)
+    services.set_schedule(
+        "tick", schedule_type="cron", cron_expression="30 2 * * 1-5", timezone_name="Europe/Berlin", user=editor
+    )
+    services.set_options(
+        "tick",
+        {"jitter_seconds": 5, "overlap": "buffer_one", "start_date": "2027-01-01T00:00:00+01:00", "max_retries": 2},
+    )
+    services.set_timeout("tick", 12.5)
+    services.disable_task("boom", reason="flaky upstream")
+    moment = datetime(2027, 3, 1, 1, 30, 15, 123456, tzinfo=UTC)
+    TaskState.objects.filter(task_id="tick").update(
+        next_run_at=moment,
+        last_run_at=moment,
+        last_finished_at=moment,
+        last_result="failed",
+        run_count=7,
+        fail_count=2,
+        consecutive_failures=1,
+        running_count=1,
+    )
+    serializer = TaskSerializer()
+    configs = list(services.registered_tasks().select_related("updated_by"))
+    assert len(configs) >= 5
+    for config in configs:
+        assert serializer.to_representation(config) == serializer.generic_representation(config), config.name
