@@ -34,7 +34,7 @@ bench: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check scheduler_app scheduler_project tests benches manage.py
 
 clean:
 	rm -rf $(VENV) var db.sqlite3 db.sqlite3-* .pytest_cache test-artifacts

@@ -716,26 +716,48 @@ def markdown(results: dict[str, Any]) -> str:
         out += [f"- {note}" for note in notes]
     if "idle" in s:
         keys = ["startup_s", "cpu_percent", "rss_mb"]
-        out += ["", f"### Idle: {results['options']['idle_tasks']} tasks, next fire in a day", "",
-                "| setup | start-up to ready (s) | CPU % | RSS (MB) | ours/theirs CPU |", "|---|---|---|---|---|"]
+        out += [
+            "",
+            f"### Idle: {results['options']['idle_tasks']} tasks, next fire in a day",
+            "",
+            "| setup | start-up to ready (s) | CPU % | RSS (MB) | ours/theirs CPU |",
+            "|---|---|---|---|---|",
+        ]
         ours = s["idle"].get("ours", {})
         for setup, fig in s["idle"].items():
-            out.append(f"| {setup} | " + " | ".join(fmt(fig.get(k), 2) for k in keys)
-                       + f" | {ratio(ours.get('cpu_percent'), fig.get('cpu_percent')) if setup != 'ours' else ''} |")
+            out.append(
+                f"| {setup} | "
+                + " | ".join(fmt(fig.get(k), 2) for k in keys)
+                + f" | {ratio(ours.get('cpu_percent'), fig.get('cpu_percent')) if setup != 'ours' else ''} |"
+            )
     if "api" in s:
         fig = s["api"]["ours"]
-        out += ["", f"### API: {fig.get('tasks')} tasks, {fig.get('rows')} history rows (in-process test client,"
-                " staff session)", "", "| page | status | p50 ms | p99 ms | queries |", "|---|---|---|---|---|"]
+        out += [
+            "",
+            f"### API: {fig.get('tasks')} tasks, {fig.get('rows')} history rows (in-process test client,"
+            " staff session)",
+            "",
+            "| page | status | p50 ms | p99 ms | queries |",
+            "|---|---|---|---|---|",
+        ]
         for page in ("status", "task_list", "history"):
-            out.append(f"| {page} | {fmt(fig.get(page + '.status'))} | {fmt(fig.get(page + '.p50_ms'))} | "
-                       f"{fmt(fig.get(page + '.p99_ms'))} | {fmt(fig.get(page + '.queries'))} |")
+            out.append(
+                f"| {page} | {fmt(fig.get(page + '.status'))} | {fmt(fig.get(page + '.p50_ms'))} | "
+                f"{fmt(fig.get(page + '.p99_ms'))} | {fmt(fig.get(page + '.queries'))} |"
+            )
     errors = {k: v for k, v in results.get("errors", {}).items()}
     out += [f"- scenario {k} failed: {v[:300]}" for k, v in errors.items()]
     return "\n".join(out) + "\n"
 
 
-COLOURS = {"ours": "tab:blue", "ours-async": "tab:cyan", "ours (postgresql)": "tab:purple",
-           "apscheduler-memory": "tab:green", "django-apscheduler": "tab:red", "django-q2": "tab:orange"}
+COLOURS = {
+    "ours": "tab:blue",
+    "ours-async": "tab:cyan",
+    "ours (postgresql)": "tab:purple",
+    "apscheduler-memory": "tab:green",
+    "django-apscheduler": "tab:red",
+    "django-q2": "tab:orange",
+}
 
 
 def plot(results: dict[str, Any], path: Path) -> str | None:
@@ -870,5 +892,3 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
-
-

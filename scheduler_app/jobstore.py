@@ -105,9 +105,7 @@ class CachedDjangoJobStore(DjangoJobStore):
             self._dirty.clear()
         if not dirty:
             return 0
-        rows = [
-            (job.id, job.next_run_time, pickle.dumps(job.__getstate__(), self.pickle_protocol)) for job in dirty
-        ]
+        rows = [(job.id, job.next_run_time, pickle.dumps(job.__getstate__(), self.pickle_protocol)) for job in dirty]
         # Two executemany() statements instead of two ORM updates per job: with 1,000 jobs at 1 s the
         # per-row ORM flush took ~13% of the process and held the write lock the runs wait for.
         adapt = connection.ops.adapt_datetimefield_value

@@ -227,9 +227,7 @@ class TaskExecutionRecord(models.Model):
     Status = models.TextChoices("Status", [(s.name, s.value) for s in TaskStatus])
 
     id = models.BigAutoField(primary_key=True)
-    task = models.ForeignKey(
-        TaskConfig, on_delete=models.CASCADE, related_name="records", db_column="task_name"
-    )
+    task = models.ForeignKey(TaskConfig, on_delete=models.CASCADE, related_name="records", db_column="task_name")
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     status = models.CharField(max_length=16, choices=Status.choices)
     scheduled_at = models.DateTimeField(null=True, blank=True)
@@ -252,7 +250,11 @@ class TaskExecutionRecord(models.Model):
     worker_label = models.CharField(max_length=255, blank=True, help_text="host:pid of the process that ran it.")
     attempt = models.PositiveSmallIntegerField(default=1, help_text="1 for a first run, 2 for its first retry, ...")
     retry_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="retries",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="retries",
         help_text="The first run of which this is a retry.",
     )
     jitter_seconds = models.FloatField(null=True, blank=True, help_text="Random delay applied before the run.")

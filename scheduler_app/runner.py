@@ -99,9 +99,7 @@ class TaskRunner:
                 return None
             return self._complete(config, record)
 
-    def run_now(
-        self, name: str, *, user: Any = None, origin: str = "command"
-    ) -> TaskExecutionRecord:
+    def run_now(self, name: str, *, user: Any = None, origin: str = "command") -> TaskExecutionRecord:
         """Run ``name`` at once in this process (a manual run), under the same rules as a fire."""
         with fresh_connections():
             self.registry.get(name)
@@ -242,7 +240,10 @@ class TaskRunner:
                 fields.update(finished_at=now, duration_seconds=0.0, message=BUSY_MESSAGE)
                 if trigger == Trigger.SCHEDULED and config.overlap_policy == OverlapPolicy.BUFFER_ONE:
                     fields.update(
-                        status=TaskStatus.PENDING, started_at=None, finished_at=None, duration_seconds=None,
+                        status=TaskStatus.PENDING,
+                        started_at=None,
+                        finished_at=None,
+                        duration_seconds=None,
                         message=BUFFERED_MESSAGE,
                     )
                     buffered = True
@@ -492,9 +493,7 @@ def execute(task: BaseTask, timeout: float, cancel: threading.Event | None = Non
         )
     if "error" in box:
         exc = box["error"]
-        return Outcome(
-            TaskStatus.FAILED, message=f"raised {type(exc).__name__}: {exc}", error=box["traceback"]
-        )
+        return Outcome(TaskStatus.FAILED, message=f"raised {type(exc).__name__}: {exc}", error=box["traceback"])
     return outcome_from_result(task, box.get("result"))
 
 
