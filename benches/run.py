@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
@@ -166,17 +167,18 @@ def machine() -> dict[str, Any]:
 # -- databases ---------------------------------------------------------------------------------
 
 
-class Database:
+class Database(ABC):
     """A throw-away database a setup runs against, and a way to read results from it."""
 
     url: str
     engine: str
 
+    @abstractmethod
     def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
-        raise NotImplementedError
+        """The rows of a query against this database."""
 
-    def drop(self) -> None:
-        pass
+    def drop(self) -> None:  # noqa: B027 - optional: most databases need no clean-up
+        """Remove the database, where that takes more than deleting its folder."""
 
 
 class SqliteDatabase(Database):
