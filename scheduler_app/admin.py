@@ -40,6 +40,7 @@ from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionReco
 from scheduler_app.registry import task_registry
 from scheduler_app.scheduler import build_trigger
 from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType, TaskStatus
+from scheduler_app.trends import render_trend, task_trend
 from scheduler_app.triggers import next_fire_times
 from scheduler_app.validation import schedule_errors
 
@@ -278,6 +279,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "fail_count",
         "consecutive_failures",
         "last_success",
+        "trend",
         "latest_runs",
         "updated",
         "updated_by",
@@ -327,7 +329,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Latest runs", {"fields": ["latest_runs"]}),
+        ("Latest runs", {"fields": ["trend", "latest_runs"]}),
         ("Changes", {"fields": ["updated", "updated_by", "recent_changes"]}),
     ]
 
@@ -500,6 +502,10 @@ class TaskConfigAdmin(admin.ModelAdmin):
     def last_success(self, obj: TaskConfig) -> SafeString | str:
         state = state_of(obj)
         return show_time(state.last_success_at if state else None)
+
+    @admin.display(description="trend")
+    def trend(self, obj: TaskConfig) -> SafeString:
+        return render_trend(task_trend(obj.pk))
 
     @admin.display(description="latest runs")
     def latest_runs(self, obj: TaskConfig) -> SafeString:
