@@ -6,12 +6,11 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 
 logger = logging.getLogger("scheduler_app.db")
-T = TypeVar("T")
 
 SQLITE_OPTIONS: dict[str, Any] = {
     # BEGIN IMMEDIATE takes the write lock up front, so two writers queue on the busy timeout
