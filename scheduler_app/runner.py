@@ -1,35 +1,33 @@
-"""``TaskRunner``: runs one task with the concurrency rule, a timeout and full bookkeeping.
+"""``TaskRunner``: runs tasks with the concurrency rule, a timeout and full bookkeeping.
 
 The runner knows nothing of APScheduler: the scheduler process, the ``trigger_task`` command and
-the tests all call the same methods. Each run costs two short transactions (begin, finish); no
-transaction or lock is held while the task's code runs.
+the tests all call the same methods. A run costs two short transactions (begin: claim + record;
+finish: outcome + state), and simultaneous fires share them: a burst of fires is claimed and
+recorded in one transaction (``records.py``), and the outcomes of the scheduler's runs are written
+in batches by one finisher thread. No transaction or lock is held while a task's code runs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import inspect
-import json
 import logging
 import os
 import socket
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from scheduler_app import conf, signals
-from scheduler_app.db import close_thread_connections, fresh_connections, write_transaction
+from scheduler_app.db import fresh_connections, write_transaction
+from scheduler_app.execution import Execution, WorkerPool
 from scheduler_app.logging import log_context
 from scheduler_app.models import (
     FAILURE_STATUSES,
@@ -39,13 +37,15 @@ from scheduler_app.models import (
     TaskState,
     Trigger,
 )
+from scheduler_app.records import NewRun, RunOutcome, begin_scheduled, finish_runs
 from scheduler_app.registry import TaskRegistry, task_registry
-from scheduler_app.tasks.base import BaseTask, OverlapPolicy, RetryBackoff, TaskResult, TaskStatus
+from scheduler_app.tasks.base import OverlapPolicy, RetryBackoff, TaskStatus
 
 logger = logging.getLogger("scheduler_app.runner")
 
-# How long past its timeout an async run may take to honour cancellation before we stop waiting.
-CANCEL_GRACE_SECONDS = 1.0
+# A finisher defers writing outcomes while runs wait for a worker, at most this long: in a burst
+# of simultaneous fires, starting every run on time matters more than recording outcomes at once.
+FINISH_DEFER_SECONDS = 0.05
 BUSY_MESSAGE = "skipped: the previous run is still running and the task does not allow concurrent runs"
 BUFFERED_MESSAGE = "buffered: runs right after the current run ends (overlap policy buffer_one)"
 ALREADY_BUFFERED_MESSAGE = "skipped: the previous run is still running and one fire is already buffered"
@@ -60,14 +60,33 @@ def retry_delay(options: dict[str, Any], attempt: int) -> float:
 
 
 @dataclass
-class Outcome:
-    status: TaskStatus
-    message: str = ""
-    error: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
+class Fire:
+    """A scheduled fire to run: the task's configuration, the time it was meant for, its jitter."""
+
+    config: TaskConfig
+    scheduled_at: datetime
+    jitter: float | None = None
+
+
+@dataclass
+class _Run:
+    """A claimed run whose code was handed to the worker pool."""
+
+    config: TaskConfig
+    record: TaskExecutionRecord
+    execution: Execution
 
 
 class TaskRunner:
+    """Claims, runs and records task runs, the same way for every caller.
+
+    Two ways in: the synchronous methods (``run_scheduled``, ``run_now``, ``run_pending``,
+    ``run_buffered``) return the finished record and do their bookkeeping in the caller's thread;
+    the ``launch_*`` methods (the scheduler's) claim and record at once, hand the code to the worker
+    pool and return, and a finisher thread records the outcomes in batches. Task code always runs
+    on the worker pool, under the task's timeout.
+    """
+
     def __init__(
         self,
         registry: TaskRegistry | None = None,
@@ -81,8 +100,23 @@ class TaskRunner:
         self.worker_label = f"{socket.gethostname()}:{os.getpid()}"
         # Set by a stopping scheduler: runs still going stop waiting and record `interrupted`.
         self.cancel = threading.Event()
+        self._pool: WorkerPool | None = None
+        self._pool_lock = threading.Lock()
+        # Launched runs whose outcome is not written yet, and the finisher that writes them.
+        self._settled: deque[_Run] = deque()
+        self._unrecorded_runs = 0
+        self._finish_cond = threading.Condition()
+        self._finisher: threading.Thread | None = None
+        self._finisher_stop = False
 
-    # -- public entry points -------------------------------------------------------------------
+    @property
+    def pool(self) -> WorkerPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = WorkerPool(int(conf.get("MAX_WORKERS")))
+            return self._pool
+
+    # -- synchronous entry points --------------------------------------------------------------
 
     def run_scheduled(
         self, name: str, scheduled_at: datetime, config: TaskConfig | None = None, jitter: float | None = None
@@ -90,37 +124,25 @@ class TaskRunner:
         """Run the fire of ``name`` meant for ``scheduled_at``; None if another process already has it."""
         with fresh_connections():
             config = config or self._config(name)
-            try:
-                record = self._begin(
-                    config, trigger=Trigger.SCHEDULED, scheduled_at=scheduled_at, origin="scheduler", jitter=jitter
-                )
-            except IntegrityError:
-                logger.info("fire of %s at %s already recorded by another process", name, scheduled_at)
+            record = self._begin_fires([Fire(config, scheduled_at, jitter)])[0]
+            if record is None:
                 return None
             return self._complete(config, record)
 
     def run_now(self, name: str, *, user: Any = None, origin: str = "command") -> TaskExecutionRecord:
-        """Run ``name`` at once in this process (a manual run), under the same rules as a fire."""
+        """Run ``name`` at once (a manual run), under the same rules as a fire; waits for the end."""
         with fresh_connections():
             self.registry.get(name)
             config = self._config(name)
             record = self._begin(config, trigger=Trigger.MANUAL, user=user, origin=origin)
+            assert record is not None
             return self._complete(config, record)
 
     def run_pending(self, record_id: int, config: TaskConfig | None = None) -> TaskExecutionRecord | None:
         """Claim and run a manual run or a retry queued as ``pending``; None if another process claimed it."""
         with fresh_connections():
-            record = TaskExecutionRecord.objects.filter(pk=record_id).only("task_id", "trigger").first()
-            if record is None:
-                return None
-            config = config or self._config(record.task_id)
-            if record.trigger == Trigger.RETRY and not config.enabled:
-                self._drop_pending(record_id, "skipped: the task was disabled, so its retries stopped")
-                return None
-            record = self._begin(config, trigger=record.trigger, pending_id=record_id)
-            if record is None:
-                return None
-            return self._complete(config, record)
+            claimed = self._begin_pending(record_id, config)
+            return None if claimed is None else self._complete(*claimed)
 
     def run_buffered(self, name: str, config: TaskConfig | None = None) -> TaskExecutionRecord | None:
         """Run the fire that overlap policy ``buffer_one`` kept, if the task is free now."""
@@ -128,6 +150,67 @@ class TaskRunner:
             config = config or self._config(name)
             record = self._claim_buffered(config)
             return self._complete(config, record) if record is not None else None
+
+    # -- asynchronous entry points (the scheduler's) -------------------------------------------
+
+    def launch_fires(self, fires: Sequence[Fire]) -> list[TaskExecutionRecord | None]:
+        """Claim and record ``fires`` in one transaction and start the claimed runs; returns at once.
+
+        Returns each fire's record (``running``, ``skipped`` or ``pending`` when buffered), or None
+        when another process recorded that fire. A database error propagates with nothing started.
+        """
+        records = self._begin_fires(fires)
+        for fire, record in zip(fires, records, strict=True):
+            if record is not None and record.status == TaskStatus.RUNNING:
+                self._launch(fire.config, record)
+        return records
+
+    def launch_pending(self, record_id: int, config: TaskConfig | None = None) -> bool:
+        """Claim a queued manual run or retry and start it; False if it did not start."""
+        claimed = self._begin_pending(record_id, config)
+        if claimed is None or claimed[1].status != TaskStatus.RUNNING:
+            return False
+        self._launch(*claimed)
+        return True
+
+    def launch_buffered(self, name: str, config: TaskConfig | None = None) -> bool:
+        config = config or self._config(name)
+        record = self._claim_buffered(config)
+        if record is None:
+            return False
+        self._launch(config, record)
+        return True
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every launched run has ended and its outcome is written; False at the timeout."""
+        deadline = time.monotonic() + timeout
+        with self._finish_cond:
+            while self._unrecorded_runs:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._finish_cond.wait(remaining)
+        return True
+
+    def interrupt_launched(self, reason: str) -> int:
+        """Settle launched runs still going as interrupted (the finisher records them)."""
+        return self._pool.interrupt_all(reason) if self._pool is not None else 0
+
+    def close(self) -> None:
+        """Stop the finisher (after it wrote what it holds) and the worker pool's idle threads."""
+        with self._finish_cond:
+            self._finisher_stop = True
+            self._finish_cond.notify_all()
+            finisher, self._finisher = self._finisher, None
+        if finisher is not None:
+            finisher.join(timeout=30)
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        self._finisher_stop = False
+
+    # -- records of runs that do not run -------------------------------------------------------
 
     def record_missed(self, name: str, scheduled_at: datetime, reason: str) -> TaskExecutionRecord | None:
         """Record a fire that will not run (outside the grace window, or coalesced)."""
@@ -188,7 +271,7 @@ class TaskRunner:
         self.registry.get(name)
         return TaskState.objects.select_related("task").get(task_id=name)
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- claiming ------------------------------------------------------------------------------
 
     def _config(self, name: str) -> TaskConfig:
         config = TaskConfig.objects.filter(name=name).first()
@@ -212,6 +295,87 @@ class TaskRunner:
             return state.update(running_count=F("running_count") + 1) == 1
         return state.filter(running_count=0).update(running_count=1) == 1
 
+    def _begin_fires(self, fires: Sequence[Fire]) -> list[TaskExecutionRecord | None]:
+        """Record scheduled fires and claim their slots: one transaction for all of them."""
+        now = timezone.now()
+        records: list[TaskExecutionRecord | None] = [None] * len(fires)
+        # buffer_one needs the task's state row read and written per fire: the ORM path.
+        buffered = [i for i, fire in enumerate(fires) if fire.config.overlap_policy == OverlapPolicy.BUFFER_ONE]
+        # A statement claims each task once: a task's n-th fire in this batch goes in round n.
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for i, fire in enumerate(fires):
+            if fire.config.overlap_policy == OverlapPolicy.BUFFER_ONE:
+                continue
+            n = seen[fire.config.name] = seen.get(fire.config.name, -1) + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(i)
+        if rounds:
+            with write_transaction():
+                for round_ in rounds:
+                    result = begin_scheduled(
+                        [
+                            NewRun(
+                                fires[i].config.name,
+                                fires[i].scheduled_at,
+                                fires[i].config.overlap_policy == OverlapPolicy.ALLOW,
+                                fires[i].jitter,
+                            )
+                            for i in round_
+                        ],
+                        now=now,
+                        worker=self.process,
+                        worker_label=self.worker_label,
+                        busy_message=BUSY_MESSAGE,
+                    )
+                    for i in round_:
+                        fire = fires[i]
+                        if fire.config.name in result:
+                            record_id, claimed = result[fire.config.name]
+                            records[i] = self._scheduled_record(fire, record_id, claimed, now)
+        for i in buffered:
+            fire = fires[i]
+            try:
+                records[i] = self._begin(
+                    fire.config, trigger=Trigger.SCHEDULED, scheduled_at=fire.scheduled_at, jitter=fire.jitter
+                )
+            except IntegrityError:
+                records[i] = None
+        for fire, record in zip(fires, records, strict=True):
+            if record is None:
+                logger.info("fire of %s at %s already recorded by another process", fire.config.name, fire.scheduled_at)
+            elif fire.config.overlap_policy != OverlapPolicy.BUFFER_ONE:
+                self._announce(fire.config, record)
+        return records
+
+    def _scheduled_record(self, fire: Fire, record_id: int, claimed: bool, now: datetime) -> TaskExecutionRecord:
+        """The record ``begin_scheduled`` wrote, as a model instance (without reading it back)."""
+        record = TaskExecutionRecord(
+            id=record_id,
+            task_id=fire.config.name,
+            trigger=Trigger.SCHEDULED,
+            status=TaskStatus.RUNNING if claimed else TaskStatus.SKIPPED,
+            scheduled_at=fire.scheduled_at,
+            created_at=now,
+            started_at=now,
+            origin="scheduler",
+            worker=self.process,
+            worker_label=self.worker_label,
+            jitter_seconds=fire.jitter,
+        )
+        if not claimed:
+            record.finished_at, record.duration_seconds, record.message = now, 0.0, BUSY_MESSAGE
+        return record
+
+    def _announce(self, config: TaskConfig, record: TaskExecutionRecord) -> None:
+        """After the commit: a claimed run has started; a skipped one has ended."""
+        if record.status == TaskStatus.RUNNING:
+            signals.run_started.send(sender=type(self), record=record, task=self.registry.get(config.name))
+        elif record.status == TaskStatus.SKIPPED:
+            logger.info("task %s: %s", config.name, record.message)
+            self._send_finished(record)
+
     def _begin(
         self,
         config: TaskConfig,
@@ -220,7 +384,7 @@ class TaskRunner:
         scheduled_at: datetime | None = None,
         pending_id: int | None = None,
         user: Any = None,
-        origin: str = "",
+        origin: str = "scheduler",
         jitter: float | None = None,
     ) -> TaskExecutionRecord | None:
         now = timezone.now()
@@ -273,35 +437,22 @@ class TaskRunner:
                     record.save(update_fields=["status", "started_at", "finished_at", "duration_seconds", "message"])
         if buffered:
             logger.info("task %s: fire at %s buffered behind the current run", config.name, scheduled_at)
-        elif claimed:
-            signals.run_started.send(sender=type(self), record=record, task=self.registry.get(config.name))
         else:
-            logger.info("task %s: %s", config.name, BUSY_MESSAGE)
-            self._send_finished(record)
+            self._announce(config, record)
         return record
 
-    def _complete(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
-        if record.status != TaskStatus.RUNNING:
-            return record
-        record = self._execute(config, record)
-        if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
-            # The fire kept while we ran goes now, in this thread; another may be kept meanwhile.
-            while not self.cancel.is_set() and (buffered := self._claim_buffered(config)) is not None:
-                self._execute(config, buffered)
-        return record
-
-    def _execute(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
-        task = self.registry.get(config.name)
-        timeout = self.timeout_for(config)
-        # Every log line of this run, the task's own included, carries its task, run id and trigger.
-        with log_context(task=config.name, run_id=record.pk, trigger=record.trigger):
-            started = time.monotonic()
-            outcome = execute(task, timeout, self.cancel)
-            duration = time.monotonic() - started
-            record = self._finish(record, outcome, duration)
-            if record.status in FAILURE_STATUSES:
-                self._schedule_retry(config, record)
-        return record
+    def _begin_pending(
+        self, record_id: int, config: TaskConfig | None
+    ) -> tuple[TaskConfig, TaskExecutionRecord] | None:
+        record = TaskExecutionRecord.objects.filter(pk=record_id).only("task_id", "trigger").first()
+        if record is None:
+            return None
+        config = config or self._config(record.task_id)
+        if record.trigger == Trigger.RETRY and not config.enabled:
+            self._drop_pending(record_id, "skipped: the task was disabled, so its retries stopped")
+            return None
+        claimed = self._begin(config, trigger=record.trigger, pending_id=record_id)
+        return None if claimed is None else (config, claimed)
 
     def _claim_buffered(self, config: TaskConfig) -> TaskExecutionRecord | None:
         state = TaskState.objects.filter(task_id=config.name)
@@ -328,6 +479,168 @@ class TaskRunner:
         signals.run_started.send(sender=type(self), record=record, task=self.registry.get(config.name))
         return record
 
+    def _drop_pending(self, record_id: int, message: str) -> None:
+        now = timezone.now()
+        dropped = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
+            status=TaskStatus.SKIPPED, started_at=now, finished_at=now, duration_seconds=0.0, message=message
+        )
+        if dropped:
+            self._send_finished(TaskExecutionRecord.objects.get(pk=record_id))
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _start(self, config: TaskConfig, record: TaskExecutionRecord, on_settled: Any = None) -> Execution:
+        task = self.registry.get(config.name)
+        # Every log line of this run, the task's own included, carries its task, run id and trigger.
+        with log_context(task=config.name, run_id=record.pk, trigger=record.trigger):
+            return self.pool.start(task, self.timeout_for(config), on_settled)
+
+    def _complete(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
+        """Run a claimed record's code and record its outcome, in this thread; then a buffered fire."""
+        if record.status != TaskStatus.RUNNING:
+            return record
+        record = self._execute(config, record)
+        if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
+            # The fire kept while we ran goes now, in this thread; another may be kept meanwhile.
+            while not self.cancel.is_set() and (buffered := self._claim_buffered(config)) is not None:
+                self._execute(config, buffered)
+        return record
+
+    def _execute(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
+        execution = self._start(config, record)
+        execution.wait(self.cancel, "the scheduler stopped before the run finished")
+        return self._record_outcomes([_Run(config, record, execution)])[0]
+
+    def _launch(self, config: TaskConfig, record: TaskExecutionRecord) -> None:
+        with self._finish_cond:
+            self._unrecorded_runs += 1
+            if self._finisher is None:
+                self._finisher = threading.Thread(target=self._finisher_loop, name="run-finisher", daemon=True)
+                self._finisher.start()
+        # Not in the lock: a run may settle at once (pool closed) and queue itself for the finisher.
+        try:
+            execution = self._start(config, record, lambda execution: self._queue_finish(config, record, execution))
+        except Exception:
+            with self._finish_cond:
+                self._unrecorded_runs -= 1
+            raise
+        del execution
+
+    def _queue_finish(self, config: TaskConfig, record: TaskExecutionRecord, execution: Execution) -> None:
+        with self._finish_cond:
+            self._settled.append(_Run(config, record, execution))
+            self._finish_cond.notify_all()
+
+    def _finisher_loop(self) -> None:
+        """Write the outcomes of launched runs, many per transaction, then what follows them."""
+        while True:
+            with self._finish_cond:
+                while not self._settled and not self._finisher_stop:
+                    self._finish_cond.wait()
+                if not self._settled:
+                    return
+            # Runs waiting for a worker go first; their outcomes join this batch a moment later.
+            deadline = time.monotonic() + FINISH_DEFER_SECONDS
+            while self._pool is not None and self._pool.backlog() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            with self._finish_cond:
+                batch = list(self._settled)
+                self._settled.clear()
+            try:
+                with fresh_connections():
+                    self._record_outcomes(batch)
+                    for run in batch:
+                        if run.config.overlap_policy == OverlapPolicy.BUFFER_ONE and not self.cancel.is_set():
+                            self.launch_buffered(run.config.name, run.config)
+            except Exception:
+                logger.exception(
+                    "could not record the outcome of %d run(s); they stay `running` until reaped", len(batch)
+                )
+            finally:
+                with self._finish_cond:
+                    self._unrecorded_runs -= len(batch)
+                    self._finish_cond.notify_all()
+
+    # -- recording outcomes --------------------------------------------------------------------
+
+    def _record_outcomes(self, runs: list[_Run]) -> list[TaskExecutionRecord]:
+        """Write how ``runs`` ended in one transaction (waiting out a database outage), then tell."""
+        now = timezone.now()
+        outcomes = []
+        for run in runs:
+            outcome = run.execution.outcome
+            assert outcome is not None
+            execution = run.execution
+            outcomes.append(
+                RunOutcome(
+                    record_id=run.record.pk,
+                    task_name=run.record.task_id,
+                    status=outcome.status,
+                    # When the code began (a run may have waited for a free worker after its claim).
+                    started_at=execution.started_at or run.record.started_at,
+                    finished_at=now,
+                    duration_seconds=execution.duration,
+                    message=outcome.message,
+                    error=outcome.error,
+                    data=outcome.data,
+                    counts_as_failure=outcome.status in FAILURE_STATUSES,
+                )
+            )
+        written = self._write_outcomes(outcomes)
+        records = []
+        for run, outcome, changed in zip(runs, outcomes, written, strict=True):
+            record = run.record
+            if not changed:
+                # Someone decided this run was dead (we missed heartbeats); their verdict stands.
+                logger.warning("task %s run %s finished after it was marked interrupted", record.task_id, record.pk)
+                record.refresh_from_db()
+                records.append(record)
+                continue
+            record.status, record.started_at, record.finished_at = outcome.status, outcome.started_at, now
+            record.duration_seconds, record.message = outcome.duration_seconds, outcome.message
+            record.error, record.data = outcome.error, outcome.data
+            self._log_outcome(record)
+            self._send_finished(record)
+            if record.status in FAILURE_STATUSES:
+                self._schedule_retry(run.config, record)
+            records.append(record)
+        return records
+
+    def _write_outcomes(self, outcomes: list[RunOutcome]) -> list[bool]:
+        delay = 0.5
+        while True:
+            try:
+                with write_transaction():
+                    return finish_runs(outcomes)
+            except (OperationalError, InterfaceError) as exc:
+                # The runs happened: unrecorded, they would stay `running` and keep their tasks'
+                # slots taken while this process lives. Wait for the database (or for a stop).
+                if self.cancel.is_set():
+                    raise
+                logger.warning(
+                    "cannot record the outcome of %d run(s) yet (%s); retrying in %.1fs",
+                    len(outcomes),
+                    str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
+                    delay,
+                )
+                close_old_connections()
+                self.cancel.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _log_outcome(self, record: TaskExecutionRecord) -> None:
+        status = record.status
+        log = logger.info if status in (TaskStatus.SUCCESS, TaskStatus.SKIPPED) else logger.warning
+        with log_context(task=record.task_id, run_id=record.pk, trigger=record.trigger):
+            log(
+                "task %s run %s %s in %.3fs%s",
+                record.task_id,
+                record.pk,
+                status,
+                record.duration_seconds,
+                f": {record.message}" if record.message else "",
+                extra={"duration": record.duration_seconds},
+            )
+
     def _schedule_retry(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord | None:
         """Queue the next attempt of a failed run, as its own record linked to the first attempt."""
         options = config.options
@@ -348,178 +661,8 @@ class TaskRunner:
         logger.info("task %s: run %s %s; retry %s in %.1fs", record.task_id, record.pk, record.status, retry.pk, delay)
         return retry
 
-    def _drop_pending(self, record_id: int, message: str) -> None:
-        now = timezone.now()
-        dropped = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
-            status=TaskStatus.SKIPPED, started_at=now, finished_at=now, duration_seconds=0.0, message=message
-        )
-        if dropped:
-            self._send_finished(TaskExecutionRecord.objects.get(pk=record_id))
-
-    def _finish(self, record: TaskExecutionRecord, outcome: Outcome, duration: float) -> TaskExecutionRecord:
-        now = timezone.now()
-        status = outcome.status
-        state_changes: dict[str, Any] = {
-            "running_count": Greatest(F("running_count") - 1, Value(0)),
-            "run_count": F("run_count") + 1,
-            "last_result": status,
-            "last_run_at": record.started_at,
-            "last_finished_at": now,
-        }
-        if status == TaskStatus.SUCCESS:
-            state_changes.update(last_success_at=now, consecutive_failures=0)
-        elif status in FAILURE_STATUSES:
-            state_changes.update(fail_count=F("fail_count") + 1, consecutive_failures=F("consecutive_failures") + 1)
-        record_changes = {
-            "status": status,
-            "finished_at": now,
-            "duration_seconds": duration,
-            "message": outcome.message,
-            "error": outcome.error,
-            "data": outcome.data,
-        }
-        delay = 0.5
-        while True:
-            try:
-                with write_transaction():
-                    changed = TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.RUNNING).update(
-                        **record_changes
-                    )
-                    if changed:
-                        TaskState.objects.filter(task_id=record.task_id).update(**state_changes)
-                break
-            except (OperationalError, InterfaceError) as exc:
-                # The run happened: unrecorded, it would stay `running` and keep the task's slot
-                # taken while this process lives. Wait for the database (or for a stop).
-                if self.cancel.is_set():
-                    raise
-                logger.warning(
-                    "task %s run %s: cannot record its outcome yet (%s); retrying in %.1fs",
-                    record.task_id,
-                    record.pk,
-                    str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
-                    delay,
-                )
-                close_old_connections()
-                self.cancel.wait(delay)
-                delay = min(delay * 2, 5.0)
-        if not changed:
-            # Someone decided this run was dead (we missed heartbeats); their verdict stands.
-            logger.warning("task %s run %s finished after it was marked interrupted", record.task_id, record.pk)
-            record.refresh_from_db()
-            return record
-        for key, value in record_changes.items():
-            setattr(record, key, value)
-        log = logger.info if status in (TaskStatus.SUCCESS, TaskStatus.SKIPPED) else logger.warning
-        log(
-            "task %s run %s %s in %.3fs%s",
-            record.task_id,
-            record.pk,
-            status,
-            duration,
-            f": {outcome.message}" if outcome.message else "",
-            extra={"task": record.task_id, "run_id": record.pk, "trigger": record.trigger, "duration": duration},
-        )
-        self._send_finished(record)
-        return record
-
     def _send_finished(self, record: TaskExecutionRecord) -> None:
         try:
             signals.run_finished.send(sender=type(self), record=record)
         except Exception:
             logger.exception("a run_finished receiver failed for record %s", record.pk)
-
-
-def execute(task: BaseTask, timeout: float, cancel: threading.Event | None = None) -> Outcome:
-    """Run ``task.run()`` in its own thread and turn whatever happens into an ``Outcome``.
-
-    A thread of its own lets us stop waiting at the timeout even when the code ignores
-    cancellation; an async ``run`` is also cancelled at the limit. The thread's own database
-    connections are closed when it ends.
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result = task.run()
-            if inspect.isawaitable(result):
-                awaitable = result
-
-                async def bounded() -> Any:
-                    return await asyncio.wait_for(awaitable, timeout)
-
-                # async_to_sync keeps thread-sensitive ORM calls of the task in this thread.
-                result = async_to_sync(bounded)()
-            box["result"] = result
-        except TimeoutError:
-            box["timeout"] = True
-        except BaseException as exc:
-            box["error"] = exc
-            box["traceback"] = traceback.format_exc()
-        finally:
-            close_thread_connections()
-
-    finished = threading.Event()
-
-    def guarded() -> None:
-        try:
-            target()
-        finally:
-            finished.set()
-
-    # The caller's context (log_context) follows the run into its thread.
-    thread = threading.Thread(
-        target=contextvars.copy_context().run, args=(guarded,), name=f"task:{task.name}", daemon=True
-    )
-    thread.start()
-    limit = timeout + CANCEL_GRACE_SECONDS if inspect.iscoroutinefunction(task.run) else timeout
-    deadline = time.monotonic() + limit
-    while not finished.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        if cancel is not None and cancel.is_set():
-            return Outcome(
-                TaskStatus.INTERRUPTED,
-                message="interrupted",
-                error="the scheduler stopped before the run finished",
-            )
-        finished.wait(min(remaining, 0.1))
-    if not finished.is_set() or box.get("timeout"):
-        return Outcome(
-            TaskStatus.TIMEOUT,
-            message=f"timed out after {timeout:g}s",
-            error=f"TimeoutError: task {task.name!r} did not finish within {timeout:g} seconds",
-        )
-    if "error" in box:
-        exc = box["error"]
-        return Outcome(TaskStatus.FAILED, message=f"raised {type(exc).__name__}: {exc}", error=box["traceback"])
-    return outcome_from_result(task, box.get("result"))
-
-
-def outcome_from_result(task: BaseTask, result: Any) -> Outcome:
-    if not isinstance(result, TaskResult):
-        return Outcome(
-            TaskStatus.FAILED,
-            message="run() did not return a TaskResult",
-            error=(
-                f"TypeError: {type(task).__qualname__}.run() must return a TaskResult "
-                f"(TaskResult.success/failed/skipped), got {type(result).__name__}: {result!r:.200}"
-            ),
-        )
-    try:
-        status = TaskStatus(result.status)
-    except ValueError:
-        return Outcome(TaskStatus.FAILED, error=f"ValueError: unknown TaskResult status {result.status!r}")
-    if status not in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.SKIPPED):
-        return Outcome(TaskStatus.FAILED, error=f"ValueError: a task cannot report status {status.value!r}")
-    data = result.data if isinstance(result.data, dict) else {"value": result.data}
-    try:
-        data = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
-    except (TypeError, ValueError) as exc:
-        return Outcome(
-            TaskStatus.FAILED,
-            message=result.message,
-            error=f"TypeError: TaskResult data is not JSON serializable: {exc}",
-        )
-    return Outcome(status, message=str(result.message or ""), error=str(result.error or ""), data=data)

@@ -5,8 +5,10 @@ leader lease. The leader runs APScheduler over the cached ``DjangoJobStore``, ap
 changes made by other processes, runs manual triggers queued as ``pending``, reaps the runs of dead
 processes and flushes the job store. Standbys only heartbeat until the lease is free.
 
-Fires go to ``TaskExecutor``, which applies the missed-run policy and hands each fire to the
-``TaskRunner`` with the time it was meant for. The scheduler knows nothing of HTTP.
+APScheduler's fires go through ``TaskExecutor`` to one dispatcher thread, which applies the
+missed-run policy and hands every fire due at once to the ``TaskRunner`` in one call (one
+transaction claims and records the whole burst; the code runs on the runner's worker pool). The
+scheduler knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -43,7 +45,7 @@ from scheduler_app.db import close_thread_connections, fresh_connections
 from scheduler_app.jobstore import CachedDjangoJobStore
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.registry import TaskRegistry, task_registry
-from scheduler_app.runner import TaskRunner
+from scheduler_app.runner import Fire, TaskRunner
 from scheduler_app.tasks.base import CatchUp, ScheduleType, TaskStatus
 from scheduler_app.triggers import CronTrigger, make_interval_trigger
 from scheduler_app.validation import parse_datetime_option
@@ -118,23 +120,16 @@ class DelayedFires:
 
 
 class TaskExecutor(BaseExecutor):
-    """Hands APScheduler's fires, with their scheduled times, to the scheduler's worker pool."""
+    """Hands APScheduler's fires, with their scheduled times, to the scheduler's dispatcher."""
 
     def __init__(self, owner: TaskScheduler) -> None:
         super().__init__()
         self.owner = owner
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        future = self.owner.submit(self.owner.run_fires, job.id, list(run_times))
-
-        def done(f: Future) -> None:
-            exc = f.exception()
-            if exc is None:
-                self._run_job_success(job.id, [])
-            else:
-                self._run_job_error(job.id, exc, exc.__traceback__)
-
-        future.add_done_callback(done)
+        self.owner.queue_fires(job.id, list(run_times))
+        # Whatever happens to the fires is ours to record; for APScheduler the job is done.
+        self._run_job_success(job.id, [])
 
 
 class TaskScheduler:
@@ -142,15 +137,15 @@ class TaskScheduler:
         self.registry = registry or task_registry
         self.runner = runner or TaskRunner(self.registry)
         self.process: ProcessHandle | None = None
-        self.pool: ThreadPoolExecutor | None = None
         self._aps: BackgroundScheduler | None = None
         self._jobstore: CachedDjangoJobStore | None = None
         self._stopping = threading.Event()
         self._configs: dict[str, TaskConfig] = {}
         self._config_key: tuple[object, object] | None = None
-        self._pending_inflight: set[int] = set()
-        self._inflight: set[Future] = set()
-        self._inflight_lock = threading.Lock()
+        # Fires handed over by APScheduler (task, fire times, jitter already applied), for the dispatcher.
+        self._fires: deque[tuple[str, list[datetime], float | None]] = deque()
+        self._fires_cond = threading.Condition()
+        self._dispatcher: threading.Thread | None = None
         self._lease_valid_until = 0.0
         self._last_flush = 0.0
         self._ticks = 0
@@ -206,16 +201,23 @@ class TaskScheduler:
         grace = float(conf.get("SHUTDOWN_GRACE")) if grace is None else grace
         if self._aps is not None:
             self._aps.shutdown(wait=False)
-        with self._inflight_lock:
-            inflight = list(self._inflight)
-        if inflight:
-            logger.info("waiting up to %.0fs for %d running task(s)", grace, len(inflight))
-            wait(inflight, timeout=grace)
-        # Runs still going are told to stop waiting and record themselves as interrupted.
-        self.runner.cancel.set()
         delayed = self._delayed.close()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
+        # Fires already handed over are recorded as missed (we are stopping), then the dispatcher ends.
+        with self._fires_cond:
+            self._fires_cond.notify_all()
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout=30)
+            self._dispatcher = None
+        in_flight = len(self.runner.pool.in_flight())
+        if in_flight:
+            logger.info("waiting up to %.0fs for %d running task(s)", grace, in_flight)
+        if not self.runner.drain(grace):
+            # Runs still going are settled as interrupted, and recorded so by the runner's finisher.
+            self.runner.cancel.set()
+            self.runner.interrupt_launched("the scheduler stopped before the run finished")
+            self.runner.drain(5.0)
+        self.runner.cancel.set()
+        self.runner.close()
         with fresh_connections():
             # Filtered here, not in SQL: the running-record index serves `status` alone.
             running = TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING)
@@ -244,7 +246,8 @@ class TaskScheduler:
             self.process = ProcessHandle(SchedulerProcess.Kind.SCHEDULER)
             self.process.register()
         self.runner.process = self.process.row
-        self.pool = ThreadPoolExecutor(max_workers=int(conf.get("MAX_WORKERS")), thread_name_prefix="task-worker")
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="fire-dispatcher", daemon=True)
+        self._dispatcher.start()
         logger.info(
             "scheduler process %s started with %d task(s): %s",
             self.process.row.label,
@@ -369,38 +372,60 @@ class TaskScheduler:
 
     # -- running -------------------------------------------------------------------------------
 
-    def submit(self, fn, *args) -> Future:
-        assert self.pool is not None
-        future = self.pool.submit(fn, *args)
-        with self._inflight_lock:
-            self._inflight.add(future)
-        future.add_done_callback(self._forget)
-        return future
+    def queue_fires(self, name: str, run_times: list[datetime], jitter: float | None = None) -> None:
+        """Hand due fires of one task to the dispatcher (called by APScheduler's thread: returns at once)."""
+        with self._fires_cond:
+            self._fires.append((name, run_times, jitter))
+            self._fires_cond.notify()
 
-    def _forget(self, future: Future) -> None:
-        with self._inflight_lock:
-            self._inflight.discard(future)
+    def _dispatch_loop(self) -> None:
+        """Take every fire handed over so far and start them together, until the scheduler stops."""
+        try:
+            while True:
+                with self._fires_cond:
+                    while not self._fires and not self._stopping.is_set():
+                        self._fires_cond.wait()
+                    if not self._fires:
+                        return
+                    batch = list(self._fires)
+                    self._fires.clear()
+                self.run_fires(batch)
+        finally:
+            close_thread_connections()
 
-    def run_fires(self, name: str, run_times: list[datetime]) -> None:
-        """Apply the missed-run policy to the due fire times of one task, then run what is left.
+    def run_fires(self, batch: list[tuple[str, list[datetime], float | None]]) -> None:
+        """Apply the missed-run policy to due fires, then claim, record and start the rest at once.
 
         A fire whose record cannot be written is not run (without its record nothing stops another
         process from running it too); it is logged now and recorded ``missed`` when the database is back.
         """
-        try:
-            self._run_fires(name, run_times)
-        except (OperationalError, InterfaceError) as exc:
-            why = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
-            for scheduled_at in run_times:
-                logger.error(
-                    "task %s: fire at %s could not be recorded (database unreachable: %s); not run, "
-                    "it will be recorded as missed when the database is back",
-                    name,
-                    scheduled_at.isoformat(),
-                    why,
-                )
-            with self._unrecorded_lock:
-                self._unrecorded.extend((name, scheduled_at, why) for scheduled_at in run_times)
+        fires: list[Fire] = []
+        with fresh_connections():
+            for name, run_times, jitter in batch:
+                try:
+                    fires += self._fires_to_run(name, run_times, jitter)
+                except (OperationalError, InterfaceError) as exc:
+                    self._unrecordable(name, run_times, exc)
+            if not fires:
+                return
+            try:
+                self.runner.launch_fires(fires)
+            except (OperationalError, InterfaceError) as exc:
+                for fire in fires:
+                    self._unrecordable(fire.config.name, [fire.scheduled_at], exc)
+
+    def _unrecordable(self, name: str, run_times: list[datetime], exc: Exception) -> None:
+        why = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        for scheduled_at in run_times:
+            logger.error(
+                "task %s: fire at %s could not be recorded (database unreachable: %s); not run, "
+                "it will be recorded as missed when the database is back",
+                name,
+                scheduled_at.isoformat(),
+                why,
+            )
+        with self._unrecorded_lock:
+            self._unrecorded.extend((name, scheduled_at, why) for scheduled_at in run_times)
 
     def _record_unrecorded(self) -> None:
         with self._unrecorded_lock:
@@ -416,26 +441,29 @@ class TaskScheduler:
                 with self._unrecorded_lock:
                     self._unrecorded[:0] = backlog
 
-    def _run_fires(self, name: str, run_times: list[datetime]) -> None:
-        with fresh_connections():
-            config = self._configs.get(name)
-            if config is None or not config.enabled or name not in self.registry:
-                return
-            if self._stopping.is_set():
-                for scheduled_at in run_times:
-                    self.runner.record_missed(name, scheduled_at, "the scheduler was stopping")
-                return
-            to_run = self._apply_missed_policy(config, run_times)
-            jitter = int(config.options.get("jitter_seconds") or 0)  # type: ignore[call-overload]
-            for scheduled_at in to_run:
-                if jitter:
-                    delay = random.uniform(0, jitter)
-                    self._delayed.call_later(delay, name, scheduled_at, self._submit_jittered, config, delay)
-                else:
-                    self.runner.run_scheduled(name, scheduled_at, config)
+    def _fires_to_run(self, name: str, run_times: list[datetime], jitter: float | None) -> list[Fire]:
+        """The fires of one task to start now; the others are recorded, or delayed by jitter."""
+        config = self._configs.get(name)
+        if config is None or not config.enabled or name not in self.registry:
+            return []
+        if self._stopping.is_set():
+            for scheduled_at in run_times:
+                self.runner.record_missed(name, scheduled_at, "the scheduler was stopping")
+            return []
+        if jitter is not None:
+            # Back from its jitter delay: the missed-run policy was applied when it was due.
+            return [Fire(config, scheduled_at, jitter) for scheduled_at in run_times]
+        to_run = self._apply_missed_policy(config, run_times)
+        max_jitter = int(config.options.get("jitter_seconds") or 0)  # type: ignore[call-overload]
+        if not max_jitter:
+            return [Fire(config, scheduled_at) for scheduled_at in to_run]
+        for scheduled_at in to_run:
+            delay = random.uniform(0, max_jitter)
+            self._delayed.call_later(delay, name, scheduled_at, self._queue_jittered, delay)
+        return []
 
-    def _submit_jittered(self, name: str, scheduled_at: datetime, config: TaskConfig, delay: float) -> None:
-        self.submit(self.runner.run_scheduled, name, scheduled_at, config, delay)
+    def _queue_jittered(self, name: str, scheduled_at: datetime, delay: float) -> None:
+        self.queue_fires(name, [scheduled_at], delay)
 
     def _apply_missed_policy(self, config: TaskConfig, run_times: list[datetime]) -> list[datetime]:
         """Split due fires into those to run and those recorded as missed, by the task's catch-up rules."""
@@ -474,8 +502,6 @@ class TaskScheduler:
         now = timezone.now()
         pending = TaskExecutionRecord.objects.filter(status=TaskStatus.PENDING).order_by("id")
         for record_id, name, trigger, due in pending.values_list("id", "task_id", "trigger", "scheduled_at")[:100]:
-            if record_id in self._pending_inflight:
-                continue
             if trigger == Trigger.RETRY and due is not None and due > now:
                 continue
             if name not in self.registry:
@@ -485,20 +511,11 @@ class TaskScheduler:
                     message=f"task {name!r} is not registered in this scheduler",
                 )
                 continue
-            self._pending_inflight.add(record_id)
-            self.submit(self._run_pending, record_id, name, trigger == Trigger.SCHEDULED)
-
-    def _run_pending(self, record_id: int, name: str, buffered: bool) -> None:
-        try:
-            if self._stopping.is_set():
-                return
-            if buffered:
+            if trigger == Trigger.SCHEDULED:
                 # Normally the run it waits for starts it; this covers a run whose process died.
-                self.runner.run_buffered(name, self._configs.get(name))
+                self.runner.launch_buffered(name, self._configs.get(name))
             else:
-                self.runner.run_pending(record_id, self._configs.get(name))
-        finally:
-            self._pending_inflight.discard(record_id)
+                self.runner.launch_pending(record_id, self._configs.get(name))
 
 
 task_scheduler = TaskScheduler()

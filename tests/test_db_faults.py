@@ -138,7 +138,7 @@ def test_a_run_that_ends_while_the_database_is_down_is_recorded_when_it_returns(
     pg_server.stop()
     try:
         wait_for(
-            lambda: "cannot record its outcome yet" in scheduler.output(),
+            lambda: "cannot record the outcome of 1 run(s) yet" in scheduler.output(),
             timeout=15,
             message="the run to end and fail to record its outcome",
         )

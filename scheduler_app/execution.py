@@ -1,0 +1,333 @@
+"""``WorkerPool``: the threads that run task code, a fixed number at once, each run bounded in time.
+
+This module knows nothing of the database or of schedules: it turns "run this task's code within
+this many seconds" into an ``Outcome``. Workers are long-lived threads, so starting a run costs a
+queue hand-off instead of a new thread (a burst of hundreds of simultaneous fires starts within
+milliseconds). A thread cannot be killed: a run that outlives its timeout is settled as ``timeout``
+by the watchdog, its worker is abandoned to the hung code and replaced, so a hung task never
+shrinks the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import heapq
+import inspect
+import itertools
+import json
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from scheduler_app.db import close_thread_connections
+from scheduler_app.tasks.base import BaseTask, TaskResult, TaskStatus
+
+logger = logging.getLogger("scheduler_app.execution")
+
+# How long past its timeout an async run may take to honour cancellation before we stop waiting.
+CANCEL_GRACE_SECONDS = 1.0
+
+
+@dataclass
+class Outcome:
+    status: TaskStatus
+    message: str = ""
+    error: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def interrupted_outcome(reason: str) -> Outcome:
+    return Outcome(TaskStatus.INTERRUPTED, message="interrupted", error=reason)
+
+
+def timeout_outcome(task_name: str, timeout: float) -> Outcome:
+    return Outcome(
+        TaskStatus.TIMEOUT,
+        message=f"timed out after {timeout:g}s",
+        error=f"TimeoutError: task {task_name!r} did not finish within {timeout:g} seconds",
+    )
+
+
+class Execution:
+    """One run of a task's code: queued, then started by a worker, then settled exactly once.
+
+    Whoever settles first wins: the worker with the code's outcome, the watchdog with ``timeout``,
+    or a stopping scheduler with ``interrupted``. ``on_settled`` is called once, in the settling thread.
+    """
+
+    def __init__(
+        self,
+        task: BaseTask,
+        timeout: float,
+        on_settled: Callable[[Execution], None] | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        self.task = task
+        self.timeout = timeout
+        self.on_settled = on_settled
+        # The starter's context (its log_context) follows the run into the worker thread.
+        self.context = context or contextvars.copy_context()
+        self.started_at: datetime | None = None
+        self.started_monotonic: float | None = None
+        self.duration: float = 0.0
+        self.outcome: Outcome | None = None
+        self.settled = threading.Event()
+        self._lock = threading.Lock()
+        self._worker: _Worker | None = None
+
+    @property
+    def deadline_seconds(self) -> float:
+        # An async run is cancelled by asyncio at its timeout; give it a moment to unwind.
+        return self.timeout + CANCEL_GRACE_SECONDS if inspect.iscoroutinefunction(self.task.run) else self.timeout
+
+    def settle(self, outcome: Outcome) -> bool:
+        """Record how the run ended; False when it had already been settled."""
+        with self._lock:
+            if self.outcome is not None:
+                return False
+            self.outcome = outcome
+            if self.started_monotonic is not None:
+                self.duration = time.monotonic() - self.started_monotonic
+        self.settled.set()
+        if self.on_settled is not None:
+            try:
+                self.on_settled(self)
+            except Exception:
+                logger.exception("handling the end of a run of %s failed", self.task.name)
+        return True
+
+    def wait(self, cancel: threading.Event | None = None, reason: str = "") -> Outcome:
+        """Block until settled; a set ``cancel`` settles the run as interrupted (for synchronous callers)."""
+        while not self.settled.wait(0.05 if cancel is not None else None):
+            if cancel is not None and cancel.is_set():
+                self.settle(interrupted_outcome(reason or "the run was cancelled"))
+        assert self.outcome is not None
+        return self.outcome
+
+
+class _Worker:
+    def __init__(self, pool: WorkerPool, number: int) -> None:
+        self.pool = pool
+        # Set by the watchdog when the code outlived its timeout: the thread ends when the code does.
+        self.abandoned = False
+        self.thread = threading.Thread(target=self._run, name=f"{pool.name}-{number}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.abandoned and (execution := self.pool._next()) is not None:
+                self._execute(execution)
+        finally:
+            close_thread_connections()
+
+    def _execute(self, execution: Execution) -> None:
+        with execution._lock:
+            if execution.outcome is not None:
+                return  # settled (interrupted) while it waited for a worker
+            execution._worker = self
+            execution.started_at = timezone.now()
+            execution.started_monotonic = time.monotonic()
+        self.pool._watch(execution)
+        thread = threading.current_thread()
+        idle_name, thread.name = thread.name, f"task:{execution.task.name}"
+        try:
+            outcome = execution.context.run(call_task, execution.task, execution.timeout)
+        finally:
+            thread.name = idle_name
+            # Connections the code opened are closed with its run, as if it had had a thread of its
+            # own: an idle worker holds no connection (PostgreSQL counts them).
+            close_thread_connections()
+        execution.settle(outcome)
+
+
+class WorkerPool:
+    """``size`` threads running task code; runs beyond that wait in order for a free worker."""
+
+    def __init__(self, size: int, name: str = "task-worker") -> None:
+        self.size = max(1, size)
+        self.name = name
+        self._queue: deque[Execution] = deque()
+        self._cond = threading.Condition()
+        self._workers: list[_Worker] = []
+        self._idle = 0
+        self._numbers = itertools.count(1)
+        self._closed = False
+        self._unsettled: set[Execution] = set()
+        self._deadlines: list[tuple[float, int, Execution]] = []
+        self._order = itertools.count()
+        self._watch_cond = threading.Condition()
+        self._watchdog: threading.Thread | None = None
+
+    # -- public --------------------------------------------------------------------------------
+
+    def start(self, task: BaseTask, timeout: float, on_settled: Callable[[Execution], None] | None = None) -> Execution:
+        """Queue a run of ``task``; ``on_settled`` is called (in some thread) once it has ended."""
+
+        def settled(execution: Execution) -> None:
+            with self._cond:
+                self._unsettled.discard(execution)
+            if on_settled is not None:
+                on_settled(execution)
+
+        execution = Execution(task, timeout, settled)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            self._unsettled.add(execution)
+            self._queue.append(execution)
+            # Workers are started as runs need them, up to the size, and then kept.
+            if len(self._queue) > self._idle and len(self._workers) < self.size:
+                self._spawn()
+            self._cond.notify()
+        return execution
+
+    def backlog(self) -> int:
+        """Runs waiting for a worker."""
+        return len(self._queue)
+
+    def in_flight(self) -> list[Execution]:
+        """Runs queued or running, not settled yet."""
+        with self._cond:
+            return list(self._unsettled)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every run started so far is settled; False at the timeout."""
+        deadline = time.monotonic() + timeout
+        return all(execution.settled.wait(max(0.0, deadline - time.monotonic())) for execution in self.in_flight())
+
+    def interrupt_all(self, reason: str) -> int:
+        """Settle every run not ended yet as interrupted (a thread still in task code ends alone)."""
+        return sum(execution.settle(interrupted_outcome(reason)) for execution in self.in_flight())
+
+    def close(self) -> None:
+        """Let idle workers and the watchdog end; a busy worker ends after its current run."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        with self._watch_cond:
+            self._watch_cond.notify_all()
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        worker = _Worker(self, next(self._numbers))
+        self._workers.append(worker)
+        worker.thread.start()
+
+    def _next(self) -> Execution | None:
+        with self._cond:
+            self._idle += 1
+            try:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                return self._queue.popleft()
+            finally:
+                self._idle -= 1
+
+    # -- timeouts ------------------------------------------------------------------------------
+
+    def _watch(self, execution: Execution) -> None:
+        deadline = time.monotonic() + execution.deadline_seconds
+        with self._watch_cond:
+            earliest = self._deadlines[0][0] if self._deadlines else None
+            heapq.heappush(self._deadlines, (deadline, next(self._order), execution))
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch_loop, name=f"{self.name}-watchdog", daemon=True)
+                self._watchdog.start()
+            elif earliest is None or deadline < earliest:
+                self._watch_cond.notify()
+
+    def _watch_loop(self) -> None:
+        while (execution := self._next_expired()) is not None:
+            self._expire(execution)
+
+    def _next_expired(self) -> Execution | None:
+        with self._watch_cond:
+            while True:
+                # Runs that ended on their own leave the front lazily.
+                while self._deadlines and self._deadlines[0][2].outcome is not None:
+                    heapq.heappop(self._deadlines)
+                if self._closed and not self._deadlines:
+                    return None
+                if self._deadlines and self._deadlines[0][0] <= time.monotonic():
+                    return heapq.heappop(self._deadlines)[2]
+                wait = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
+                self._watch_cond.wait(wait)
+
+    def _expire(self, execution: Execution) -> None:
+        if not execution.settle(timeout_outcome(execution.task.name, execution.timeout)):
+            return
+        with self._cond:
+            worker = execution._worker
+            if worker is None or worker.abandoned or worker not in self._workers:
+                return
+            # The code still holds this thread: leave it there and put a fresh worker in its place.
+            worker.abandoned = True
+            self._workers.remove(worker)
+            if self._queue and not self._closed:
+                self._spawn()
+        logger.warning(
+            "task %s: its code is still running after its timeout of %gs; its thread is abandoned",
+            execution.task.name,
+            execution.timeout,
+        )
+
+
+def call_task(task: BaseTask, timeout: float) -> Outcome:
+    """Run ``task.run()`` here and turn whatever happens into an ``Outcome``."""
+    try:
+        result = task.run()
+        if inspect.isawaitable(result):
+            awaitable = result
+
+            async def bounded() -> Any:
+                return await asyncio.wait_for(awaitable, timeout)
+
+            # async_to_sync keeps thread-sensitive ORM calls of the task in this thread.
+            result = async_to_sync(bounded)()
+    except TimeoutError:
+        return timeout_outcome(task.name, timeout)
+    except BaseException as exc:  # a task's failure of any kind is its outcome
+        return Outcome(TaskStatus.FAILED, message=f"raised {type(exc).__name__}: {exc}", error=traceback.format_exc())
+    return outcome_from_result(task, result)
+
+
+def outcome_from_result(task: BaseTask, result: Any) -> Outcome:
+    if not isinstance(result, TaskResult):
+        return Outcome(
+            TaskStatus.FAILED,
+            message="run() did not return a TaskResult",
+            error=(
+                f"TypeError: {type(task).__qualname__}.run() must return a TaskResult "
+                f"(TaskResult.success/failed/skipped), got {type(result).__name__}: {result!r:.200}"
+            ),
+        )
+    try:
+        status = TaskStatus(result.status)
+    except ValueError:
+        return Outcome(TaskStatus.FAILED, error=f"ValueError: unknown TaskResult status {result.status!r}")
+    if status not in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.SKIPPED):
+        return Outcome(TaskStatus.FAILED, error=f"ValueError: a task cannot report status {status.value!r}")
+    data = result.data if isinstance(result.data, dict) else {"value": result.data}
+    if data:
+        try:
+            data = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+        except (TypeError, ValueError) as exc:
+            return Outcome(
+                TaskStatus.FAILED,
+                message=result.message,
+                error=f"TypeError: TaskResult data is not JSON serializable: {exc}",
+            )
+    return Outcome(status, message=str(result.message or ""), error=str(result.error or ""), data=data)

@@ -1,0 +1,165 @@
+"""``WorkerPool``: task code on long-lived threads, a fixed number at once, each run bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from scheduler_app.execution import WorkerPool, call_task
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
+from tests.processes import wait_for
+
+SCHEDULE = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+
+class Quick(BaseTask):
+    name = "quick"
+    schedule = SCHEDULE
+
+    def run(self) -> TaskResult:
+        return TaskResult.success("quick", thread=threading.get_ident(), name=threading.current_thread().name)
+
+
+class Gate(BaseTask):
+    """Blocks until its event is set (or 30 s), and counts how many run at once."""
+
+    name = "gate"
+    schedule = SCHEDULE
+    release = threading.Event()
+    lock = threading.Lock()
+    running = 0
+    most = 0
+
+    def run(self) -> TaskResult:
+        with Gate.lock:
+            Gate.running += 1
+            Gate.most = max(Gate.most, Gate.running)
+        try:
+            Gate.release.wait(30)
+        finally:
+            with Gate.lock:
+                Gate.running -= 1
+        return TaskResult.success("released")
+
+
+class Stuck(BaseTask):
+    name = "stuck"
+    schedule = SCHEDULE
+    release = threading.Event()
+
+    def run(self) -> TaskResult:
+        Stuck.release.wait(30)
+        return TaskResult.success("too late")
+
+
+class AsyncSleeper(BaseTask):
+    name = "async_sleeper"
+    schedule = SCHEDULE
+
+    async def run(self) -> TaskResult:
+        await asyncio.sleep(30)
+        return TaskResult.success("unreachable")
+
+
+@pytest.fixture
+def pool():
+    pool = WorkerPool(3, name="test-worker")
+    yield pool
+    Gate.release.set()
+    Stuck.release.set()
+    pool.close()
+
+
+def test_runs_on_reused_threads_and_settles_once(pool: WorkerPool) -> None:
+    ends: list[str] = []
+    executions = [pool.start(Quick(), 5, lambda e: ends.append(e.outcome.status)) for _ in range(20)]
+    outcomes = [execution.wait() for execution in executions]
+    assert all(outcome.status == TaskStatus.SUCCESS for outcome in outcomes)
+    assert ends == [TaskStatus.SUCCESS] * 20
+    # At most three threads ran twenty runs, each named after its task while it ran.
+    assert len({outcome.data["thread"] for outcome in outcomes}) <= 3
+    assert {outcome.data["name"] for outcome in outcomes} == {"task:quick"}
+    assert all(e.started_at is not None and e.duration >= 0 for e in executions)
+    assert pool.in_flight() == []
+
+
+def test_never_more_runs_at_once_than_workers(pool: WorkerPool) -> None:
+    Gate.release.clear()
+    Gate.most = 0
+    executions = [pool.start(Gate(), 30) for _ in range(7)]
+    wait_for(lambda: Gate.running == 3, timeout=5, message="three runs at once")
+    assert pool.backlog() == 4
+    assert all(e.started_at is None for e in executions[3:])
+    Gate.release.set()
+    for execution in executions:
+        assert execution.wait().status == TaskStatus.SUCCESS
+    assert Gate.most == 3
+
+
+def test_a_hung_run_times_out_and_its_worker_is_replaced(pool: WorkerPool) -> None:
+    Stuck.release.clear()
+    hung = [pool.start(Stuck(), 0.3) for _ in range(3)]
+    started = time.monotonic()
+    for execution in hung:
+        outcome = execution.wait()
+        assert outcome.status == TaskStatus.TIMEOUT and "0.3" in outcome.message
+    assert time.monotonic() - started < 3
+    # All three workers are still stuck in the code, yet new runs start: fresh workers took over.
+    assert pool.start(Quick(), 5).wait().status == TaskStatus.SUCCESS
+    Stuck.release.set()
+    # The abandoned threads' late results change nothing.
+    assert all(execution.outcome.status == TaskStatus.TIMEOUT for execution in hung)
+
+
+def test_async_run_is_cancelled_at_its_timeout(pool: WorkerPool) -> None:
+    started = time.monotonic()
+    outcome = pool.start(AsyncSleeper(), 0.3).wait()
+    assert outcome.status == TaskStatus.TIMEOUT
+    assert time.monotonic() - started < 2
+
+
+def test_interrupt_all_settles_running_and_queued_runs(pool: WorkerPool) -> None:
+    Gate.release.clear()
+    executions = [pool.start(Gate(), 30) for _ in range(5)]
+    wait_for(lambda: Gate.running == 3, timeout=5, message="three runs at once")
+    assert pool.interrupt_all("stopping") == 5
+    assert [e.outcome.status for e in executions] == [TaskStatus.INTERRUPTED] * 5
+    assert all(e.outcome.error == "stopping" for e in executions)
+    Gate.release.set()
+    # A queued run that was interrupted never starts.
+    wait_for(lambda: Gate.running == 0, timeout=5, message="released runs to end")
+    assert all(e.started_at is None for e in executions[3:])
+
+
+def test_wait_with_cancel_interrupts_a_synchronous_caller(pool: WorkerPool) -> None:
+    Gate.release.clear()
+    cancel = threading.Event()
+    execution = pool.start(Gate(), 30)
+    threading.Timer(0.2, cancel.set).start()
+    outcome = execution.wait(cancel, "the scheduler stopped")
+    assert outcome.status == TaskStatus.INTERRUPTED and outcome.error == "the scheduler stopped"
+
+
+def test_call_task_turns_failures_into_outcomes() -> None:
+    class Raises(Quick):
+        def run(self) -> TaskResult:
+            raise KeyError("nope")
+
+    class Garbage(Quick):
+        def run(self):
+            return {"not": "a TaskResult"}
+
+    failed = call_task(Raises(), 5)
+    assert failed.status == TaskStatus.FAILED and "KeyError" in failed.message and "Traceback" in failed.error
+    garbage = call_task(Garbage(), 5)
+    assert garbage.status == TaskStatus.FAILED and "must return a TaskResult" in garbage.error
+
+
+def test_closed_pool_refuses_new_runs() -> None:
+    pool = WorkerPool(1)
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.start(Quick(), 1)

@@ -1,0 +1,104 @@
+"""The batched hot path: a burst of fires claimed and recorded in one go, outcomes written by the finisher."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState
+from scheduler_app.runner import BUSY_MESSAGE, Fire, TaskRunner
+from scheduler_app.services import set_options, sync_task_rows
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MOMENT = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def rows() -> None:
+    sync_task_rows()
+
+
+@pytest.fixture
+def runner():
+    runner = TaskRunner()
+    yield runner
+    runner.close()
+
+
+def config(name: str) -> TaskConfig:
+    return TaskConfig.objects.get(name=name)
+
+
+def state(name: str) -> TaskState:
+    return TaskState.objects.get(task_id=name)
+
+
+def test_a_burst_is_recorded_once_each_and_outcomes_land(runner: TaskRunner) -> None:
+    TaskState.objects.filter(task_id="slow").update(running_count=1)  # busy elsewhere
+    fires = [Fire(config(name), MOMENT) for name in ("tick", "boom", "garbage", "slow")]
+    before = timezone.now()
+    records = runner.launch_fires(fires)
+    assert [r.status for r in records] == ["running", "running", "running", "skipped"]
+    assert records[3].message == BUSY_MESSAGE and state("slow").running_count == 1
+    assert runner.drain(10)
+    stored = {r.task_id: r for r in TaskExecutionRecord.objects.filter(scheduled_at=MOMENT)}
+    assert {name: r.status for name, r in stored.items()} == {
+        "tick": "success",
+        "boom": "failed",
+        "garbage": "failed",
+        "slow": "skipped",
+    }
+    assert all(r.trigger == "scheduled" and r.origin == "scheduler" for r in stored.values())
+    # The record says when the code began, and the state moved with the outcome.
+    assert before <= stored["tick"].started_at <= stored["tick"].finished_at
+    tick, boom = state("tick"), state("boom")
+    assert (tick.running_count, tick.run_count, tick.last_result, tick.consecutive_failures) == (0, 1, "success", 0)
+    assert tick.last_success_at == stored["tick"].finished_at
+    assert (boom.running_count, boom.run_count, boom.fail_count, boom.consecutive_failures) == (0, 1, 1, 1)
+    assert "ValueError: boom" in stored["boom"].error
+
+
+def test_a_fire_recorded_elsewhere_is_not_run_and_takes_no_slot(runner: TaskRunner) -> None:
+    TaskExecutionRecord.objects.create(task_id="tick", trigger="scheduled", status="success", scheduled_at=MOMENT)
+    records = runner.launch_fires([Fire(config("tick"), MOMENT), Fire(config("boom"), MOMENT)])
+    assert records[0] is None and records[1] is not None
+    assert state("tick").running_count == 0
+    assert runner.drain(10)
+    assert TaskExecutionRecord.objects.filter(task_id="tick").count() == 1
+
+
+def test_two_fires_of_one_task_in_a_burst_follow_its_overlap_rule(runner: TaskRunner) -> None:
+    later = MOMENT + timedelta(seconds=1)
+    records = runner.launch_fires([Fire(config("tick"), MOMENT), Fire(config("tick"), later)])
+    # Not allowed to overlap: the first claims the slot, the second is skipped.
+    assert [r.status for r in records] == ["running", "skipped"]
+    assert runner.drain(10)
+    set_options("tick", {"overlap": "allow"})
+    records = runner.launch_fires(
+        [Fire(config("tick"), later + timedelta(seconds=1)), Fire(config("tick"), later + timedelta(seconds=2))]
+    )
+    assert [r.status for r in records] == ["running", "running"]
+    assert runner.drain(10)
+    assert state("tick").running_count == 0 and state("tick").run_count == 3
+
+
+def test_jitter_is_stored_with_the_fire(runner: TaskRunner) -> None:
+    (record,) = runner.launch_fires([Fire(config("tick"), MOMENT, jitter=1.25)])
+    assert runner.drain(10)
+    assert TaskExecutionRecord.objects.get(pk=record.pk).jitter_seconds == 1.25
+
+
+def test_an_outcome_does_not_overwrite_a_verdict_of_interrupted(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_LONG_TASK_SECONDS", "0.5")
+    (record,) = runner.launch_fires([Fire(config("long"), MOMENT)])
+    # Another process decided this run was dead (e.g. its heartbeats were late) and said so.
+    TaskRunner().interrupt([TaskExecutionRecord.objects.get(pk=record.pk)], "reaped")
+    assert runner.drain(10)
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert stored.status == "interrupted" and stored.error == "reaped"
+    assert state("long").running_count == 0 and state("long").run_count == 1
