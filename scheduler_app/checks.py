@@ -100,3 +100,31 @@ def check_api_permissions(app_configs: Any = None, **kwargs: Any) -> list[CheckM
                     Error(f"SCHEDULER[{key!r}]: {path!r} is not a DRF permission class.", id="scheduler.E021")
                 )
     return messages
+
+
+# records.py claims and records a burst of fires with INSERT/UPDATE ... RETURNING.
+MIN_SQLITE = (3, 35)
+
+
+@register("scheduler")
+def check_sqlite_version(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.conf import settings
+
+    return sqlite_version_errors(settings.DATABASES)
+
+
+def sqlite_version_errors(databases: dict[str, dict[str, Any]]) -> list[CheckMessage]:
+    import sqlite3
+
+    if sqlite3.sqlite_version_info >= MIN_SQLITE:
+        return []
+    return [
+        Error(
+            f"DATABASES[{alias!r}] uses SQLite {sqlite3.sqlite_version}; the scheduler needs SQLite "
+            f"{'.'.join(map(str, MIN_SQLITE))} or newer (for RETURNING).",
+            hint="Use a Python built against a newer SQLite, or PostgreSQL (DATABASE_URL).",
+            id="scheduler.E030",
+        )
+        for alias, database in databases.items()
+        if database.get("ENGINE", "").endswith("sqlite3")
+    ]

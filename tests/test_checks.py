@@ -61,3 +61,17 @@ def test_check_rejects_a_lease_shorter_than_two_heartbeats() -> None:
     result = run_check("tests.tasks.TickTask", TEST_LEASE_SECONDS="0.4", TEST_POLL_INTERVAL="0.25")
     assert result.returncode != 0
     assert "scheduler.E003" in result.stderr
+
+
+def test_check_rejects_an_sqlite_without_returning(monkeypatch) -> None:
+    import sqlite3
+
+    from scheduler_app.checks import sqlite_version_errors
+
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3"}, "pg": {"ENGINE": "django.db.backends.postgresql"}}
+    assert sqlite_version_errors(databases) == [] or sqlite3.sqlite_version_info < (3, 35)
+    # An old SQLite cannot be installed here; its version number is what the check reads.
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    [error] = sqlite_version_errors(databases)
+    assert error.id == "scheduler.E030" and "'default'" in error.msg and "SQLite 3.31.1" in error.msg
