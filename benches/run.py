@@ -55,7 +55,7 @@ class Options:
     baselines: bool = True
     postgres: bool = True
     precision_sizes: tuple[int, ...] = (10, 200, 1000)
-    throughput_sizes: tuple[int, ...] = (250, 500, 1000)
+    throughput_sizes: tuple[int, ...] = (1000, 2000, 4000)
     warmup: float = 2.0
     window: float = 5.0
     idle_tasks: int = 1000

@@ -51,19 +51,17 @@ def fresh_connections() -> Iterator[None]:
 
 # SQLite has one writer at a time. A thread that finds the write lock taken sleeps in SQLite's busy
 # handler (1, 2, 5 ... 100 ms between tries), which made scheduled runs tens of ms late under load;
-# threads of one process take turns on this lock instead, handed over at once.
-_sqlite_writer = threading.RLock()
+# threads of one process take turns on this lock instead, handed over at once. On PostgreSQL the
+# same turns keep the fire dispatcher and the run finisher, which update the same task-state rows,
+# from waiting on each other's row locks (or deadlocking) inside the server.
+_writer = threading.RLock()
 
 
 @contextmanager
 def write_transaction(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     """``transaction.atomic()`` for the short write transactions of the scheduler's threads."""
-    if connections[using].vendor == "sqlite":
-        with _sqlite_writer, transaction.atomic(using=using):
-            yield
-    else:
-        with transaction.atomic(using=using):
-            yield
+    with _writer, transaction.atomic(using=using):
+        yield
 
 
 def close_thread_connections() -> None:

@@ -21,12 +21,13 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import ThreadSensitiveContext, async_to_sync
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
@@ -63,7 +64,8 @@ class Execution:
     """One run of a task's code: queued, then started by a worker, then settled exactly once.
 
     Whoever settles first wins: the worker with the code's outcome, the watchdog with ``timeout``,
-    or a stopping scheduler with ``interrupted``. ``on_settled`` is called once, in the settling thread.
+    or a stopping scheduler with ``interrupted``. ``on_settled`` is called once, in the settling thread,
+    before ``settled`` is set.
     """
 
     def __init__(
@@ -99,12 +101,13 @@ class Execution:
             self.outcome = outcome
             if self.started_monotonic is not None:
                 self.duration = time.monotonic() - self.started_monotonic
-        self.settled.set()
+        # The handler first, so that whoever waits for ``settled`` finds its effects done.
         if self.on_settled is not None:
             try:
                 self.on_settled(self)
             except Exception:
                 logger.exception("handling the end of a run of %s failed", self.task.name)
+        self.settled.set()
         return True
 
     def wait(self, cancel: threading.Event | None = None, reason: str = "") -> Outcome:
@@ -116,12 +119,64 @@ class Execution:
         return self.outcome
 
 
+class _SensitiveExecutor(ThreadPoolExecutor):
+    """One thread for the thread-sensitive calls (the ORM) of a worker's async runs; notes its use."""
+
+    used = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        self.used = True
+        return super().submit(fn, *args, **kwargs)
+
+
+class AsyncRuntime:
+    """A worker's own event loop for ``async def run()``, kept from run to run.
+
+    ``async_to_sync`` starts a thread and an event loop for every call (~0.25 ms); a worker runs
+    its async runs on one loop instead. Thread-sensitive calls of a run (``sync_to_async``, the
+    async ORM) go to one companion thread of the worker, whose connections are closed after each
+    run, as they would be with a thread per run.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.sensitive = _SensitiveExecutor(max_workers=1, thread_name_prefix=f"{name}-sync")
+
+    def run(self, awaitable: Awaitable[Any], timeout: float) -> Any:
+        async def bounded() -> Any:
+            async with ThreadSensitiveContext(executor=self.sensitive):
+                return await asyncio.wait_for(awaitable, timeout)
+
+        try:
+            return self.loop.run_until_complete(bounded())
+        finally:
+            self._cancel_leftovers()
+            if self.sensitive.used:
+                self.sensitive.submit(close_thread_connections).result()
+                self.sensitive.used = False
+
+    def _cancel_leftovers(self) -> None:
+        """Tasks the run started and left behind end with it, as they did on a loop of its own."""
+        leftovers = asyncio.all_tasks(self.loop)
+        if not leftovers:
+            return
+        for task in leftovers:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+
+    def close(self) -> None:
+        self.loop.close()
+        self.sensitive.shutdown(wait=False)
+
+
 class _Worker:
     def __init__(self, pool: WorkerPool, number: int) -> None:
         self.pool = pool
         # Set by the watchdog when the code outlived its timeout: the thread ends when the code does.
         self.abandoned = False
-        self.thread = threading.Thread(target=self._run, name=f"{pool.name}-{number}", daemon=True)
+        self.name = f"{pool.name}-{number}"
+        self.runtime: AsyncRuntime | None = None
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     def _run(self) -> None:
         try:
@@ -129,6 +184,8 @@ class _Worker:
                 self._execute(execution)
         finally:
             close_thread_connections()
+            if self.runtime is not None:
+                self.runtime.close()
 
     def _execute(self, execution: Execution) -> None:
         with execution._lock:
@@ -141,7 +198,9 @@ class _Worker:
         thread = threading.current_thread()
         idle_name, thread.name = thread.name, f"task:{execution.task.name}"
         try:
-            outcome = execution.context.run(call_task, execution.task, execution.timeout)
+            if self.runtime is None and inspect.iscoroutinefunction(execution.task.run):
+                self.runtime = AsyncRuntime(self.name)
+            outcome = execution.context.run(call_task, execution.task, execution.timeout, self.runtime)
         finally:
             thread.name = idle_name
             # Connections the code opened are closed with its run, as if it had had a thread of its
@@ -285,18 +344,24 @@ class WorkerPool:
         )
 
 
-def call_task(task: BaseTask, timeout: float) -> Outcome:
-    """Run ``task.run()`` here and turn whatever happens into an ``Outcome``."""
+def call_task(task: BaseTask, timeout: float, runtime: AsyncRuntime | None = None) -> Outcome:
+    """Run ``task.run()`` here and turn whatever happens into an ``Outcome``.
+
+    An async run goes on ``runtime``'s loop, or without one on a loop of its own (``async_to_sync``,
+    which keeps the run's thread-sensitive ORM calls in this thread).
+    """
     try:
         result = task.run()
         if inspect.isawaitable(result):
-            awaitable = result
+            if runtime is not None:
+                result = runtime.run(result, timeout)
+            else:
+                awaitable = result
 
-            async def bounded() -> Any:
-                return await asyncio.wait_for(awaitable, timeout)
+                async def bounded() -> Any:
+                    return await asyncio.wait_for(awaitable, timeout)
 
-            # async_to_sync keeps thread-sensitive ORM calls of the task in this thread.
-            result = async_to_sync(bounded)()
+                result = async_to_sync(bounded)()
     except TimeoutError:
         return timeout_outcome(task.name, timeout)
     except BaseException as exc:  # a task's failure of any kind is its outcome

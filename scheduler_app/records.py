@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
 from django.db.models import Model
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.tasks.base import TaskStatus
@@ -141,6 +143,86 @@ def begin_scheduled(
     return {name: (record_id, name in claimed) for name, record_id in recorded.items()}
 
 
+@dataclass
+class MissedFire:
+    task_name: str
+    scheduled_at: datetime
+    reason: str
+
+
+_MISSED_FIELDS = (
+    "task",
+    "trigger",
+    "status",
+    "scheduled_at",
+    "created_at",
+    "finished_at",
+    "message",
+    "error",
+    "data",
+    "origin",
+    "worker",
+    "worker_label",
+    "attempt",
+)
+
+
+def record_missed(
+    fires: Sequence[MissedFire], *, now: datetime, worker: SchedulerProcess | None, worker_label: str
+) -> list[int | None]:
+    """Record fires that will not run as ``missed``, in the caller's transaction.
+
+    Returns each fire's new record id, or None where the fire already has a record (it ran, or was
+    recorded missed before): a fire never gets two.
+    """
+    now_db = _datetime(now)
+    empty_data = _json({})
+    worker_id = None if worker is None else SchedulerProcess._meta.pk.get_db_prep_value(worker.pk, connection)
+    record = TaskExecutionRecord
+    columns = ", ".join(_column(record, name) for name in _MISSED_FIELDS)
+    returning = f"{_column(record, 'id')}, {_column(record, 'task')}, {_column(record, 'scheduled_at')}"
+    # RETURNING rows come in no promised order: they are matched back by (task, fire time) as stored.
+    keys = [(fire.task_name, fire.scheduled_at) for fire in fires]
+    ids: dict[tuple[str, datetime], int] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(fires), CHUNK):
+            chunk = fires[start : start + CHUNK]
+            params: list[Any] = []
+            for fire in chunk:
+                params += [
+                    fire.task_name,
+                    Trigger.SCHEDULED.value,
+                    TaskStatus.MISSED.value,
+                    _datetime(fire.scheduled_at),
+                    now_db,
+                    now_db,
+                    fire.reason,
+                    "",
+                    empty_data,
+                    "scheduler",
+                    worker_id,
+                    worker_label,
+                    1,
+                ]
+            row = f"({_placeholders(len(_MISSED_FIELDS))})"
+            cursor.execute(
+                f"INSERT INTO {_table(record)} ({columns}) VALUES {', '.join([row] * len(chunk))} "
+                f"ON CONFLICT DO NOTHING RETURNING {returning}",
+                params,
+            )
+            ids.update(((task, _instant(scheduled)), record_id) for record_id, task, scheduled in cursor.fetchall())
+    return [ids.get(key) for key in keys]
+
+
+def _instant(value: Any) -> datetime:
+    """A stored datetime as the driver returns it (SQLite: text or naive UTC) as an aware datetime."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
+
+
 def _claim(cursor: Any, names: list[str], *, exclusive: bool) -> set[str]:
     """Take a running slot of each task: the only one (``exclusive``) or one more. Returns those taken."""
     taken: set[str] = set()
@@ -178,19 +260,58 @@ def finish_runs(outcomes: Sequence[RunOutcome]) -> list[bool]:
     """Write outcomes of ``running`` records and release their slots, in the caller's transaction.
 
     Returns, per outcome, whether it was written: a record no longer ``running`` (another process
-    decided the run was dead) keeps that verdict and its task's state is left alone.
+    decided the run was dead) keeps that verdict and its task's state is left alone. A fixed number
+    of statements whatever the batch size (``executemany`` is one round trip on PostgreSQL).
     """
     record = TaskExecutionRecord
-    update_record = (
+    record_table, id_column, status_column = _table(record), _column(record, "id"), _column(record, "status")
+    # Locked (on PostgreSQL) so that no reaper turns them `interrupted` between this read and the writes.
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    running: set[int] = set()
+    with connection.cursor() as cursor:
+        ids = sorted(outcome.record_id for outcome in outcomes)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            cursor.execute(
+                f"SELECT {id_column} FROM {record_table} "
+                f"WHERE {id_column} IN ({_placeholders(len(chunk))}) AND {status_column} = %s{lock}",
+                [*chunk, TaskStatus.RUNNING.value],
+            )
+            running.update(row[0] for row in cursor.fetchall())
+        todo = [outcome for outcome in outcomes if outcome.record_id in running]
+        if todo:
+            _write_records(cursor, todo)
+            _write_states(cursor, todo)
+    return [outcome.record_id in running for outcome in outcomes]
+
+
+def _write_records(cursor: Any, outcomes: list[RunOutcome]) -> None:
+    record = TaskExecutionRecord
+    fields = ("status", "started_at", "finished_at", "duration_seconds", "message", "error", "data")
+    cursor.executemany(
         f"UPDATE {_table(record)} SET "
-        + ", ".join(
-            f"{_column(record, name)} = %s"
-            for name in ("status", "started_at", "finished_at", "duration_seconds", "message", "error", "data")
-        )
-        + f" WHERE {_column(record, 'id')} = %s AND {_column(record, 'status')} = %s"
+        + ", ".join(f"{_column(record, name)} = %s" for name in fields)
+        + f" WHERE {_column(record, 'id')} = %s",
+        [
+            [
+                outcome.status.value,
+                _datetime(outcome.started_at),
+                _datetime(outcome.finished_at),
+                outcome.duration_seconds,
+                outcome.message,
+                outcome.error,
+                _json(outcome.data),
+                outcome.record_id,
+            ]
+            for outcome in outcomes
+        ],
     )
+
+
+def _write_states(cursor: Any, outcomes: list[RunOutcome]) -> None:
+    """One running slot back and the counters of each outcome; rows in name order (no lock cycles)."""
     state = TaskState
-    count = _column(state, "running_count")
+    count, failures = _column(state, "running_count"), _column(state, "consecutive_failures")
     common = (
         f"UPDATE {_table(state)} SET {count} = CASE WHEN {count} > 0 THEN {count} - 1 ELSE 0 END, "
         f"{_column(state, 'run_count')} = {_column(state, 'run_count')} + 1, "
@@ -198,40 +319,24 @@ def finish_runs(outcomes: Sequence[RunOutcome]) -> list[bool]:
         f"{_column(state, 'last_finished_at')} = %s"
     )
     where = f" WHERE {_column(state, 'task')} = %s"
-    failures = _column(state, "consecutive_failures")
-    on_success = f"{common}, {_column(state, 'last_success_at')} = %s, {failures} = 0{where}"
-    on_failure = (
-        f"{common}, {_column(state, 'fail_count')} = {_column(state, 'fail_count')} + 1, "
-        f"{failures} = {failures} + 1{where}"
-    )
-    plain = common + where
-    written: list[bool] = []
-    with connection.cursor() as cursor:
-        for outcome in outcomes:
-            finished = _datetime(outcome.finished_at)
-            cursor.execute(
-                update_record,
-                [
-                    outcome.status.value,
-                    _datetime(outcome.started_at),
-                    finished,
-                    outcome.duration_seconds,
-                    outcome.message,
-                    outcome.error,
-                    _json(outcome.data),
-                    outcome.record_id,
-                    TaskStatus.RUNNING.value,
-                ],
-            )
-            changed = cursor.rowcount == 1
-            written.append(changed)
-            if not changed:
-                continue
-            params = [outcome.status.value, _datetime(outcome.started_at), finished]
-            if outcome.status == TaskStatus.SUCCESS:
-                cursor.execute(on_success, [*params, finished, outcome.task_name])
-            elif outcome.counts_as_failure:
-                cursor.execute(on_failure, [*params, outcome.task_name])
-            else:
-                cursor.execute(plain, [*params, outcome.task_name])
-    return written
+    statements = {
+        "success": f"{common}, {_column(state, 'last_success_at')} = %s, {failures} = 0{where}",
+        "failure": (
+            f"{common}, {_column(state, 'fail_count')} = {_column(state, 'fail_count')} + 1, "
+            f"{failures} = {failures} + 1{where}"
+        ),
+        "other": common + where,
+    }
+    params: dict[str, list[list[Any]]] = {kind: [] for kind in statements}
+    for outcome in sorted(outcomes, key=lambda outcome: (outcome.task_name, outcome.record_id)):
+        finished = _datetime(outcome.finished_at)
+        values = [outcome.status.value, _datetime(outcome.started_at), finished]
+        if outcome.status == TaskStatus.SUCCESS:
+            params["success"].append([*values, finished, outcome.task_name])
+        elif outcome.counts_as_failure:
+            params["failure"].append([*values, outcome.task_name])
+        else:
+            params["other"].append([*values, outcome.task_name])
+    for kind, rows in params.items():
+        if rows:
+            cursor.executemany(statements[kind], rows)

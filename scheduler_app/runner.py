@@ -37,7 +37,7 @@ from scheduler_app.models import (
     TaskState,
     Trigger,
 )
-from scheduler_app.records import NewRun, RunOutcome, begin_scheduled, finish_runs
+from scheduler_app.records import MissedFire, NewRun, RunOutcome, begin_scheduled, finish_runs, record_missed
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.tasks.base import OverlapPolicy, RetryBackoff, TaskStatus
 
@@ -214,25 +214,37 @@ class TaskRunner:
 
     def record_missed(self, name: str, scheduled_at: datetime, reason: str) -> TaskExecutionRecord | None:
         """Record a fire that will not run (outside the grace window, or coalesced)."""
+        return self.record_missed_fires([MissedFire(name, scheduled_at, reason)])[0]
+
+    def record_missed_fires(self, fires: Sequence[MissedFire]) -> list[TaskExecutionRecord | None]:
+        """Record fires that will not run, in one transaction; None for a fire that already has a record."""
+        if not fires:
+            return []
         now = timezone.now()
-        try:
-            with write_transaction():
-                record = TaskExecutionRecord.objects.create(
-                    task_id=name,
-                    trigger=Trigger.SCHEDULED,
-                    status=TaskStatus.MISSED,
-                    scheduled_at=scheduled_at,
-                    finished_at=now,
-                    message=reason,
-                    origin="scheduler",
-                    worker=self.process,
-                    worker_label=self.worker_label,
-                )
-        except IntegrityError:
-            return None
-        logger.warning("task %s: fire at %s missed: %s", name, scheduled_at.isoformat(), reason)
-        self._send_finished(record)
-        return record
+        with write_transaction():
+            ids = record_missed(fires, now=now, worker=self.process, worker_label=self.worker_label)
+        records: list[TaskExecutionRecord | None] = []
+        for fire, record_id in zip(fires, ids, strict=True):
+            if record_id is None:
+                records.append(None)
+                continue
+            record = TaskExecutionRecord(
+                id=record_id,
+                task_id=fire.task_name,
+                trigger=Trigger.SCHEDULED,
+                status=TaskStatus.MISSED,
+                scheduled_at=fire.scheduled_at,
+                created_at=now,
+                finished_at=now,
+                message=fire.reason,
+                origin="scheduler",
+                worker=self.process,
+                worker_label=self.worker_label,
+            )
+            logger.warning("task %s: fire at %s missed: %s", fire.task_name, fire.scheduled_at.isoformat(), fire.reason)
+            self._send_finished(record)
+            records.append(record)
+        return records
 
     def interrupt(self, records: list[TaskExecutionRecord], reason: str) -> int:
         """Mark runs that can no longer finish (their process died or stopped) as ``interrupted``."""

@@ -44,6 +44,7 @@ from scheduler_app.coordination import (
 from scheduler_app.db import close_thread_connections, fresh_connections
 from scheduler_app.jobstore import CachedDjangoJobStore
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
+from scheduler_app.records import MissedFire
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.runner import Fire, TaskRunner
 from scheduler_app.tasks.base import CatchUp, ScheduleType, TaskStatus
@@ -223,8 +224,12 @@ class TaskScheduler:
             running = TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING)
             leftovers = [record for record in running if record.worker_id == self.process.id]
             self.runner.interrupt(leftovers, "the scheduler stopped before the run finished")
-            for name, scheduled_at in delayed:
-                self.runner.record_missed(name, scheduled_at, "the scheduler stopped during the fire's jitter delay")
+            self.runner.record_missed_fires(
+                [
+                    MissedFire(name, scheduled_at, "the scheduler stopped during the fire's jitter delay")
+                    for name, scheduled_at in delayed
+                ]
+            )
             if self._jobstore is not None and time.monotonic() < self._lease_valid_until:
                 self._jobstore.flush()
             release_lease(self.process.id)
@@ -396,16 +401,20 @@ class TaskScheduler:
     def run_fires(self, batch: list[tuple[str, list[datetime], float | None]]) -> None:
         """Apply the missed-run policy to due fires, then claim, record and start the rest at once.
 
-        A fire whose record cannot be written is not run (without its record nothing stops another
-        process from running it too); it is logged now and recorded ``missed`` when the database is back.
+        Fires that will not run are recorded ``missed`` together, in one transaction. A fire whose
+        record cannot be written is not run (without its record nothing stops another process from
+        running it too); it is logged now and recorded ``missed`` when the database is back.
         """
         fires: list[Fire] = []
+        missed: list[MissedFire] = []
+        for name, run_times, jitter in batch:
+            fires += self._fires_to_run(name, run_times, jitter, missed)
         with fresh_connections():
-            for name, run_times, jitter in batch:
-                try:
-                    fires += self._fires_to_run(name, run_times, jitter)
-                except (OperationalError, InterfaceError) as exc:
-                    self._unrecordable(name, run_times, exc)
+            try:
+                self.runner.record_missed_fires(missed)
+            except (OperationalError, InterfaceError) as exc:
+                for fire in missed:
+                    self._unrecordable(fire.task_name, [fire.scheduled_at], exc)
             if not fires:
                 return
             try:
@@ -430,30 +439,35 @@ class TaskScheduler:
     def _record_unrecorded(self) -> None:
         with self._unrecorded_lock:
             backlog, self._unrecorded = self._unrecorded, []
+        if not backlog:
+            return
         try:
-            while backlog:
-                name, scheduled_at, why = backlog[0]
-                # A fire that did get its record (the connection broke later) keeps it: no duplicate.
-                self.runner.record_missed(name, scheduled_at, f"the database was unreachable when it was due ({why})")
-                backlog.pop(0)
-        finally:
-            if backlog:
-                with self._unrecorded_lock:
-                    self._unrecorded[:0] = backlog
+            # A fire that did get its record (the connection broke later) keeps it: no duplicate.
+            self.runner.record_missed_fires(
+                [
+                    MissedFire(name, scheduled_at, f"the database was unreachable when it was due ({why})")
+                    for name, scheduled_at, why in backlog
+                ]
+            )
+        except BaseException:
+            with self._unrecorded_lock:
+                self._unrecorded[:0] = backlog
+            raise
 
-    def _fires_to_run(self, name: str, run_times: list[datetime], jitter: float | None) -> list[Fire]:
-        """The fires of one task to start now; the others are recorded, or delayed by jitter."""
+    def _fires_to_run(
+        self, name: str, run_times: list[datetime], jitter: float | None, missed: list[MissedFire]
+    ) -> list[Fire]:
+        """The fires of one task to start now; those that will not run go to ``missed``; jitter delays."""
         config = self._configs.get(name)
         if config is None or not config.enabled or name not in self.registry:
             return []
         if self._stopping.is_set():
-            for scheduled_at in run_times:
-                self.runner.record_missed(name, scheduled_at, "the scheduler was stopping")
+            missed += [MissedFire(name, scheduled_at, "the scheduler was stopping") for scheduled_at in run_times]
             return []
         if jitter is not None:
             # Back from its jitter delay: the missed-run policy was applied when it was due.
             return [Fire(config, scheduled_at, jitter) for scheduled_at in run_times]
-        to_run = self._apply_missed_policy(config, run_times)
+        to_run = self._apply_missed_policy(config, run_times, missed)
         max_jitter = int(config.options.get("jitter_seconds") or 0)  # type: ignore[call-overload]
         if not max_jitter:
             return [Fire(config, scheduled_at) for scheduled_at in to_run]
@@ -465,35 +479,45 @@ class TaskScheduler:
     def _queue_jittered(self, name: str, scheduled_at: datetime, delay: float) -> None:
         self.queue_fires(name, [scheduled_at], delay)
 
-    def _apply_missed_policy(self, config: TaskConfig, run_times: list[datetime]) -> list[datetime]:
-        """Split due fires into those to run and those recorded as missed, by the task's catch-up rules."""
+    def _apply_missed_policy(
+        self, config: TaskConfig, run_times: list[datetime], missed: list[MissedFire]
+    ) -> list[datetime]:
+        """Split due fires into those to run and those to record as missed, by the task's catch-up rules."""
         name = config.name
         now = datetime.now(UTC)
         window = timedelta(seconds=config.catch_up_window_seconds)
         late = [t for t in run_times if now - t > window]
         in_time = [t for t in run_times if now - t <= window]
-        for scheduled_at in late[:MAX_MISSED_RECORDS]:
-            self.runner.record_missed(
+        missed += [
+            MissedFire(
                 name,
                 scheduled_at,
                 f"missed by {(now - scheduled_at).total_seconds():.0f}s, beyond the "
                 f"{config.catch_up_window_seconds:g}s catch-up window",
             )
+            for scheduled_at in late[:MAX_MISSED_RECORDS]
+        ]
         if len(late) > MAX_MISSED_RECORDS:
             rest = late[MAX_MISSED_RECORDS:]
-            self.runner.record_missed(
-                name,
-                rest[-1],
-                f"{len(rest)} more fires between {rest[0].isoformat()} and {rest[-1].isoformat()} were missed",
+            missed.append(
+                MissedFire(
+                    name,
+                    rest[-1],
+                    f"{len(rest)} more fires between {rest[0].isoformat()} and {rest[-1].isoformat()} were missed",
+                )
             )
         if config.options.get("catch_up") == CatchUp.NONE:
             overdue = [t for t in in_time if now - t > timedelta(seconds=ON_TIME_SECONDS)]
-            for scheduled_at in overdue:
-                self.runner.record_missed(name, scheduled_at, "not caught up: the task's catch_up policy is 'none'")
+            missed += [
+                MissedFire(name, scheduled_at, "not caught up: the task's catch_up policy is 'none'")
+                for scheduled_at in overdue
+            ]
             in_time = [t for t in in_time if t not in overdue]
         if len(in_time) > 1:
-            for scheduled_at in in_time[:-1]:
-                self.runner.record_missed(name, scheduled_at, f"coalesced into the fire at {in_time[-1].isoformat()}")
+            missed += [
+                MissedFire(name, scheduled_at, f"coalesced into the fire at {in_time[-1].isoformat()}")
+                for scheduled_at in in_time[:-1]
+            ]
             in_time = in_time[-1:]
         return in_time
 

@@ -102,3 +102,24 @@ def test_an_outcome_does_not_overwrite_a_verdict_of_interrupted(
     stored = TaskExecutionRecord.objects.get(pk=record.pk)
     assert stored.status == "interrupted" and stored.error == "reaped"
     assert state("long").running_count == 0 and state("long").run_count == 1
+
+
+def test_missed_fires_are_recorded_together_once_each(runner: TaskRunner) -> None:
+    from scheduler_app.records import MissedFire
+
+    ran = runner.run_scheduled("tick", MOMENT)
+    assert ran is not None and ran.status == "success"
+    fires = [
+        MissedFire("tick", MOMENT, "late"),  # already ran: keeps its record
+        MissedFire("tick", MOMENT + timedelta(seconds=1), "coalesced"),
+        MissedFire("boom", MOMENT, "beyond the window"),
+    ]
+    records = runner.record_missed_fires(fires)
+    assert records[0] is None
+    assert [r.status for r in records[1:]] == ["missed", "missed"]
+    stored = {(r.task_id, r.scheduled_at): r for r in TaskExecutionRecord.objects.filter(status="missed")}
+    assert set(stored) == {("tick", MOMENT + timedelta(seconds=1)), ("boom", MOMENT)}
+    assert stored["boom", MOMENT].message == "beyond the window" and stored["boom", MOMENT].pk == records[2].pk
+    assert TaskExecutionRecord.objects.get(pk=ran.pk).status == "success"
+    # Recording them again changes nothing.
+    assert runner.record_missed_fires(fires[1:]) == [None, None]
