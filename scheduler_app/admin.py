@@ -195,11 +195,10 @@ class EnabledFilter(admin.SimpleListFilter):
         return [("yes", "Yes"), ("no", "No")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        enabled = Q(enabled_override=True) | Q(enabled_override__isnull=True, default_enabled=True)
         if self.value() == "yes":
-            return queryset.filter(enabled)
+            return queryset.enabled()
         if self.value() == "no":
-            return queryset.exclude(enabled)
+            return queryset.disabled()
         return queryset
 
 
@@ -215,9 +214,7 @@ class ScheduleTypeFilter(admin.SimpleListFilter):
         if value == "override":
             return queryset.exclude(schedule_type_override="")
         if value in {t.value for t in ScheduleType}:
-            return queryset.filter(
-                Q(schedule_type_override=value) | Q(schedule_type_override="", default_schedule_type=value)
-            )
+            return queryset.of_schedule_type(value)
         return queryset
 
 

@@ -32,6 +32,23 @@ TERMINAL_STATUSES = frozenset(
 FAILURE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMEOUT})
 
 
+class TaskConfigQuerySet(models.QuerySet["TaskConfig"]):
+    """``TaskConfig``'s effective values (an override, else the code's default) as SQL filters."""
+
+    _ENABLED = Q(enabled_override=True) | Q(enabled_override__isnull=True, default_enabled=True)
+
+    def enabled(self) -> TaskConfigQuerySet:
+        return self.filter(self._ENABLED)
+
+    def disabled(self) -> TaskConfigQuerySet:
+        return self.exclude(self._ENABLED)
+
+    def of_schedule_type(self, schedule_type: str) -> TaskConfigQuerySet:
+        return self.filter(
+            Q(schedule_type_override=schedule_type) | Q(schedule_type_override="", default_schedule_type=schedule_type)
+        )
+
+
 class TaskConfig(models.Model):
     """One row per task: the code's defaults (refreshed at start-up) and the operators' overrides."""
 
@@ -77,6 +94,8 @@ class TaskConfig(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
+    objects = TaskConfigQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
         verbose_name = "task"
@@ -103,6 +122,7 @@ class TaskConfig(models.Model):
 
     @property
     def enabled(self) -> bool:
+        # The same rule in SQL: TaskConfigQuerySet.enabled().
         return self.default_enabled if self.enabled_override is None else self.enabled_override
 
     @property

@@ -1,0 +1,37 @@
+"""Model rules that exist twice, once in Python and once in SQL, must agree."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from scheduler_app.models import TaskConfig
+from scheduler_app.services import sync_task_rows
+
+pytestmark = pytest.mark.django_db
+
+
+def test_enabled_in_sql_agrees_with_the_property() -> None:
+    sync_task_rows()
+    combos = list(itertools.product([True, False], [None, True, False]))
+    names = [config.name for config in TaskConfig.objects.all()][: len(combos)]
+    assert len(names) == len(combos)
+    for name, (default, override) in zip(names, combos, strict=True):
+        TaskConfig.objects.filter(name=name).update(default_enabled=default, enabled_override=override)
+    configs = {config.name: config for config in TaskConfig.objects.filter(name__in=names)}
+    enabled = set(TaskConfig.objects.filter(name__in=names).enabled().values_list("name", flat=True))
+    disabled = set(TaskConfig.objects.filter(name__in=names).disabled().values_list("name", flat=True))
+    assert enabled == {name for name, config in configs.items() if config.enabled}
+    assert disabled == set(names) - enabled and enabled and disabled
+
+
+def test_schedule_type_in_sql_agrees_with_the_property() -> None:
+    sync_task_rows()
+    TaskConfig.objects.filter(name="tick").update(schedule_type_override="cron", cron_expression_override="* * * * *")
+    for kind in ("cron", "interval"):
+        expected = {config.name for config in TaskConfig.objects.all() if config.schedule_type == kind}
+        assert set(TaskConfig.objects.of_schedule_type(kind).values_list("name", flat=True)) == expected
+    # The override wins over the code's interval.
+    assert "tick" in TaskConfig.objects.of_schedule_type("cron").values_list("name", flat=True)
+    assert "tick" not in TaskConfig.objects.of_schedule_type("interval").values_list("name", flat=True)
