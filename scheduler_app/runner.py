@@ -9,6 +9,7 @@ in batches by one finisher thread. No transaction or lock is held while a task's
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -529,14 +530,15 @@ class TaskRunner:
             if self._finisher is None:
                 self._finisher = threading.Thread(target=self._finisher_loop, name="run-finisher", daemon=True)
                 self._finisher.start()
+        # The finisher fills in its own copy: the caller's record stays as the run began.
+        finishing = copy.copy(record)
         # Not in the lock: a run may settle at once (pool closed) and queue itself for the finisher.
         try:
-            execution = self._start(config, record, lambda execution: self._queue_finish(config, record, execution))
+            self._start(config, record, lambda execution: self._queue_finish(config, finishing, execution))
         except Exception:
             with self._finish_cond:
                 self._unrecorded_runs -= 1
             raise
-        del execution
 
     def _queue_finish(self, config: TaskConfig, record: TaskExecutionRecord, execution: Execution) -> None:
         with self._finish_cond:
