@@ -57,22 +57,48 @@ class NewRun:
     jitter_seconds: float | None = None
 
 
-_INSERT_FIELDS = (
-    "task",
-    "trigger",
-    "status",
-    "scheduled_at",
-    "created_at",
-    "started_at",
-    "message",
-    "error",
-    "data",
-    "origin",
-    "worker",
-    "worker_label",
-    "attempt",
-    "jitter_seconds",
-)
+@dataclass
+class MissedFire:
+    task_name: str
+    scheduled_at: datetime
+    reason: str
+
+
+def _fire_fields(now: datetime, worker: SchedulerProcess | None, worker_label: str) -> dict[str, Any]:
+    """The columns every fire's record shares, as database values."""
+    return {
+        "trigger": Trigger.SCHEDULED.value,
+        "created_at": _datetime(now),
+        "error": "",
+        "data": _json({}),
+        "origin": "scheduler",
+        "worker": None if worker is None else SchedulerProcess._meta.pk.get_db_prep_value(worker.pk, connection),
+        "worker_label": worker_label,
+        "attempt": 1,
+    }
+
+
+def _insert_fires(cursor: Any, rows: Sequence[dict[str, Any]], returning: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Insert records of scheduled fires (field name: database value, the same fields in every row).
+
+    A fire that already has a record (the unique fire constraint) is left out; the RETURNING rows of
+    those inserted come back, in no promised order.
+    """
+    record = TaskExecutionRecord
+    fields = list(rows[0]) if rows else []
+    columns = ", ".join(_column(record, name) for name in fields)
+    returned = ", ".join(_column(record, name) for name in returning)
+    inserted: list[tuple[Any, ...]] = []
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        row = f"({_placeholders(len(fields))})"
+        cursor.execute(
+            f"INSERT INTO {_table(record)} ({columns}) VALUES {', '.join([row] * len(chunk))} "
+            f"ON CONFLICT DO NOTHING RETURNING {returned}",
+            [values[name] for values in chunk for name in fields],
+        )
+        inserted += cursor.fetchall()
+    return inserted
 
 
 def begin_scheduled(
@@ -86,44 +112,23 @@ def begin_scheduled(
     """
     names = [run.task_name for run in runs]
     assert len(set(names)) == len(names), "one fire per task per call"
-    recorded: dict[str, int] = {}
-    now_db = _datetime(now)
-    empty_data = _json({})
-    worker_id = None if worker is None else SchedulerProcess._meta.pk.get_db_prep_value(worker.pk, connection)
-    columns = ", ".join(_column(TaskExecutionRecord, name) for name in _INSERT_FIELDS)
-    record_table, id_column, task_column = (
-        _table(TaskExecutionRecord),
-        _column(TaskExecutionRecord, "id"),
-        _column(TaskExecutionRecord, "task"),
-    )
+    shared = _fire_fields(now, worker, worker_label)
+    now_db = shared["created_at"]
+    rows = [
+        {
+            **shared,
+            "task": run.task_name,
+            "status": TaskStatus.RUNNING.value,
+            "scheduled_at": _datetime(run.scheduled_at),
+            "started_at": now_db,
+            "message": "",
+            "jitter_seconds": run.jitter_seconds,
+        }
+        for run in runs
+    ]
+    record = TaskExecutionRecord
     with connection.cursor() as cursor:
-        for start in range(0, len(runs), CHUNK):
-            chunk = runs[start : start + CHUNK]
-            params: list[Any] = []
-            for run in chunk:
-                params += [
-                    run.task_name,
-                    Trigger.SCHEDULED.value,
-                    TaskStatus.RUNNING.value,
-                    _datetime(run.scheduled_at),
-                    now_db,
-                    now_db,
-                    "",
-                    "",
-                    empty_data,
-                    "scheduler",
-                    worker_id,
-                    worker_label,
-                    1,
-                    run.jitter_seconds,
-                ]
-            row = f"({_placeholders(len(_INSERT_FIELDS))})"
-            cursor.execute(
-                f"INSERT INTO {record_table} ({columns}) VALUES {', '.join([row] * len(chunk))} "
-                f"ON CONFLICT DO NOTHING RETURNING {id_column}, {task_column}",
-                params,
-            )
-            recorded.update((task, record_id) for record_id, task in cursor.fetchall())
+        recorded: dict[str, int] = {task: record_id for record_id, task in _insert_fires(cursor, rows, ("id", "task"))}
         if not recorded:
             return {}
         by_name = {run.task_name: run for run in runs if run.task_name in recorded}
@@ -133,38 +138,14 @@ def begin_scheduled(
         for start in range(0, len(busy), CHUNK):
             chunk = busy[start : start + CHUNK]
             cursor.execute(
-                f"UPDATE {record_table} SET {_column(TaskExecutionRecord, 'status')} = %s, "
-                f"{_column(TaskExecutionRecord, 'finished_at')} = %s, "
-                f"{_column(TaskExecutionRecord, 'duration_seconds')} = %s, "
-                f"{_column(TaskExecutionRecord, 'message')} = %s "
-                f"WHERE {id_column} IN ({_placeholders(len(chunk))})",
+                f"UPDATE {_table(record)} SET {_column(record, 'status')} = %s, "
+                f"{_column(record, 'finished_at')} = %s, "
+                f"{_column(record, 'duration_seconds')} = %s, "
+                f"{_column(record, 'message')} = %s "
+                f"WHERE {_column(record, 'id')} IN ({_placeholders(len(chunk))})",
                 [TaskStatus.SKIPPED.value, now_db, 0.0, busy_message, *chunk],
             )
     return {name: (record_id, name in claimed) for name, record_id in recorded.items()}
-
-
-@dataclass
-class MissedFire:
-    task_name: str
-    scheduled_at: datetime
-    reason: str
-
-
-_MISSED_FIELDS = (
-    "task",
-    "trigger",
-    "status",
-    "scheduled_at",
-    "created_at",
-    "finished_at",
-    "message",
-    "error",
-    "data",
-    "origin",
-    "worker",
-    "worker_label",
-    "attempt",
-)
 
 
 def record_missed(
@@ -175,43 +156,23 @@ def record_missed(
     Returns each fire's new record id, or None where the fire already has a record (it ran, or was
     recorded missed before): a fire never gets two.
     """
-    now_db = _datetime(now)
-    empty_data = _json({})
-    worker_id = None if worker is None else SchedulerProcess._meta.pk.get_db_prep_value(worker.pk, connection)
-    record = TaskExecutionRecord
-    columns = ", ".join(_column(record, name) for name in _MISSED_FIELDS)
-    returning = f"{_column(record, 'id')}, {_column(record, 'task')}, {_column(record, 'scheduled_at')}"
-    # RETURNING rows come in no promised order: they are matched back by (task, fire time) as stored.
-    keys = [(fire.task_name, fire.scheduled_at) for fire in fires]
-    ids: dict[tuple[str, datetime], int] = {}
+    shared = _fire_fields(now, worker, worker_label)
+    rows = [
+        {
+            **shared,
+            "task": fire.task_name,
+            "status": TaskStatus.MISSED.value,
+            "scheduled_at": _datetime(fire.scheduled_at),
+            "finished_at": shared["created_at"],
+            "message": fire.reason,
+        }
+        for fire in fires
+    ]
     with connection.cursor() as cursor:
-        for start in range(0, len(fires), CHUNK):
-            chunk = fires[start : start + CHUNK]
-            params: list[Any] = []
-            for fire in chunk:
-                params += [
-                    fire.task_name,
-                    Trigger.SCHEDULED.value,
-                    TaskStatus.MISSED.value,
-                    _datetime(fire.scheduled_at),
-                    now_db,
-                    now_db,
-                    fire.reason,
-                    "",
-                    empty_data,
-                    "scheduler",
-                    worker_id,
-                    worker_label,
-                    1,
-                ]
-            row = f"({_placeholders(len(_MISSED_FIELDS))})"
-            cursor.execute(
-                f"INSERT INTO {_table(record)} ({columns}) VALUES {', '.join([row] * len(chunk))} "
-                f"ON CONFLICT DO NOTHING RETURNING {returning}",
-                params,
-            )
-            ids.update(((task, _instant(scheduled)), record_id) for record_id, task, scheduled in cursor.fetchall())
-    return [ids.get(key) for key in keys]
+        inserted = _insert_fires(cursor, rows, ("id", "task", "scheduled_at"))
+    # Matched back by (task, fire time) as stored.
+    ids = {(task, _instant(scheduled)): record_id for record_id, task, scheduled in inserted}
+    return [ids.get((fire.task_name, fire.scheduled_at)) for fire in fires]
 
 
 def _instant(value: Any) -> datetime:
