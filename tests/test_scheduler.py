@@ -184,3 +184,28 @@ def test_fires_missed_during_downtime_are_recorded_not_replayed(processes) -> No
     # The catch-up never replays the downtime as a storm: at most one fire from before the restart runs.
     caught_up = [r for r in timeline if r.status == "success" and r.scheduled_at < restarted_at < r.started_at]
     assert len(caught_up) <= 1, story
+
+
+def test_a_burst_of_simultaneous_fires_runs_each_fire_once(processes) -> None:
+    """120 tasks due in the same instant every second, 6 times the workers: claimed and recorded
+    together, each fire exactly once, none skipped, and every outcome written."""
+    count_tasks = 120
+    paths = [f"benches.tasks.Noop{index:05d}" for index in range(count_tasks)]
+    scheduler = processes.scheduler(paths, BENCH_TASKS=str(count_tasks), BENCH_TASK_KIND="sync")
+    names = [f"noop_{index:05d}" for index in range(count_tasks)]
+    burst = TaskExecutionRecord.objects.filter(task_id__in=names)
+    wait_for(lambda: burst.filter(status="success").count() >= 3 * count_tasks, timeout=20, message="3 bursts")
+    assert scheduler.stop(signal.SIGTERM) == 0
+    runs = list(burst)
+    assert {r.status for r in runs} == {"success"}, {r.status for r in runs}
+    per_task: dict[str, list[TaskExecutionRecord]] = {}
+    for run in runs:
+        per_task.setdefault(run.task_id, []).append(run)
+        assert run.trigger == "scheduled" and run.started_at <= run.finished_at
+    assert set(per_task) == set(names)
+    for name, task_runs in per_task.items():
+        fires = sorted(r.scheduled_at for r in task_runs)
+        # Every second from the first fire to the last ran: none lost in a burst.
+        assert all(abs((b - a).total_seconds() - 1.0) < 1e-3 for a, b in pairwise(fires)), (name, fires)
+        state = TaskState.objects.get(task_id=name)
+        assert (state.run_count, state.running_count, state.last_result) == (len(task_runs), 0, "success")
