@@ -166,7 +166,8 @@ class AsyncRuntime:
 
     def close(self) -> None:
         self.loop.close()
-        self.sensitive.shutdown(wait=False)
+        # Idle by now: a worker whose run left a thread-sensitive call hanging was abandoned instead.
+        self.sensitive.shutdown(wait=True)
 
 
 class _Worker:
@@ -268,13 +269,20 @@ class WorkerPool:
         """Settle every run not ended yet as interrupted (a thread still in task code ends alone)."""
         return sum(execution.settle(interrupted_outcome(reason)) for execution in self.in_flight())
 
-    def close(self) -> None:
-        """Let idle workers and the watchdog end; a busy worker ends after its current run."""
+    def close(self, wait: float = 0.0) -> None:
+        """Let idle workers and the watchdog end; a busy worker ends after its current run.
+
+        ``wait``: seconds to wait for the workers' threads to end (those still in task code may not).
+        """
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            workers = list(self._workers)
         with self._watch_cond:
             self._watch_cond.notify_all()
+        deadline = time.monotonic() + wait
+        for worker in workers:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- workers -------------------------------------------------------------------------------
 

@@ -208,7 +208,7 @@ class TaskRunner:
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close()
+            pool.close(wait=1.0)
         self._finisher_stop = False
 
     # -- records of runs that do not run -------------------------------------------------------

@@ -48,10 +48,13 @@ def exit_if_threads_linger() -> None:
     that the interpreter joins at exit: forever, if the task never ends. Its record is already
     `interrupted`, the job store flushed and the lease released, so nothing is lost by not waiting.
     """
-    lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    # Daemon threads (the worker pool's, abandoned or not) never hold up the exit; the others would.
+    lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     if lingering:
         logging.getLogger("scheduler_app.scheduler").warning(
-            "exiting without waiting for %d abandoned thread(s)", len(lingering)
+            "exiting without waiting for %d thread(s) still in task code: %s",
+            len(lingering),
+            ", ".join(t.name for t in lingering),
         )
         logging.shutdown()
         sys.stdout.flush()
