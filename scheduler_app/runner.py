@@ -563,9 +563,7 @@ class TaskRunner:
             try:
                 with fresh_connections():
                     self._record_outcomes(batch)
-                    for run in batch:
-                        if run.config.overlap_policy == OverlapPolicy.BUFFER_ONE and not self.cancel.is_set():
-                            self.launch_buffered(run.config.name, run.config)
+                    self._launch_buffered_after(batch)
             except Exception:
                 logger.exception(
                     "could not record the outcome of %d run(s); they stay `running` until reaped", len(batch)
@@ -574,6 +572,17 @@ class TaskRunner:
                 with self._finish_cond:
                     self._unrecorded_runs -= len(batch)
                     self._finish_cond.notify_all()
+
+    def _launch_buffered_after(self, runs: list[_Run]) -> None:
+        """Start the fire that ``buffer_one`` kept behind each run that just ended."""
+        for run in runs:
+            if run.config.overlap_policy != OverlapPolicy.BUFFER_ONE or self.cancel.is_set():
+                continue
+            try:
+                self.launch_buffered(run.config.name, run.config)
+            except Exception:
+                # Not lost: the scheduler's next look for pending work starts it.
+                logger.exception("task %s: could not start its buffered fire yet", run.config.name)
 
     # -- recording outcomes --------------------------------------------------------------------
 
