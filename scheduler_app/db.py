@@ -22,13 +22,25 @@ SQLITE_OPTIONS: dict[str, Any] = {
 }
 
 
+POSTGRESQL_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    # TCP keepalives: a server that vanished behind a network cut (no RST ever comes) is noticed in
+    # about a minute (30 s idle + 3 x 10 s probes) instead of the kernel's two hours, so a scheduler
+    # blocked on that connection gets an error, steps down and reconnects.
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def database_options(config: dict[str, Any]) -> dict[str, Any]:
     """Complete a DATABASES entry parsed from DATABASE_URL with our per-engine defaults."""
     engine = config.get("ENGINE", "")
     if engine.endswith("sqlite3"):
         config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
     elif engine.endswith("postgresql"):
-        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+        config["OPTIONS"] = {**POSTGRESQL_OPTIONS, **config.get("OPTIONS", {})}
     # Long-lived processes keep connections, checked before each reuse (no "server has gone away").
     # dj-database-url always fills in CONN_MAX_AGE=0 / CONN_HEALTH_CHECKS=False, so its defaults
     # count as unset here; at 0 every run reconnected (and re-ran the PRAGMAs): see BENCHMARKS.md.

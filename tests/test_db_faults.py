@@ -154,3 +154,18 @@ def test_a_run_that_ends_while_the_database_is_down_is_recorded_when_it_returns(
     assert TaskState.objects.get(task_id="long").running_count == 0
     assert scheduler.alive()
     assert scheduler.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.django_db
+def test_postgresql_connections_probe_a_silent_server() -> None:
+    """A network cut sends no RST: keepalives are what turn a dead server into an error."""
+    connection.ensure_connection()
+    raw = connection.connection
+    sock = socket.socket(fileno=raw.pgconn.socket)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    finally:
+        sock.detach()  # the socket belongs to libpq
