@@ -8,7 +8,7 @@ Rules, per task:
 * one recovery notice when a run succeeds after such a streak.
 
 Skipped, missed and interrupted runs neither extend nor end a streak. Streaks are read from the
-execution records (the N outcomes before this one, by record id), so every process that runs tasks
+execution records (the N outcomes that finished before this one), so every process that runs tasks
 (schedulers, ``trigger_task``) judges alike, without shared memory, and a restart forgets nothing.
 
 Delivery (``mail_admins`` and/or a JSON POST to ``ALERT_WEBHOOK_URL``) happens in a background
@@ -50,6 +50,8 @@ OUTCOME_STATUSES = (TaskStatus.SUCCESS, *FAILURE_STATUSES)
 # Alerts waiting for delivery; beyond this (a receiver down for long), new ones are dropped and logged.
 QUEUE_SIZE = 1000
 ERROR_EXCERPT = 4000
+# Records beyond the threshold read to put overlapping runs in the order they finished.
+OVERLAP_WINDOW = 50
 # The delivery thread ends after this many idle seconds (a new alert starts it again).
 IDLE_SECONDS = 2.0
 
@@ -138,16 +140,17 @@ def channels() -> Channels:
 
 
 def evaluate(record: TaskExecutionRecord) -> Alert | None:
-    """The alert this finished record calls for, if any. At most two small indexed queries."""
+    """The alert this finished record calls for, if any. At most two small indexed queries.
+
+    Streaks follow the order in which runs finished: of two overlapping runs (a task that allows
+    concurrent runs), the one that ended first comes first, however their ids compare.
+    """
     if record.status not in OUTCOME_STATUSES:
         return None
     threshold = threshold_for(record.task_id)
     if threshold <= 0:
         return None
-    outcomes = TaskExecutionRecord.objects.filter(
-        task_id=record.task_id, pk__lt=record.pk, status__in=OUTCOME_STATUSES
-    ).order_by("-pk")
-    previous = list(outcomes.values_list("status", flat=True)[:threshold])
+    previous = _finished_before(record, threshold)
     leading_failures = next((i for i, status in enumerate(previous) if status == TaskStatus.SUCCESS), len(previous))
     if record.status in FAILURE_STATUSES:
         # Exactly N-1 failures before this one (then a success, or nothing): the streak reaches N now.
@@ -156,9 +159,32 @@ def evaluate(record: TaskExecutionRecord) -> Alert | None:
         return Alert(FAILING, record.task_id, threshold, threshold, _describe(record))
     if leading_failures < threshold:
         return None  # no streak long enough to have been alerted on
+    outcomes = TaskExecutionRecord.objects.filter(task_id=record.task_id, pk__lt=record.pk)
     last_success = outcomes.filter(status=TaskStatus.SUCCESS).aggregate(pk=Max("pk"))["pk"] or 0
     streak = outcomes.filter(pk__gt=last_success, status__in=FAILURE_STATUSES).count()
-    return Alert(RECOVERED, record.task_id, streak, threshold, _describe(record))
+    return Alert(RECOVERED, record.task_id, max(streak, leading_failures), threshold, _describe(record))
+
+
+def _finished_before(record: TaskExecutionRecord, count: int) -> list[str]:
+    """Statuses of the ``count`` outcomes of the task that finished before ``record``, newest first.
+
+    Read from the task's latest records by id (the index), then put in finish order: runs that
+    overlap are never far apart in ids, so a window of OVERLAP_WINDOW more records holds them.
+    """
+    recent = (
+        TaskExecutionRecord.objects.filter(task_id=record.task_id, status__in=OUTCOME_STATUSES)
+        .exclude(pk=record.pk)
+        .order_by("-pk")
+        .values_list("pk", "status", "finished_at")[: count + OVERLAP_WINDOW]
+    )
+    ended = record.finished_at
+    before = [
+        (finished_at, pk, status)
+        for pk, status, finished_at in recent
+        if finished_at is not None and ended is not None and (finished_at, pk) < (ended, record.pk)
+    ]
+    before.sort(reverse=True)
+    return [status for _, _, status in before[:count]]
 
 
 def _describe(record: TaskExecutionRecord) -> dict[str, Any]:

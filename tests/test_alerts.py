@@ -8,12 +8,15 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
+from django.utils import timezone
 
 from scheduler_app import alerts
+from scheduler_app.models import TaskExecutionRecord
 from scheduler_app.registry import task_registry
 from scheduler_app.runner import TaskRunner
 from scheduler_app.services import sync_task_rows
@@ -351,3 +354,23 @@ def test_good_operations_settings_pass_the_system_checks(settings: Any) -> None:
         "HEALTH_MAX_HEARTBEAT_AGE": 30,
     }
     call_command("check")
+
+
+def test_overlapping_runs_count_in_the_order_they_finished(configured: Receiver, settings: Any) -> None:
+    """Two overlapping failures of a task that allows concurrent runs are one streak, alerted once."""
+    settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_AFTER_FAILURES": 1}
+    began = timezone.now() - timedelta(seconds=10)
+    first = TaskExecutionRecord.objects.create(task_id="flaky", trigger="manual", status="running", started_at=began)
+    second = TaskExecutionRecord.objects.create(
+        task_id="flaky", trigger="manual", status="failed", started_at=began, finished_at=began + timedelta(seconds=1)
+    )
+    # The later run ended first: it starts the streak.
+    assert alerts.evaluate(second) is not None
+    first.status, first.finished_at = "failed", began + timedelta(seconds=2)
+    first.save()
+    # The earlier run ended second, inside the streak: no second alert (by id order it would be first).
+    assert alerts.evaluate(first) is None
+    FlakyTask.fail = False
+    recovered = TaskRunner().run_now("flaky")
+    alert = alerts.evaluate(recovered)
+    assert alert is not None and alert.event == alerts.RECOVERED and alert.streak == 2
