@@ -73,13 +73,12 @@ class Execution:
         task: BaseTask,
         timeout: float,
         on_settled: Callable[[Execution], None] | None = None,
-        context: contextvars.Context | None = None,
     ) -> None:
         self.task = task
         self.timeout = timeout
         self.on_settled = on_settled
         # The starter's context (its log_context) follows the run into the worker thread.
-        self.context = context or contextvars.copy_context()
+        self.context = contextvars.copy_context()
         self.started_at: datetime | None = None
         self.started_monotonic: float | None = None
         self.duration: float = 0.0
@@ -259,11 +258,6 @@ class WorkerPool:
         """Runs queued or running, not settled yet."""
         with self._cond:
             return list(self._unsettled)
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until every run started so far is settled; False at the timeout."""
-        deadline = time.monotonic() + timeout
-        return all(execution.settled.wait(max(0.0, deadline - time.monotonic())) for execution in self.in_flight())
 
     def interrupt_all(self, reason: str) -> int:
         """Settle every run not ended yet as interrupted (a thread still in task code ends alone)."""

@@ -20,7 +20,7 @@ from django.db.models import Model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.models import FAILURE_STATUSES, SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.tasks.base import TaskStatus
 
 # Rows per statement: far below SQLite's limit of 32,766 bound parameters.
@@ -132,8 +132,8 @@ def begin_scheduled(
         if not recorded:
             return {}
         by_name = {run.task_name: run for run in runs if run.task_name in recorded}
-        claimed = _claim(cursor, [n for n, r in by_name.items() if not r.allow_overlap], exclusive=True)
-        claimed |= _claim(cursor, [n for n, r in by_name.items() if r.allow_overlap], exclusive=False)
+        claimed = claim_slots([n for n, r in by_name.items() if not r.allow_overlap], exclusive=True)
+        claimed |= claim_slots([n for n, r in by_name.items() if r.allow_overlap], exclusive=False)
         busy = [recorded[name] for name in recorded if name not in claimed]
         for start in range(0, len(busy), CHUNK):
             chunk = busy[start : start + CHUNK]
@@ -184,20 +184,25 @@ def _instant(value: Any) -> datetime:
     return value
 
 
-def _claim(cursor: Any, names: list[str], *, exclusive: bool) -> set[str]:
-    """Take a running slot of each task: the only one (``exclusive``) or one more. Returns those taken."""
+def claim_slots(names: Sequence[str], *, exclusive: bool) -> set[str]:
+    """Take a running slot of each task, atomically: the database, not this process, is the judge.
+
+    ``exclusive``: the only slot (a task that does not allow overlap), else one more. Returns the
+    names of the tasks whose slot was taken.
+    """
     taken: set[str] = set()
     table, task, count = _table(TaskState), _column(TaskState, "task"), _column(TaskState, "running_count")
-    for start in range(0, len(names), CHUNK):
-        chunk = names[start : start + CHUNK]
-        condition = f" AND {count} = 0" if exclusive else ""
-        value = "1" if exclusive else f"{count} + 1"
-        cursor.execute(
-            f"UPDATE {table} SET {count} = {value} "
-            f"WHERE {task} IN ({_placeholders(len(chunk))}){condition} RETURNING {task}",
-            chunk,
-        )
-        taken.update(row[0] for row in cursor.fetchall())
+    condition = f" AND {count} = 0" if exclusive else ""
+    value = "1" if exclusive else f"{count} + 1"
+    with connection.cursor() as cursor:
+        for start in range(0, len(names), CHUNK):
+            chunk = list(names[start : start + CHUNK])
+            cursor.execute(
+                f"UPDATE {table} SET {count} = {value} "
+                f"WHERE {task} IN ({_placeholders(len(chunk))}){condition} RETURNING {task}",
+                chunk,
+            )
+            taken.update(row[0] for row in cursor.fetchall())
     return taken
 
 
@@ -210,11 +215,10 @@ class RunOutcome:
     status: TaskStatus
     started_at: datetime | None
     finished_at: datetime
-    duration_seconds: float
+    duration_seconds: float | None
     message: str
     error: str
     data: dict[str, Any]
-    counts_as_failure: bool
 
 
 def finish_runs(outcomes: Sequence[RunOutcome]) -> list[bool]:
@@ -294,7 +298,7 @@ def _write_states(cursor: Any, outcomes: list[RunOutcome]) -> None:
         values = [outcome.status.value, _datetime(outcome.started_at), finished]
         if outcome.status == TaskStatus.SUCCESS:
             params["success"].append([*values, finished, outcome.task_name])
-        elif outcome.counts_as_failure:
+        elif outcome.status in FAILURE_STATUSES:
             params["failure"].append([*values, outcome.task_name])
         else:
             params["other"].append([*values, outcome.task_name])

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from scheduler_app import conf, signals
 from scheduler_app.db import fresh_connections, write_transaction
-from scheduler_app.execution import Execution, WorkerPool
+from scheduler_app.execution import Execution, WorkerPool, interrupted_outcome
 from scheduler_app.logging import log_context
 from scheduler_app.models import (
     FAILURE_STATUSES,
@@ -38,7 +38,15 @@ from scheduler_app.models import (
     TaskState,
     Trigger,
 )
-from scheduler_app.records import MissedFire, NewRun, RunOutcome, begin_scheduled, finish_runs, record_missed
+from scheduler_app.records import (
+    MissedFire,
+    NewRun,
+    RunOutcome,
+    begin_scheduled,
+    claim_slots,
+    finish_runs,
+    record_missed,
+)
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.tasks.base import OverlapPolicy, RetryBackoff, TaskStatus
 
@@ -229,18 +237,14 @@ class TaskRunner:
             if record_id is None:
                 records.append(None)
                 continue
-            record = TaskExecutionRecord(
-                id=record_id,
-                task_id=fire.task_name,
-                trigger=Trigger.SCHEDULED,
+            record = self._fire_record(
+                record_id,
+                fire.task_name,
+                fire.scheduled_at,
+                now,
                 status=TaskStatus.MISSED,
-                scheduled_at=fire.scheduled_at,
-                created_at=now,
                 finished_at=now,
                 message=fire.reason,
-                origin="scheduler",
-                worker=self.process,
-                worker_label=self.worker_label,
             )
             logger.warning("task %s: fire at %s missed: %s", fire.task_name, fire.scheduled_at.isoformat(), fire.reason)
             self._send_finished(record)
@@ -252,28 +256,29 @@ class TaskRunner:
         if not records:
             return 0
         now = timezone.now()
-        done = 0
-        for record in records:
-            with write_transaction():
-                changed = TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.RUNNING).update(
-                    status=TaskStatus.INTERRUPTED,
-                    finished_at=now,
-                    duration_seconds=(now - record.started_at).total_seconds() if record.started_at else None,
-                    error=reason,
-                    message="interrupted",
-                )
-                if changed:
-                    TaskState.objects.filter(task_id=record.task_id).update(
-                        running_count=Greatest(F("running_count") - 1, Value(0)),
-                        run_count=F("run_count") + 1,
-                        last_result=TaskStatus.INTERRUPTED,
-                        last_finished_at=now,
-                    )
-                    done += 1
+        outcome = interrupted_outcome(reason)
+        outcomes = [
+            RunOutcome(
+                record_id=record.pk,
+                task_name=record.task_id,
+                status=outcome.status,
+                started_at=record.started_at,
+                finished_at=now,
+                duration_seconds=(now - record.started_at).total_seconds() if record.started_at else None,
+                message=outcome.message,
+                error=outcome.error,
+                data=record.data or {},
+            )
+            for record in records
+        ]
+        # Written only where the record is still `running`: a run that ended meanwhile keeps its outcome.
+        with write_transaction():
+            written = finish_runs(outcomes)
+        for record, changed in zip(records, written, strict=True):
             if changed:
                 record.refresh_from_db()
                 self._send_finished(record)
-        return done
+        return sum(written)
 
     # -- seed helpers --------------------------------------------------------------------------
 
@@ -302,28 +307,25 @@ class TaskRunner:
         return float(conf.get("DEFAULT_TIMEOUT"))
 
     def _claim(self, config: TaskConfig) -> bool:
-        """Atomically take a running slot; the database, not this process, is the judge."""
-        state = TaskState.objects.filter(task_id=config.name)
-        if config.overlap_policy == OverlapPolicy.ALLOW:
-            return state.update(running_count=F("running_count") + 1) == 1
-        return state.filter(running_count=0).update(running_count=1) == 1
+        exclusive = config.overlap_policy != OverlapPolicy.ALLOW
+        return config.name in claim_slots([config.name], exclusive=exclusive)
 
     def _begin_fires(self, fires: Sequence[Fire]) -> list[TaskExecutionRecord | None]:
         """Record scheduled fires and claim their slots: one transaction for all of them."""
         now = timezone.now()
         records: list[TaskExecutionRecord | None] = [None] * len(fires)
-        # buffer_one needs the task's state row read and written per fire: the ORM path.
-        buffered = [i for i, fire in enumerate(fires) if fire.config.overlap_policy == OverlapPolicy.BUFFER_ONE]
-        # A statement claims each task once: a task's n-th fire in this batch goes in round n.
+        # Read once per fire: each read merges the task's option layers.
+        policies = [fire.config.overlap_policy for fire in fires]
+        # buffer_one reads and writes the task's state row per fire: the ORM path, below. For the
+        # rest, a statement claims each task once: a task's n-th fire in this batch goes in round n.
         rounds: list[list[int]] = []
         seen: dict[str, int] = {}
         for i, fire in enumerate(fires):
-            if fire.config.overlap_policy == OverlapPolicy.BUFFER_ONE:
-                continue
-            n = seen[fire.config.name] = seen.get(fire.config.name, -1) + 1
-            if n == len(rounds):
-                rounds.append([])
-            rounds[n].append(i)
+            if policies[i] != OverlapPolicy.BUFFER_ONE:
+                n = seen[fire.config.name] = seen.get(fire.config.name, -1) + 1
+                if n == len(rounds):
+                    rounds.append([])
+                rounds[n].append(i)
         if rounds:
             with write_transaction():
                 for round_ in rounds:
@@ -332,7 +334,7 @@ class TaskRunner:
                             NewRun(
                                 fires[i].config.name,
                                 fires[i].scheduled_at,
-                                fires[i].config.overlap_policy == OverlapPolicy.ALLOW,
+                                policies[i] == OverlapPolicy.ALLOW,
                                 fires[i].jitter,
                             )
                             for i in round_
@@ -343,43 +345,47 @@ class TaskRunner:
                         busy_message=BUSY_MESSAGE,
                     )
                     for i in round_:
-                        fire = fires[i]
-                        if fire.config.name in result:
-                            record_id, claimed = result[fire.config.name]
-                            records[i] = self._scheduled_record(fire, record_id, claimed, now)
-        for i in buffered:
-            fire = fires[i]
+                        if fires[i].config.name in result:
+                            record_id, claimed = result[fires[i].config.name]
+                            records[i] = self._scheduled_record(fires[i], record_id, claimed, now)
+        for i, fire in enumerate(fires):
+            if policies[i] != OverlapPolicy.BUFFER_ONE:
+                continue
             try:
+                # _begin announces the record itself (after its own commit).
                 records[i] = self._begin(
                     fire.config, trigger=Trigger.SCHEDULED, scheduled_at=fire.scheduled_at, jitter=fire.jitter
                 )
             except IntegrityError:
                 records[i] = None
-        for fire, record in zip(fires, records, strict=True):
+        for i, (fire, record) in enumerate(zip(fires, records, strict=True)):
             if record is None:
                 logger.info("fire of %s at %s already recorded by another process", fire.config.name, fire.scheduled_at)
-            elif fire.config.overlap_policy != OverlapPolicy.BUFFER_ONE:
+            elif policies[i] != OverlapPolicy.BUFFER_ONE:
                 self._announce(fire.config, record)
         return records
 
-    def _scheduled_record(self, fire: Fire, record_id: int, claimed: bool, now: datetime) -> TaskExecutionRecord:
-        """The record ``begin_scheduled`` wrote, as a model instance (without reading it back)."""
-        record = TaskExecutionRecord(
+    def _fire_record(
+        self, record_id: int, task_name: str, scheduled_at: datetime, now: datetime, **fields: Any
+    ) -> TaskExecutionRecord:
+        """A scheduled fire's record as ``records.py`` wrote it, as a model instance (not read back)."""
+        return TaskExecutionRecord(
             id=record_id,
-            task_id=fire.config.name,
+            task_id=task_name,
             trigger=Trigger.SCHEDULED,
-            status=TaskStatus.RUNNING if claimed else TaskStatus.SKIPPED,
-            scheduled_at=fire.scheduled_at,
+            scheduled_at=scheduled_at,
             created_at=now,
-            started_at=now,
             origin="scheduler",
             worker=self.process,
             worker_label=self.worker_label,
-            jitter_seconds=fire.jitter,
+            **fields,
         )
+
+    def _scheduled_record(self, fire: Fire, record_id: int, claimed: bool, now: datetime) -> TaskExecutionRecord:
+        fields: dict[str, Any] = {"status": TaskStatus.RUNNING, "started_at": now, "jitter_seconds": fire.jitter}
         if not claimed:
-            record.finished_at, record.duration_seconds, record.message = now, 0.0, BUSY_MESSAGE
-        return record
+            fields.update(status=TaskStatus.SKIPPED, finished_at=now, duration_seconds=0.0, message=BUSY_MESSAGE)
+        return self._fire_record(record_id, fire.config.name, fire.scheduled_at, now, **fields)
 
     def _announce(self, config: TaskConfig, record: TaskExecutionRecord) -> None:
         """After the commit: a claimed run has started; a skipped one has ended."""
@@ -591,9 +597,9 @@ class TaskRunner:
         now = timezone.now()
         outcomes = []
         for run in runs:
-            outcome = run.execution.outcome
-            assert outcome is not None
             execution = run.execution
+            outcome = execution.outcome
+            assert outcome is not None
             outcomes.append(
                 RunOutcome(
                     record_id=run.record.pk,
@@ -606,7 +612,6 @@ class TaskRunner:
                     message=outcome.message,
                     error=outcome.error,
                     data=outcome.data,
-                    counts_as_failure=outcome.status in FAILURE_STATUSES,
                 )
             )
         written = self._write_outcomes(outcomes)

@@ -212,12 +212,12 @@ class TaskScheduler:
         in_flight = len(self.runner.pool.in_flight())
         if in_flight:
             logger.info("waiting up to %.0fs for %d running task(s)", grace, in_flight)
-        if not self.runner.drain(grace):
+        drained = self.runner.drain(grace)
+        self.runner.cancel.set()
+        if not drained:
             # Runs still going are settled as interrupted, and recorded so by the runner's finisher.
-            self.runner.cancel.set()
             self.runner.interrupt_launched("the scheduler stopped before the run finished")
             self.runner.drain(5.0)
-        self.runner.cancel.set()
         self.runner.close()
         with fresh_connections():
             # Filtered here, not in SQL: the running-record index serves `status` alone.

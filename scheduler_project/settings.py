@@ -120,24 +120,21 @@ SPECTACULAR_SETTINGS = {
 # from the environment; DJANGO_EMAIL_BACKEND=django.core.mail.backends.console.EmailBackend prints them.
 ADMINS = [address.strip() for address in os.environ.get("DJANGO_ADMINS", "").split(",") if address.strip()]
 SERVER_EMAIL = os.environ.get("DJANGO_SERVER_EMAIL", "scheduler@localhost")
+EMAIL_BACKEND_PATH = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 MAILERS = {
     "default": {
-        "BACKEND": os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"),
+        "BACKEND": EMAIL_BACKEND_PATH,
+        # Options of the SMTP backend only: other backends refuse unknown options.
         "OPTIONS": {
-            key: value
-            for key, value in {
-                "host": os.environ.get("DJANGO_EMAIL_HOST", "localhost"),
-                "port": int(os.environ.get("DJANGO_EMAIL_PORT", "25")),
-                "username": os.environ.get("DJANGO_EMAIL_USER", ""),
-                "password": os.environ.get("DJANGO_EMAIL_PASSWORD", ""),
-                "use_tls": os.environ.get("DJANGO_EMAIL_USE_TLS", "0") == "1",
-                "timeout": 10,
-            }.items()
-            # Options of the SMTP backend only: other backends refuse unknown options.
-            if os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend").endswith(
-                "smtp.EmailBackend"
-            )
-        },
+            "host": os.environ.get("DJANGO_EMAIL_HOST", "localhost"),
+            "port": int(os.environ.get("DJANGO_EMAIL_PORT", "25")),
+            "username": os.environ.get("DJANGO_EMAIL_USER", ""),
+            "password": os.environ.get("DJANGO_EMAIL_PASSWORD", ""),
+            "use_tls": os.environ.get("DJANGO_EMAIL_USE_TLS", "0") == "1",
+            "timeout": 10,
+        }
+        if EMAIL_BACKEND_PATH.endswith("smtp.EmailBackend")
+        else {},
     }
 }
 
