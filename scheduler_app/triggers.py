@@ -135,9 +135,11 @@ def _parse_field(text: str, field: int) -> set[int]:
                 )
             end = start if last is None else _value(last, field)
             if end < start:
-                top, bottom = (names[-1], names[0]) if names and not first.isdigit() else (high, low)
+                top, bottom = (names[-1], names[0]) if names and not first.isdigit() else (str(high), str(low))
+                upper = first if first == top else f"{first}-{top}"
+                lower = last if last == bottom else f"{bottom}-{last}"
                 raise CronSyntaxError(
-                    f"range {item!r} is reversed; cron ranges go from low to high (write {first}-{top},{bottom}-{last})"
+                    f"range {item!r} is reversed; cron ranges go from low to high (write {upper},{lower})"
                 )
         step = 1
         if step_text is not None:

@@ -112,9 +112,9 @@ def simulated_fires(expression: str, zone: ZoneInfo, start: datetime, end: datet
     entry = Entry.parse(expression)
     fires: list[datetime] = []
     for instant, virtual, do_wild, do_fixed in debian_find_jobs_calls(zone, start, end):
-        if (do_wild if entry.wild else do_fixed) and entry.matches(minute_wall(virtual)):
-            if not fires or fires[-1] != instant:
-                fires.append(instant)
+        runs = (do_wild if entry.wild else do_fixed) and entry.matches(minute_wall(virtual))
+        if runs and (not fires or fires[-1] != instant):  # several virtual minutes, one run
+            fires.append(instant)
     return fires
 
 
