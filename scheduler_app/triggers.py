@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -215,23 +216,43 @@ def _offset_at(instant: datetime, zone: tzinfo) -> timedelta:
     return instant.astimezone(zone).utcoffset() or timedelta(0)
 
 
-def _next_transition(zone: tzinfo, start: datetime, end: datetime) -> datetime | None:
-    """The first instant in (start, end] whose UTC offset differs from the offset at ``start``."""
-    offset = _offset_at(start, zone)
-    low = start
+def _bisect_transition(zone: tzinfo, low: datetime, high: datetime, offset: timedelta) -> datetime:
+    # Offsets change on whole seconds: bisect on them.
+    low_s, high_s = math.floor(low.timestamp()), math.ceil(high.timestamp())
+    while high_s - low_s > 1:
+        middle = (low_s + high_s) // 2
+        if _offset_at(datetime.fromtimestamp(middle, UTC), zone) != offset:
+            high_s = middle
+        else:
+            low_s = middle
+    return datetime.fromtimestamp(high_s, UTC)
+
+
+@functools.lru_cache(maxsize=4096)
+def _transitions_in_year(zone: tzinfo, year: int) -> tuple[datetime, ...]:
+    """The instants in (1 January ``year``, 1 January ``year + 1``] (UTC) at which the zone's offset
+    changes. Cached: a rarely firing expression looks across decades, and zoneinfo has no public
+    list of transitions."""
+    low = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC) if year < 9999 else datetime.max.replace(tzinfo=UTC)
+    offset = _offset_at(low, zone)
+    found: list[datetime] = []
     while low < end:
         high = end if end - low <= _TRANSITION_PROBE else low + _TRANSITION_PROBE
-        if _offset_at(high, zone) != offset:
-            # Offsets change on whole seconds: bisect on them.
-            low_s, high_s = math.floor(low.timestamp()), math.ceil(high.timestamp())
-            while high_s - low_s > 1:
-                middle = (low_s + high_s) // 2
-                if _offset_at(datetime.fromtimestamp(middle, UTC), zone) != offset:
-                    high_s = middle
-                else:
-                    low_s = middle
-            return datetime.fromtimestamp(high_s, UTC)
+        new_offset = _offset_at(high, zone)
+        if new_offset != offset:
+            found.append(_bisect_transition(zone, low, high, offset))
+            offset = new_offset
         low = high
+    return tuple(found)
+
+
+def _next_transition(zone: tzinfo, start: datetime, end: datetime) -> datetime | None:
+    """The first instant in (start, end] at which the zone's UTC offset changes."""
+    for year in range(start.astimezone(UTC).year, end.astimezone(UTC).year + 1):
+        for moment in _transitions_in_year(zone, year):
+            if moment > start:
+                return moment if moment <= end else None
     return None
 
 
