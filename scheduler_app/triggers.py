@@ -60,7 +60,8 @@ _TOKEN = re.compile(r"^(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?$")
 _SMALL_JUMP_MINUTES = 5  # up to this: every job is run for each skipped minute
 _LARGE_JUMP_MINUTES = 180  # beyond this (either way): cron resets, nothing is caught up or held back
 _MINUTE = timedelta(minutes=1)
-# No two offset changes of a zone are closer than this; offsets are sampled at this step.
+# Offsets are sampled at this step to find their changes: the closest two changes of one zone in the
+# tz database (tzdata 2026) are four days apart.
 _TRANSITION_PROBE = timedelta(hours=12)
 
 

@@ -53,7 +53,7 @@ class Entry:
             hours=frozenset(parsed.hours),
             days=frozenset(parsed.days),
             months=frozenset(parsed.months),
-            weekdays=frozenset(int(d) % 7 for d in parsed.weekdays),  # type: ignore[call-overload]
+            weekdays=frozenset(int(d) % 7 for d in parsed.weekdays),
             dom_or_dow_star=fields[2].startswith("*") or fields[4].startswith("*"),
             wild=fields[0].startswith("*") or fields[1].startswith("*"),
         )
