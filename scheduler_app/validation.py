@@ -11,22 +11,13 @@ import zoneinfo
 from datetime import datetime
 from typing import Any
 
-from croniter import croniter
+from scheduler_app.triggers import CRON_ALIASES as CRON_ALIASES
+from scheduler_app.triggers import CronSyntaxError, parse_cron
 
 TASK_NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 TASK_NAME_MAX_LENGTH = 100
 # Stored in a 32-bit integer column on every database backend.
 MAX_INTERVAL_SECONDS = 2_147_483_647
-# The @-aliases croniter accepts, and the five-field expression each stands for.
-CRON_ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 
 
 class ScheduleValidationError(ValueError):
@@ -50,21 +41,18 @@ def task_name_error(name: Any) -> str | None:
 
 
 def cron_expression_error(expression: Any) -> str | None:
+    """Why ``expression`` is not a crontab(5) expression that can fire (None when it is one).
+
+    Exactly crontab(5) and the @ macros are accepted; extensions of other cron dialects (``?``,
+    ``L``, ``W``, ``#``, seconds or year fields, reversed ranges) are refused by name.
+    """
     if not isinstance(expression, str) or not expression.strip():
         return "a cron schedule needs a cron expression, e.g. '0 2 * * *'"
     expression = expression.strip()
-    if expression.startswith("@"):
-        if expression.lower() not in CRON_ALIASES:
-            return f"unknown cron alias {expression!r}; known: {', '.join(sorted(CRON_ALIASES))}"
-        return None
-    fields = expression.split()
-    if len(fields) != 5:
-        return (
-            f"cron expression {expression!r} has {len(fields)} fields; expected 5 "
-            "(minute hour day-of-month month day-of-week)"
-        )
-    if not croniter.is_valid(expression):
-        return f"invalid cron expression {expression!r}"
+    try:
+        parse_cron(expression)
+    except CronSyntaxError as exc:
+        return str(exc)
     return None
 
 

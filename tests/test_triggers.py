@@ -1,21 +1,38 @@
-"""Next-fire computation: crontab semantics and daylight-saving rules."""
+"""Next-fire computation: crontab semantics and Debian cron's daylight-saving rules."""
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler_app.triggers import CronTrigger, next_cron_fire, next_fire_times, resolve_wall_time
+from scheduler_app.triggers import (
+    CronTrigger,
+    make_interval_trigger,
+    next_cron_fire,
+    next_fire_times,
+    parse_cron,
+    resolve_wall_time,
+)
+from scheduler_app.validation import cron_expression_error
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")
+CHATHAM = ZoneInfo("Pacific/Chatham")
+SANTIAGO = ZoneInfo("America/Santiago")
 
 
 def fires(expression: str, zone: ZoneInfo, start: datetime, count: int) -> list[datetime]:
     return next_fire_times(CronTrigger(expression, zone.key), start, count)
+
+
+def walls(times: list[datetime], zone: ZoneInfo) -> list[str]:
+    """Wall time with its UTC offset, which tells the two passes of a repeated hour apart."""
+    return [t.astimezone(zone).strftime("%H:%M%z") for t in times]
 
 
 def test_seed_examples_mean_what_the_seed_says() -> None:
@@ -33,10 +50,73 @@ def test_seed_examples_mean_what_the_seed_says() -> None:
     assert fires("0 0 1 * *", zone, start, 2) == [datetime(2026, 12, 1, tzinfo=zone), datetime(2027, 1, 1, tzinfo=zone)]
 
 
-def test_day_of_month_and_weekday_are_ored_like_crontab() -> None:
+# -- the four cases of issue 13 -------------------------------------------------------------------
+
+
+def test_autumn_wildcard_job_runs_in_both_passes_of_the_repeated_hour() -> None:
+    # New York falls back on 2026-11-01: 01:00-02:00 occurs twice (EDT, then EST).
+    quarter = fires("*/15 * * * *", NEW_YORK, datetime(2026, 11, 1, 5, 30, tzinfo=UTC), 8)
+    assert walls(quarter, NEW_YORK) == [
+        "01:45-0400",
+        "01:00-0500",
+        "01:15-0500",
+        "01:30-0500",
+        "01:45-0500",
+        "02:00-0500",
+        "02:15-0500",
+        "02:30-0500",
+    ]
+    utc = [t.astimezone(UTC) for t in quarter]  # same-zone subtraction would compare wall times
+    assert all(b - a == timedelta(minutes=15) for a, b in pairwise(utc))  # no 75-minute silence
+    hourly = fires("@hourly", NEW_YORK, datetime(2026, 11, 1, 4, 30, tzinfo=UTC), 3)
+    assert [t.astimezone(UTC).hour for t in hourly] == [5, 6, 7]
+
+
+def test_spring_wildcard_job_does_not_invent_a_fire_after_the_gap() -> None:
+    # Berlin springs from 02:00 CET to 03:00 CEST on 2026-03-29: 02:30 does not exist.
+    half_past = fires("30 * * * *", BERLIN, datetime(2026, 3, 29, 0, 0, tzinfo=UTC), 3)
+    assert walls(half_past, BERLIN) == ["01:30+0100", "03:30+0200", "04:30+0200"]
+
+
+def test_day_of_month_and_day_of_week_are_anded_when_either_starts_with_a_star() -> None:
+    zone = ZoneInfo("UTC")
+    start = datetime(2026, 1, 1, tzinfo=zone)
+    # Odd days that are Mondays, not every odd day or any Monday.
+    odd_mondays = fires("0 0 */2 * 1", zone, start, 4)
+    assert [d.date().isoformat() for d in odd_mondays] == ["2026-01-05", "2026-01-19", "2026-02-09", "2026-02-23"]
+    assert [d.date().isoformat() for d in fires("0 0 */1 * 1", zone, start, 2)] == ["2026-01-05", "2026-01-12"]
+    # The 1st of the month when it is a Sunday, Tuesday, Thursday or Saturday (*/2 = 0,2,4,6).
+    firsts = fires("0 0 1 * */2", zone, start - timedelta(days=1), 3)
+    assert [d.date().isoformat() for d in firsts] == ["2026-01-01", "2026-02-01", "2026-03-01"]
+    assert all(d.isoweekday() % 7 in (0, 2, 4, 6) for d in firsts)
+
+
+def test_day_fields_are_ored_when_neither_starts_with_a_star() -> None:
     zone = ZoneInfo("UTC")
     got = fires("0 0 1 * 1", zone, datetime(2026, 11, 28, tzinfo=zone), 3)
     assert [d.date().isoformat() for d in got] == ["2026-11-30", "2026-12-01", "2026-12-07"]
+
+
+@pytest.mark.parametrize("expression", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4 *", "0 0 31 4,6,9,11 *", "0 0 30 2 */2"])
+def test_never_firing_expression_is_refused_and_a_stored_one_has_no_next_fire(expression: str) -> None:
+    message = cron_expression_error(expression)
+    assert message is not None and "can never fire" in message
+    # One stored before this rule (in the job store or a TaskConfig override) just never fires.
+    trigger = CronTrigger(expression, "Europe/Berlin")
+    assert trigger.get_next_fire_time(None, datetime(2026, 1, 1, tzinfo=UTC)) is None
+    assert next_fire_times(trigger, datetime(2026, 1, 1, tzinfo=UTC), 5) == []
+
+
+def test_february_29_is_not_a_never_firing_day() -> None:
+    assert cron_expression_error("0 0 29 2 *") is None
+    got = fires("0 0 29 2 *", ZoneInfo("UTC"), datetime(2026, 1, 1, tzinfo=UTC), 2)
+    assert [d.date().isoformat() for d in got] == ["2028-02-29", "2032-02-29"]
+    # ANDed with Sundays (*/7 = 0,7 starts with a star): the next Sunday 29 February is in 2032.
+    sundays = fires("0 0 29 2 */7", ZoneInfo("UTC"), datetime(2026, 1, 1, tzinfo=UTC), 2)
+    assert [d.date().isoformat() for d in sundays] == ["2032-02-29", "2060-02-29"]
+
+
+# -- fixed-time jobs keep the once-only rules ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -48,19 +128,16 @@ def test_day_of_month_and_weekday_are_ored_like_crontab() -> None:
         (NEW_YORK, datetime(2026, 3, 7, 12, tzinfo=UTC), datetime(2026, 3, 8, 7, 0, tzinfo=UTC)),
     ],
 )
-def test_spring_gap_fires_once_at_the_first_valid_instant(
+def test_spring_fixed_job_runs_once_right_after_the_gap(
     zone: ZoneInfo, gap_day: datetime, expected_utc: datetime
 ) -> None:
     daily = fires("30 2 * * *", zone, gap_day, 3)
     assert daily[0] == expected_utc  # 03:00 local, the end of the gap
-    assert daily[0].astimezone(zone).strftime("%H:%M") == "03:00"
-    assert [d.astimezone(zone).strftime("%H:%M") for d in daily[1:]] == ["02:30", "02:30"]
-    # Every 15 minutes through the gap: 02:00-02:45 collapse into one fire at 03:00, then 03:15.
-    quarter = [
-        d.astimezone(zone).strftime("%H:%M")
-        for d in fires("*/15 * * * *", zone, expected_utc - timedelta(minutes=20), 4)
-    ]
-    assert quarter == ["01:45", "03:00", "03:15", "03:30"]
+    assert walls(daily, zone)[0].startswith("03:00")
+    assert [w[:5] for w in walls(daily[1:], zone)] == ["02:30", "02:30"]
+    # A fixed minute list is a fixed-time job too: 02:00 and 02:45 both run once, at 03:00.
+    listed = fires("0,45 2,3 * * *", zone, expected_utc - timedelta(hours=2), 3)
+    assert [w[:5] for w in walls(listed, zone)] == ["03:00", "03:45", "02:00"]
 
 
 @pytest.mark.parametrize(
@@ -72,11 +149,12 @@ def test_spring_gap_fires_once_at_the_first_valid_instant(
         (NEW_YORK, datetime(2026, 10, 31, 12, tzinfo=UTC), "30 1 * * *", "01:30"),
     ],
 )
-def test_autumn_repeat_fires_once(zone: ZoneInfo, day_before: datetime, expression: str, wall: str) -> None:
+def test_autumn_fixed_job_runs_once_in_the_first_pass(
+    zone: ZoneInfo, day_before: datetime, expression: str, wall: str
+) -> None:
     daily = fires(expression, zone, day_before, 3)
-    assert [d.astimezone(zone).strftime("%H:%M") for d in daily] == [wall] * 3
+    assert [w[:5] for w in walls(daily, zone)] == [wall] * 3
     gaps = [(b - a) for a, b in pairwise(daily)]
-    # Fires are a day apart in wall time; the repeated hour is not fired twice.
     assert all(timedelta(hours=23) <= gap <= timedelta(hours=25) for gap in gaps)
     assert daily[0].fold == 0
     # Asking from inside the repeated hour's second pass never refires the same wall time.
@@ -84,16 +162,124 @@ def test_autumn_repeat_fires_once(zone: ZoneInfo, day_before: datetime, expressi
     assert next_cron_fire(expression, zone, second_pass) == daily[1]
 
 
-def test_resolve_wall_time_of_a_normal_instant_is_identity() -> None:
-    wall = datetime(2026, 7, 1, 12, 0)
-    assert resolve_wall_time(wall, BERLIN) == datetime(2026, 7, 1, 12, 0, tzinfo=BERLIN)
+def test_macros_are_the_jobs_cron_makes_of_them() -> None:
+    # @hourly is a wildcard job (HR_STAR); @daily a fixed-time job: on Santiago's spring day
+    # midnight does not exist and @daily runs once at 01:00.
+    assert parse_cron("@hourly").wildcard and not parse_cron("@daily").wildcard
+    daily = fires("@daily", SANTIAGO, datetime(2026, 9, 5, 12, tzinfo=UTC), 2)
+    assert walls(daily, SANTIAGO) == ["01:00-0300", "00:00-0300"]
+
+
+# -- odd zones -------------------------------------------------------------------------------------
+
+
+def test_lord_howe_half_hour_shift() -> None:
+    # 2026-10-04 02:00 +10:30 becomes 02:30 +11:00; 2027-04-04 02:00 +11:00 becomes 01:30 +10:30.
+    spring = datetime(2026, 10, 3, 15, 0, tzinfo=UTC)  # 01:30 local
+    assert walls(fires("*/15 * * * *", LORD_HOWE, spring, 3), LORD_HOWE) == ["01:45+1030", "02:30+1100", "02:45+1100"]
+    assert walls(fires("15 2 * * *", LORD_HOWE, spring, 2), LORD_HOWE) == ["02:30+1100", "02:15+1100"]
+    autumn = datetime(2027, 4, 3, 14, 0, tzinfo=UTC)  # 01:00 +11:00
+    assert walls(fires("*/15 * * * *", LORD_HOWE, autumn, 5), LORD_HOWE) == [
+        "01:15+1100",
+        "01:30+1100",
+        "01:45+1100",
+        "01:30+1030",
+        "01:45+1030",
+    ]
+    assert walls(fires("45 1 * * *", LORD_HOWE, autumn, 2), LORD_HOWE) == ["01:45+1100", "01:45+1030"]
+
+
+def test_chatham_quarter_hour_offsets() -> None:
+    # 2026-09-27 02:45 +12:45 becomes 03:45 +13:45; 2027-04-04 03:45 +13:45 becomes 02:45 +12:45.
+    spring = datetime(2026, 9, 26, 12, 0, tzinfo=UTC)  # 00:45 local
+    assert walls(fires("0 * * * *", CHATHAM, spring, 3), CHATHAM) == ["01:00+1245", "02:00+1245", "04:00+1345"]
+    assert walls(fires("0 3 * * *", CHATHAM, spring, 2), CHATHAM) == ["03:45+1345", "03:00+1345"]
+    autumn = datetime(2027, 4, 3, 12, 0, tzinfo=UTC)  # 01:45 +13:45
+    assert walls(fires("0 * * * *", CHATHAM, autumn, 4), CHATHAM) == [
+        "02:00+1345",
+        "03:00+1345",
+        "03:00+1245",
+        "04:00+1245",
+    ]
+    assert walls(fires("0 3 * * *", CHATHAM, autumn, 2), CHATHAM) == ["03:00+1345", "03:00+1245"]
+
+
+def test_santiago_gap_and_repeat_at_midnight() -> None:
+    # 2026-09-06 00:00 -04 becomes 01:00 -03; 2027-04-04 00:00 -03 becomes 2027-04-03 23:00 -04.
+    spring = datetime(2026, 9, 6, 2, 0, tzinfo=UTC)  # 22:00 on the 5th
+    assert walls(fires("*/30 * * * *", SANTIAGO, spring, 5), SANTIAGO) == [
+        "22:30-0400",
+        "23:00-0400",
+        "23:30-0400",
+        "01:00-0300",
+        "01:30-0300",
+    ]
+    autumn = datetime(2027, 4, 4, 1, 0, tzinfo=UTC)  # 22:00 -03 on the 3rd
+    assert walls(fires("30 23 * * *", SANTIAGO, autumn, 2), SANTIAGO) == ["23:30-0300", "23:30-0400"]
+    first, second = (t.astimezone(UTC) for t in fires("30 23 * * *", SANTIAGO, autumn, 2))
+    assert second - first == timedelta(hours=25)
+    assert walls(fires("30 * * * *", SANTIAGO, autumn, 3), SANTIAGO) == ["22:30-0300", "23:30-0300", "23:30-0400"]
+
+
+def test_kolkata_half_hour_offset_without_dst() -> None:
+    zone = ZoneInfo("Asia/Kolkata")
+    got = fires("0 9 * * 1-5", zone, datetime(2026, 11, 27, tzinfo=UTC), 2)  # Friday, then Monday
+    assert [t.astimezone(UTC).strftime("%a %H:%M") for t in got] == ["Fri 03:30", "Mon 03:30"]
+
+
+# -- the end of the calendar -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati", "Etc/GMT+12", "America/New_York", "Asia/Kolkata"])
+@pytest.mark.parametrize("expression", ["* * * * *", "0 0 1 1 *", "0 0 29 2 *", "*/15 * * * *"])
+def test_no_overflow_near_the_end_of_the_calendar(zone: str, expression: str) -> None:
+    near_max = datetime.max.replace(tzinfo=UTC)
+    for start in (datetime(9999, 1, 1, tzinfo=UTC), near_max - timedelta(days=1), near_max):
+        trigger = CronTrigger(expression, zone, start_date=start)
+        result = next_fire_times(trigger, datetime(2026, 1, 1, tzinfo=UTC), 3)
+        assert all(t >= start for t in result)
+        assert CronTrigger(expression, zone).get_next_fire_time(None, near_max) is None
+
+
+# -- other callers ---------------------------------------------------------------------------------
+
+
+def test_resolve_wall_time() -> None:
+    assert resolve_wall_time(datetime(2026, 7, 1, 12, 0), BERLIN) == datetime(2026, 7, 1, 12, 0, tzinfo=BERLIN)
+    assert resolve_wall_time(datetime(2026, 3, 29, 2, 30), BERLIN) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    assert resolve_wall_time(datetime(2026, 9, 27, 3, 0), CHATHAM) == datetime(2026, 9, 26, 14, 0, tzinfo=UTC)
+    repeated = resolve_wall_time(datetime(2026, 10, 25, 2, 30), BERLIN)
+    assert repeated.astimezone(UTC) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # the first pass
 
 
 def test_cron_trigger_pickles_for_the_job_store() -> None:
-    import pickle
-
     trigger = CronTrigger("0 2 * * *", "Europe/Berlin")
-    restored = pickle.loads(pickle.dumps(trigger))
     now = datetime(2026, 1, 1, tzinfo=UTC)
+    trigger.get_next_fire_time(None, now)  # the parsed fields are a cache, never pickled
+    restored = pickle.loads(pickle.dumps(trigger))
     assert restored.get_next_fire_time(None, now) == trigger.get_next_fire_time(None, now)
     assert str(restored) == "cron[0 2 * * * Europe/Berlin]"
+
+
+# A trigger pickled by the previous implementation (state version 2), as DjangoJobStore holds it.
+STORED_VERSION_2 = (
+    b"\x80\x05\x95\xe7\x00\x00\x00\x00\x00\x00\x00\x8c\x16scheduler_app.triggers\x94\x8c\x0bCronTrigger\x94\x93"
+    b"\x94)\x81\x94}\x94(\x8c\x07version\x94K\x02\x8c\nexpression\x94\x8c\x0c*/15 * * * *\x94\x8c\x08timezone"
+    b"\x94\x8c\x10America/New_York\x94\x8c\nstart_date\x94\x8c\x08datetime\x94\x8c\x08datetime\x94\x93\x94C\n"
+    b"\x07\xea\x01\x01\x00\x00\x00\x00\x00\x00\x94h\x0b\x8c\x08timezone\x94\x93\x94h\x0b\x8c\ttimedelta\x94\x93"
+    b"\x94K\x00K\x00K\x00\x87\x94R\x94\x85\x94R\x94\x86\x94R\x94\x8c\x08end_date\x94Nub."
+)
+
+
+def test_a_stored_version_2_trigger_loads_and_follows_the_new_rules() -> None:
+    trigger = pickle.loads(STORED_VERSION_2)
+    assert isinstance(trigger, CronTrigger)
+    assert trigger.start_date == datetime(2026, 1, 1, tzinfo=UTC)
+    got = next_fire_times(trigger, datetime(2026, 11, 1, 5, 40, tzinfo=UTC), 2)
+    assert walls(got, NEW_YORK) == ["01:45-0400", "01:00-0500"]
+    assert pickle.loads(pickle.dumps(trigger)).__getstate__() == trigger.__getstate__()
+
+
+def test_interval_trigger_still_built_here() -> None:
+    trigger = make_interval_trigger(90, "UTC", start_date=datetime(2026, 1, 1, tzinfo=UTC))
+    assert trigger.get_next_fire_time(None, datetime(2026, 1, 1, tzinfo=UTC)) == datetime(2026, 1, 1, tzinfo=UTC)
