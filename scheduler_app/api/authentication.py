@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import authenticate, get_user_model
+from drf_spectacular import authentication as spectacular_authentication
 from rest_framework import authentication, exceptions
 
 from scheduler_app.api.throttling import FailedAuthThrottle
@@ -43,3 +44,9 @@ class TokenAuthentication(authentication.TokenAuthentication):
 class BasicAuthentication(authentication.BasicAuthentication):
     def authenticate_credentials(self, userid: str, password: str, request: Any = None) -> Any:
         return (password_user(request, userid, password), None)
+
+
+class BasicScheme(spectacular_authentication.BasicScheme):
+    """The schema's ``basicAuth``: drf-spectacular knows DRF's class, not subclasses of it."""
+
+    target_class = "scheduler_app.api.authentication.BasicAuthentication"
