@@ -7,7 +7,9 @@
   reason through ``csrf_failure`` (``settings.CSRF_FAILURE_VIEW``).
 * A NUL byte can be in no URL of ours, and PostgreSQL refuses it in a query with an error (a 500):
   a path with one is not found (404), and outside the API a query string with one is a 400. The API
-  checks its own query parameters, naming the bad one.
+  checks its own query parameters, naming the bad one. A cookie with one (a quoted ``"\\000"``
+  decodes to NUL) is treated as absent: a session key with a NUL would otherwise reach the sessions
+  table on every page.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class ErrorsMiddleware:
             raise Http404("The path contains a NUL character.")
         if not api and any("\x00" in key + "".join(values) for key, values in request.GET.lists()):
             raise BadRequest("The query string contains a NUL character.")
+        if any("\x00" in key + value for key, value in request.COOKIES.items()):
+            request.COOKIES = {k: v for k, v in request.COOKIES.items() if "\x00" not in k + v}
         response = self.get_response(request)
         if api and response.status_code >= 400 and not self._is_json(response):
             response = self._as_json(response)

@@ -196,6 +196,16 @@ def nul_cases(root: Client) -> None:
     assert_json_error(root.get("/scheduler/tasks/a%00b"), 404)
     assert_json_error(root.get("/scheduler/history", {"task": "a\x00b"}), 400)
     assert root.get("/admin/scheduler_app/taskexecutionrecord/").status_code == 200  # still works
+    for selected in (["a\x00b"], ["tick", "a\x00b"]):
+        response = root.post(
+            "/admin/scheduler_app/taskconfig/", {"action": "run_selected", "_selected_action": selected}
+        )
+        assert response.status_code == 302, selected
+    assert list(TaskExecutionRecord.objects.values_list("task_id", flat=True)) == ["tick"]
+    # A quoted cookie's octal escape decodes to NUL: such a session cookie is no session at all.
+    for path in ("/admin/", "/scheduler/tasks"):
+        response = Client(raise_request_exception=False).get(path, HTTP_COOKIE='sessionid="abcdefgh\\000x"')
+        assert response.status_code in (302, 403), (path, response.status_code)
 
 
 def test_nul_bytes_in_urls_and_credentials(root: Client) -> None:
