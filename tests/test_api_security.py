@@ -224,16 +224,7 @@ def test_nul_bytes_in_urls_and_credentials_on_postgresql(root: Client) -> None:
 
 def test_failed_basic_logins_are_throttled_then_refused_before_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     operator("ops", password="ops-pw")
-    hashes: list[str] = []
-    from django.contrib.auth.hashers import MD5PasswordHasher
-
-    real_verify = MD5PasswordHasher.verify
-
-    def counting(self: Any, password: str, encoded: str) -> bool:
-        hashes.append(password)
-        return real_verify(self, password, encoded)
-
-    monkeypatch.setattr(MD5PasswordHasher, "verify", counting)
+    hashes = count_hashes(monkeypatch)
     rates = {**api_settings.DEFAULT_THROTTLE_RATES, "failed_auth": "3/minute"}
     with override_settings(REST_FRAMEWORK={**_rest_framework(), "DEFAULT_THROTTLE_RATES": rates}):
         client = client_for(None)
@@ -251,6 +242,42 @@ def test_failed_basic_logins_are_throttled_then_refused_before_hashing(monkeypat
         other = client_for(None, REMOTE_ADDR="10.0.0.2")
         assert other.get("/scheduler/status", HTTP_AUTHORIZATION=basic("ops", "ops-pw")).status_code == 200
     assert not TaskExecutionRecord.objects.exists()
+
+
+def test_failed_logins_of_the_admin_count_and_are_refused_before_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    operator("ops", password="ops-pw")
+    hashes = count_hashes(monkeypatch)
+    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "failed_auth": "3/minute"}
+    with override_settings(REST_FRAMEWORK={**_rest_framework(), "DEFAULT_THROTTLE_RATES": rates}):
+        browser = client_for(None)
+        for _ in range(2):
+            page = browser.post("/admin/login/", {"username": "ops", "password": "guess"})
+            assert page.status_code == 200 and "correct username and password" in page.content.decode()
+        # Failures of the admin and of the API's Basic auth add up, per address.
+        assert browser.get("/scheduler/status", HTTP_AUTHORIZATION=basic("ops", "guess")).status_code == 401
+        tried = len(hashes)
+        refused = browser.post("/admin/login/", {"username": "ops", "password": "ops-pw"})
+        assert refused.status_code == 200 and "_auth_user_id" not in browser.session
+        assert browser.get("/scheduler/status", HTTP_AUTHORIZATION=basic("ops", "ops-pw")).status_code == 429
+        assert len(hashes) == tried
+        # Another address logs in.
+        other = client_for(None, REMOTE_ADDR="10.0.0.3")
+        assert other.post("/admin/login/", {"username": "ops", "password": "ops-pw"}).status_code == 302
+
+
+def count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords checked against a stored hash from now on (the costly step that is braked)."""
+    from django.contrib.auth.hashers import MD5PasswordHasher
+
+    checked: list[str] = []
+    real_verify = MD5PasswordHasher.verify
+
+    def counting(self: Any, password: str, encoded: str) -> bool:
+        checked.append(password)
+        return real_verify(self, password, encoded)
+
+    monkeypatch.setattr(MD5PasswordHasher, "verify", counting)
+    return checked
 
 
 def test_forwarded_for_is_only_trusted_with_num_proxies() -> None:

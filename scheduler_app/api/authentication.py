@@ -25,12 +25,11 @@ def password_user(request: Any, username: str, password: str) -> Any:
     """The active user these Basic credentials name, or ``AuthenticationFailed``; ``Throttled``
     while the client's address has used up its failed tries. Used by the API and the metrics."""
     _refuse_nul(username, password)
-    throttle = FailedAuthThrottle()
-    throttle.refuse_if_exhausted(request)
+    FailedAuthThrottle().refuse_if_exhausted(request)
     credentials = {get_user_model().USERNAME_FIELD: username, "password": password}
+    # A failure is counted by the user_login_failed signal (throttling), as for the admin's login.
     user = authenticate(getattr(request, "_request", request), **credentials)
     if user is None or not user.is_active:
-        throttle.count_failure(request)
         raise exceptions.AuthenticationFailed("Invalid username/password.")
     return user
 
