@@ -6,7 +6,7 @@ adds django-q2 with its ORM broker for the baseline runs.
 
 import os
 
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key")
+os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x7Kq2Lm9Pz4Rt8Vw3Yb6Nc1Hd5Jf0Gs")
 if "DATABASE_URL" not in os.environ:
     # Never the project's db.sqlite3: the runner always points us at a temporary database.
     raise RuntimeError("benches.settings needs DATABASE_URL (the bench runner sets it)")

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import authenticate
 from django.db import DatabaseError
 from django.db.models import Count, FloatField, Func, Max, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -36,8 +35,10 @@ from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from scheduler_app import conf
+from scheduler_app.api.authentication import password_user
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.tasks.base import TaskStatus
 
@@ -329,44 +330,55 @@ def _token() -> str:
     return os.environ.get(name, "") if name else ""
 
 
-def _allowed(request: HttpRequest) -> tuple[bool, int, str]:
-    """(allowed, status if not, reason). Checks bearer token, basic auth, then the session."""
+def _refusal(status: int, reason: str, **headers: str) -> JsonResponse:
+    codes = {401: "not_authenticated", 403: "forbidden", 429: "throttled"}
+    response = JsonResponse({"detail": reason, "code": codes[status]}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="scheduler metrics"'
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def _refused(request: HttpRequest) -> JsonResponse | None:
+    """Why this request may not read the metrics (a JSON 401/403/429), or None when it may.
+
+    Checks the bearer token, Basic auth, then the session. Basic auth is the API's
+    (``password_user``): NUL bytes refused, failed tries throttled.
+    """
     if conf.get("METRICS_ALLOW_ANONYMOUS"):
-        return True, 200, ""
+        return None
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, credentials = header.partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer":
         token = _token()
         if token and hmac.compare_digest(credentials.strip().encode(), token.encode()):
-            return True, 200, ""
-        return False, 401, "invalid bearer token"
+            return None
+        return _refusal(401, "invalid bearer token")
     user = request.user if hasattr(request, "user") else None
     if scheme == "basic":
         try:
             username, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            return False, 401, "malformed basic credentials"
-        user = authenticate(request, username=username, password=password)
-        if user is None:
-            return False, 401, "invalid username or password"
+            return _refusal(401, "malformed basic credentials")
+        try:
+            user = password_user(request, username, password)
+        except Throttled as exc:
+            return _refusal(429, str(exc.detail), Retry_After=f"{exc.wait or 1:.0f}")
+        except AuthenticationFailed:
+            return _refusal(401, "invalid username or password")
     if user is None or not user.is_authenticated:
-        return False, 401, "authentication required: a staff user, or the metrics bearer token"
+        return _refusal(401, "authentication required: a staff user, or the metrics bearer token")
     if not (user.is_active and user.is_staff):
-        return False, 403, "only staff users may read the metrics"
-    return True, 200, ""
+        return _refusal(403, "only staff users may read the metrics")
+    return None
 
 
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    allowed, status, reason = _allowed(request)
-    if not allowed:
-        response = JsonResponse(
-            {"detail": reason, "code": "not_authenticated" if status == 401 else "forbidden"}, status=status
-        )
-        if status == 401:
-            response["WWW-Authenticate"] = 'Bearer realm="scheduler metrics"'
-        return response
+    if refusal := _refused(request):
+        return refusal
     try:
         body = generate_latest(registry)
     except DatabaseError as exc:

@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from scheduler_app.api.schema import SCHEMA_SETTINGS as API_SCHEMA_SETTINGS
@@ -23,6 +28,26 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
+
+
+def weak_secret_key(key: str) -> str | None:
+    """Why Django's deploy check would call this key weak (security.W009), or None."""
+    if key.startswith(SECRET_KEY_INSECURE_PREFIX):
+        return f"it starts with {SECRET_KEY_INSECURE_PREFIX!r}, the mark of a key generated for development"
+    if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
+        return (
+            f"it has {len(key)} characters, {len(set(key))} different; at least {SECRET_KEY_MIN_LENGTH} and "
+            f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} are needed"
+        )
+    return None
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -30,8 +55,29 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=1 for local development).")
     # Development only: never used when DEBUG is off.
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+elif problem := weak_secret_key(SECRET_KEY):
+    raise ImproperlyConfigured(
+        f"DJANGO_SECRET_KEY is too weak: {problem}. Make one with: python -c "
+        '"from django.core.management.utils import get_random_secret_key; print(get_random_secret_key())"'
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# HTTPS (README: Deployment). DJANGO_HTTPS=1 says the site is served over HTTPS only: cookies are sent
+# over HTTPS only, plain HTTP is redirected and browsers are told (HSTS) to use HTTPS for a year. Each
+# part has its own variable. DJANGO_SECURE_PROXY_SSL_HEADER=1 trusts a proxy's X-Forwarded-Proto
+# (only behind a proxy that sets it and strips it from clients).
+HTTPS = env_bool("DJANGO_HTTPS", False)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", HTTPS)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS)
+# Load balancers probe the health checks over plain HTTP, often by IP.
+SECURE_REDIRECT_EXEMPT = [r"^scheduler/health/"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -50,6 +96,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # JSON errors on API paths, NUL bytes in URLs (scheduler_app/middleware.py).
+    "scheduler_app.middleware.ErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -57,6 +105,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+CSRF_FAILURE_VIEW = "scheduler_app.middleware.csrf_failure"
 
 ROOT_URLCONF = "scheduler_project.urls"
 TEMPLATES = [
@@ -83,6 +133,12 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+AUTHENTICATION_BACKENDS = [
+    # Refuses logins from an address past its failed tries, before any password is hashed.
+    "scheduler_app.api.throttling.FailedLoginGate",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -105,6 +161,15 @@ REST_FRAMEWORK = {
         "scheduler_app.api.authentication.BasicAuthentication",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # scheduler_app.api.throttling: requests per client ("100/minute", ...; unset: no limit) and failed
+    # password checks per client address (default 10/minute). 429 with Retry-After past them.
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("SCHEDULER_API_ANON_RATE") or None,
+        "user": os.environ.get("SCHEDULER_API_USER_RATE") or None,
+        "failed_auth": os.environ.get("SCHEDULER_API_FAILED_AUTH_RATE") or "10/minute",
+    },
+    # Proxies in front of the web process whose X-Forwarded-For entries say who the client is.
+    "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Scheduler API",
@@ -158,7 +223,14 @@ LOGGING = {
         # SCHEDULER_LOG_FORMAT=json: one JSON object per line, with task, run_id, trigger, duration.
         "json": {"()": "scheduler_app.logging.JSONFormatter"},
     },
+    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
     "handlers": {
+        "errors": {
+            "class": "logging.StreamHandler",
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+            "formatter": "json" if os.environ.get("SCHEDULER_LOG_FORMAT", "").lower() == "json" else "plain",
+        },
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if os.environ.get("SCHEDULER_LOG_FORMAT", "").lower() == "json" else "plain",
@@ -166,6 +238,9 @@ LOGGING = {
     },
     "loggers": {
         "scheduler_app": {"handlers": ["console"], "level": os.environ.get("SCHEDULER_LOG_LEVEL", "INFO")},
+        # Every unhandled exception of a request, with its traceback: on stderr when DEBUG is off
+        # (Django's own console handler covers DEBUG), and still by mail when ADMINS is set.
+        "django.request": {"handlers": ["errors"]},
         "apscheduler": {"handlers": ["console"], "level": "WARNING"},
     },
 }

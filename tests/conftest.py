@@ -18,3 +18,12 @@ def processes(transactional_db: None, tmp_path: Path) -> Iterator[ProcessFactory
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> Iterator[None]:
+    """Request rates and failed-login counts live in Django's cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -7,7 +7,7 @@ tests share it with the scheduler and web processes they start.
 import os
 from pathlib import Path
 
-os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-" + "x7Kq2Lm9Pz4Rt8Vw3Yb6Nc1Hd5Jf0Gs")
 
 from scheduler_project.settings import *  # noqa: F403
 from scheduler_project.settings import BASE_DIR, DATABASES, SCHEDULER

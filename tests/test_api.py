@@ -27,6 +27,7 @@ from scheduler_app import services
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
 from scheduler_app.registry import task_registry
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
+from tests.users import grant_operate
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +79,8 @@ def client_for(user: User | None, **kwargs: Any) -> Client:
 
 @pytest.fixture
 def staff() -> User:
-    return make_user("staffer", is_staff=True)
+    """Staff and granted scheduler_app.operate_task: an operator of the admin and the API."""
+    return grant_operate(make_user("staffer", is_staff=True))
 
 
 @pytest.fixture

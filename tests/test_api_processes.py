@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from scheduler_app.models import TaskExecutionRecord, TaskState
 from tests.processes import ROOT, wait_for
+from tests.users import operator
 
 pytestmark = [pytest.mark.process]
 
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.process]
 @pytest.fixture
 def staff_client(processes) -> Client:
     client = Client()
-    client.force_login(User.objects.create_user("ops", password="ops-pw", is_staff=True))
+    client.force_login(operator("ops", password="ops-pw"))
     return client
 
 

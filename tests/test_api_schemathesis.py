@@ -49,7 +49,9 @@ def wsgi_users(db: None) -> Iterator[None]:
     from django.core.signals import request_finished, request_started
     from django.db import close_old_connections
 
-    User.objects.create_user("fuzz-staff", password=PASSWORD, is_staff=True)
+    from tests.users import grant_operate
+
+    grant_operate(User.objects.create_user("fuzz-staff", password=PASSWORD, is_staff=True))
     User.objects.create_user("fuzz-reader", password=PASSWORD)
     # As Django's test client does: a request's start and end must not close the test's transaction.
     request_started.disconnect(close_old_connections)

@@ -10,10 +10,10 @@ import urllib.request
 from collections import Counter
 
 import pytest
-from django.contrib.auth.models import User
 
 from scheduler_app.models import TaskExecutionRecord
 from tests.processes import wait_for
+from tests.users import operator
 
 pytestmark = [pytest.mark.process]
 TASKS = ["TickTask", "SlowTask", "BoomTask", "CronTask"]
@@ -34,7 +34,7 @@ def post(url: str, auth: str, body: dict | None = None, method: str = "POST") ->
 
 
 def test_web_and_scheduler_write_together_without_lock_errors(processes) -> None:
-    User.objects.create_user("ops", password="ops-pw", is_staff=True)
+    operator("ops", password="ops-pw")
     auth = base64.b64encode(b"ops:ops-pw").decode()
     scheduler = processes.scheduler(TASKS)
     web = processes.web(TASKS)

@@ -15,21 +15,17 @@ from django.utils.module_loading import import_string
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 
 from scheduler_app import conf
-
-OPERATE_PERMISSION = "scheduler_app.operate_task"
+from scheduler_app.permissions import can_operate
 
 
 class CanOperateTasks(BasePermission):
-    """Staff users, and users granted ``scheduler_app.operate_task`` ("Can trigger, enable, disable
-    and reschedule tasks"), directly or through a group."""
+    """Users granted ``scheduler_app.operate_task`` ("Can trigger, enable, disable and reschedule
+    tasks"), directly or through a group; superusers have it. Staff status alone is not enough."""
 
-    message = "Only staff users, or users with the scheduler_app.operate_task permission, may change tasks."
+    message = "Changing tasks needs the scheduler_app.operate_task permission."
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated and user.is_active):
-            return False
-        return bool(user.is_staff or user.has_perm(OPERATE_PERMISSION))
+        return can_operate(request.user)
 
 
 @cache

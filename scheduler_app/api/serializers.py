@@ -375,8 +375,13 @@ class StatusSerializer(serializers.Serializer):
     running = serializers.BooleanField(help_text="True while a scheduler process has a fresh heartbeat.")
     task_count = serializers.IntegerField()
     tasks = TaskSerializer(many=True)
-    processes = ProcessSerializer(many=True, help_text="Scheduler and command processes with their heartbeats.")
-    leader = serializers.CharField(allow_null=True, help_text="host:pid of the active scheduler, if any.")
+    process_count = serializers.IntegerField(help_text="Scheduler and command processes alive.")
+    processes = ProcessSerializer(
+        many=True, required=False, help_text="Staff only: scheduler and command processes with their heartbeats."
+    )
+    leader = serializers.CharField(
+        allow_null=True, required=False, help_text="Staff only: host:pid of the active scheduler, if any."
+    )
     pending_runs = serializers.IntegerField(help_text="Manual runs queued and not yet started.")
     heartbeat_timeout_seconds = serializers.FloatField(
         help_text="A process whose heartbeat is older than this is dead (SCHEDULER['LEASE_SECONDS'])."

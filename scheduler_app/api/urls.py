@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import re_path, reverse
 from drf_spectacular.renderers import (
     OpenApiJsonRenderer,
@@ -10,6 +12,7 @@ from drf_spectacular.renderers import (
     OpenApiYamlRenderer2,
 )
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
 from rest_framework.routers import SimpleRouter
 
 from scheduler_app import health, metrics
@@ -36,6 +39,13 @@ class DocsView(views.SchedulerAPIMixin, SpectacularSwaggerView):
     """Swagger UI over the schema above."""
 
     url_name = "scheduler-api:schema"
+
+    def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # The page's only renderer is an HTML template: errors and OPTIONS' description (which no
+        # template renders) are JSON, as everywhere else in the API.
+        if request.method == "OPTIONS" or response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 class OptionalSlashRouter(SimpleRouter):

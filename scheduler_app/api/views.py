@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.decorators import action
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
@@ -23,7 +25,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.viewsets import GenericViewSet
 
 from scheduler_app import conf, services
-from scheduler_app.api import permissions
+from scheduler_app.api import permissions, throttling
 from scheduler_app.api.serializers import (
     RECORD_STATUSES,
     TRIGGERS,
@@ -52,9 +54,30 @@ class TaskBusyError(exceptions.APIException):
     default_code = "task_busy"
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than the server accepts."
+    default_code = "payload_too_large"
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser; a document nested deeper than Python can decode is bad input, not a 500."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, taught our errors, with a ``code`` beside every ``detail``."""
-    if isinstance(exc, TaskNotFound):
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = PayloadTooLarge(f"The request body is larger than the {limit} bytes the server accepts.")
+    elif isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        exc = exceptions.ParseError(str(exc))
+    elif isinstance(exc, TaskNotFound):
         exc = exceptions.NotFound(str(exc), code="task_not_found")
     elif isinstance(exc, TaskBusy):
         exc = TaskBusyError(f"{exc} (retry when it has finished)")
@@ -129,7 +152,11 @@ class HistoryPagination(PageNumberPagination):
 
 
 class SchedulerAPIMixin:
-    """Permissions from ``SCHEDULER`` settings and our exception handler, for every view."""
+    """Permissions from ``SCHEDULER`` settings, rates from ``REST_FRAMEWORK`` (``throttling``) and
+    our exception handler, for every view."""
+
+    parser_classes = [JSONParser, parsers.FormParser, parsers.MultiPartParser]
+    throttle_classes = [throttling.AnonRateThrottle, throttling.UserRateThrottle]
 
     def get_permissions(self) -> list[Any]:
         return permissions.permissions_for(self.request.method)
@@ -209,12 +236,18 @@ class StatusView(SchedulerAPIMixin, APIView):
         alive = [p for p in processes if (now - p.last_heartbeat).total_seconds() <= cutoff]
         schedulers = [p for p in alive if p.kind == SchedulerProcess.Kind.SCHEDULER]
         leader = next((p.label for p in schedulers if p.role == SchedulerProcess.Role.ACTIVE), None)
+        # Hosts, pids and the processes' details are the operators' business: staff only.
+        staff = bool(request.user and request.user.is_staff)
         body = {
             "running": bool(schedulers),
             "task_count": len(tasks),
             "tasks": TaskSerializer(tasks, many=True, context=context).data,
-            "processes": ProcessSerializer(processes, many=True, context=context).data,
-            "leader": leader,
+            "process_count": len(alive),
+            **(
+                {"processes": ProcessSerializer(processes, many=True, context=context).data, "leader": leader}
+                if staff
+                else {}
+            ),
             "pending_runs": TaskExecutionRecord.objects.filter(status=TaskStatus.PENDING).count(),
             "heartbeat_timeout_seconds": cutoff,
             "server_time": serializers.DateTimeField().to_representation(now),
