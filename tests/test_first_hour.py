@@ -299,3 +299,12 @@ def test_runscheduler_second_ctrl_c_exits_at_once(processes: Any, tmp_path: Path
     assert scheduler.alive()
     assert scheduler.stop(signal.SIGINT, timeout=30) == 130  # far below the 600 s grace
     assert "second Ctrl-C: exiting now" in scheduler.output()
+
+
+def test_a_standby_scheduler_says_it_stands_by(processes: Any) -> None:
+    active = processes.scheduler(["TickTask"])
+    standby = processes.scheduler(["TickTask"], wait_active=False)
+    processes.wait_role(standby, "standby")
+    wait_for(lambda: "standing by: another scheduler holds the lease" in standby.output(), 10, message="the line")
+    assert standby.output().count("standing by") == 1  # once, not at every poll
+    assert "standing by" not in active.output()
