@@ -799,6 +799,13 @@ class TaskConfigAdmin(admin.ModelAdmin):
         form_url: str = "",
         obj: TaskConfig | None = None,
     ) -> HttpResponse:
+        form = context["adminform"].form if context.get("adminform") else None
+        if obj is not None and form is not None and form.is_bound and form.errors:
+            # Cleaning copied the valid fields of the refused input into `obj`; the read-only parts of
+            # the page (effective schedule, next fire times, policies) show what is stored instead.
+            obj = self.get_queryset(request).get(pk=obj.pk)
+            form.instance = obj
+            context["original"] = obj
         context.update(scheduler_banner())
         context["can_operate"] = obj is not None and self.has_operate_permission(request, obj)
         context["can_revert"] = context["can_operate"] and (

@@ -159,9 +159,7 @@ class Browser:
             return exc.code
 
 
-pytestmark = pytest.mark.process
-
-
+@pytest.mark.process
 def test_make_run_keeps_the_admin_session_across_restarts(tmp_path: Path, run_sh: list[RunSh]) -> None:
     project = project_copy(tmp_path)
     port = free_port()
@@ -213,6 +211,7 @@ def test_make_run_keeps_the_admin_session_across_restarts(tmp_path: Path, run_sh
     third.wait_gone()
 
 
+@pytest.mark.process
 def test_second_ctrl_c_stops_at_once(tmp_path: Path, run_sh: list[RunSh]) -> None:
     """The first Ctrl-C waits for running tasks (here up to 600 s); the second one does not."""
     project = project_copy(tmp_path)
@@ -284,6 +283,7 @@ def test_own_task_without_editing_project_files(tmp_path: Path, how: str) -> Non
     assert re.search(r"INFO my_tasks hello from my own task", result.stderr), result.stderr
 
 
+@pytest.mark.process
 def test_runscheduler_second_ctrl_c_exits_at_once(processes: Any, tmp_path: Path) -> None:
     """`manage.py runscheduler` alone: the first SIGINT waits for the running task, the second does not."""
     from scheduler_app import services
@@ -301,6 +301,7 @@ def test_runscheduler_second_ctrl_c_exits_at_once(processes: Any, tmp_path: Path
     assert "second Ctrl-C: exiting now" in scheduler.output()
 
 
+@pytest.mark.process
 def test_a_standby_scheduler_says_it_stands_by(processes: Any) -> None:
     active = processes.scheduler(["TickTask"])
     standby = processes.scheduler(["TickTask"], wait_active=False)
@@ -308,3 +309,21 @@ def test_a_standby_scheduler_says_it_stands_by(processes: Any) -> None:
     wait_for(lambda: "standing by: another scheduler holds the lease" in standby.output(), 10, message="the line")
     assert standby.output().count("standing by") == 1  # once, not at every poll
     assert "standing by" not in active.output()
+
+
+@pytest.mark.django_db
+def test_task_page_after_a_refused_cron_shows_the_stored_schedule(admin_client: Any) -> None:
+    from django.urls import reverse
+
+    from tests.test_admin import form_data
+
+    url = reverse("admin:scheduler_app_taskconfig_change", args=["nightly"])
+    changes = {"schedule_type_override": "cron", "cron_expression_override": "61 * * * *"}
+    response = admin_client.post(url, form_data("nightly", **changes, timezone_override="America/New_York"))
+    assert response.status_code == 200 and response.context["adminform"].form.errors
+    html = response.content.decode()
+    effective = html.split('class="form-row field-effective_schedule')[1].split("</div>\n")[0]
+    assert "<code>0 2 * * *</code>" in effective and "At 02:00 (UTC)" in effective and "code default" in effective
+    times = html.split('id="schedule-preview"')[1].split("</ol>")[0]
+    assert "cannot compute" not in times and times.count("UTC</li>") == 5
+    assert 'value="61 * * * *"' in html  # the refused input stays in its field, to be corrected
