@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from tests.processes import ROOT, free_port, wait_for
 
@@ -327,3 +328,15 @@ def test_task_page_after_a_refused_cron_shows_the_stored_schedule(admin_client: 
     times = html.split('id="schedule-preview"')[1].split("</ol>")[0]
     assert "cannot compute" not in times and times.count("UTC</li>") == 5
     assert 'value="61 * * * *"' in html  # the refused input stays in its field, to be corrected
+
+
+@pytest.mark.django_db
+def test_docs_send_an_anonymous_visitor_to_the_login_and_back(client: Any, admin_user: Any) -> None:
+    response = client.get("/scheduler/docs")
+    assert response.status_code == 302 and response["Location"] == "/admin/login/?next=/scheduler/docs"
+    login = client.post(response["Location"], {"username": "admin", "password": "password"})
+    assert login.status_code == 302 and login["Location"] == "/scheduler/docs"
+    assert client.get("/scheduler/docs").status_code == 200
+    # The API itself still answers scripts in JSON, not with a redirect.
+    assert Client().get("/scheduler/tasks").status_code == 403
+    assert Client().get("/scheduler/schema").status_code == 403

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.views import redirect_to_login
+from django.http.response import HttpResponseBase
 from django.urls import re_path, reverse
 from drf_spectacular.renderers import (
     OpenApiJsonRenderer,
@@ -10,6 +12,7 @@ from drf_spectacular.renderers import (
     OpenApiYamlRenderer2,
 )
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.routers import SimpleRouter
 
 from scheduler_app import health, metrics
@@ -36,6 +39,12 @@ class DocsView(views.SchedulerAPIMixin, SpectacularSwaggerView):
     """Swagger UI over the schema above."""
 
     url_name = "scheduler-api:schema"
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        # A page for people: a visitor who is not logged in goes to the login and comes back here.
+        if isinstance(exc, NotAuthenticated | PermissionDenied) and not self.request.user.is_authenticated:
+            return redirect_to_login(self.request.get_full_path(), reverse("admin:login"))
+        return super().handle_exception(exc)
 
 
 class OptionalSlashRouter(SimpleRouter):
