@@ -340,3 +340,66 @@ def test_docs_send_an_anonymous_visitor_to_the_login_and_back(client: Any, admin
     # The API itself still answers scripts in JSON, not with a redirect.
     assert Client().get("/scheduler/tasks").status_code == 403
     assert Client().get("/scheduler/schema").status_code == 403
+
+
+def api_write(client: Any, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    import json
+
+    response = getattr(client, method)(
+        f"/scheduler/tasks/{path}", json.dumps(body) if body is not None else "", content_type="application/json"
+    )
+    return response.status_code, response.json()
+
+
+@pytest.mark.django_db
+def test_write_answers_show_the_state_after_the_write(admin_client: Any) -> None:
+    from datetime import datetime, timedelta
+
+    from django.utils import timezone
+
+    from scheduler_app.models import TaskState
+
+    # What the scheduler last saved: 02:00 UTC tomorrow (the code's `0 2 * * *`).
+    old = (timezone.now() + timedelta(days=1)).replace(hour=2, minute=0, second=0, microsecond=0)
+    TaskState.objects.filter(task_id="nightly").update(next_run_at=old)
+    body = {"schedule_type": "cron", "cron_expression": "30 3 * * *", "timezone": "Europe/Berlin"}
+    code, task = api_write(admin_client, "put", "nightly/schedule", body)
+    assert code == 200 and task["schedule_description"] == "At 03:30 (Europe/Berlin)"
+    local = datetime.fromisoformat(task["next_run_at_local"])
+    assert (local.hour, local.minute) == (3, 30) and local.utcoffset() in (timedelta(hours=1), timedelta(hours=2))
+    assert datetime.fromisoformat(task["next_run_at"]) == local
+
+    code, task = api_write(admin_client, "post", "nightly/disable")
+    assert code == 200 and task["enabled"] is False and task["next_run_at"] is None
+    assert task["next_run_at_local"] is None
+    TaskState.objects.filter(task_id="nightly").update(next_run_at=None)  # the scheduler removed the job
+    code, task = api_write(admin_client, "post", "nightly/enable")
+    assert code == 200 and task["enabled"] is True
+    assert datetime.fromisoformat(task["next_run_at_local"]).strftime("%H:%M") == "03:30"
+
+    # A write that does not change when the task fires leaves the scheduler's value alone.
+    TaskState.objects.filter(task_id="nightly").update(next_run_at=old)
+    code, task = api_write(admin_client, "put", "nightly/timeout", {"timeout_seconds": 60})
+    assert code == 200 and datetime.fromisoformat(task["next_run_at"]) == old
+
+
+@pytest.mark.django_db
+def test_api_options_are_the_policies_in_force(admin_client: Any) -> None:
+    task = admin_client.get("/scheduler/tasks/tick").json()
+    assert task["allow_concurrent"] is False
+    assert task["options"]["overlap"] == "skip" and task["options"]["catch_up_window_seconds"] == 60
+    assert task["options_override"] == {}
+    code, task = api_write(admin_client, "patch", "tick/options", {"overlap": "buffer_one"})
+    assert code == 200 and task["options"]["overlap"] == "buffer_one"
+    assert task["options_override"] == {"overlap": "buffer_one"}
+    # The admin's page says the same.
+    page = admin_client.get("/admin/scheduler_app/taskconfig/tick/change/").content.decode()
+    assert "<td>buffer_one</td>" in page and "<td>60 (SCHEDULER[&#x27;MISFIRE_GRACE_SECONDS&#x27;])</td>" in page
+
+
+@pytest.mark.django_db
+def test_a_patch_with_two_bad_keys_names_both(admin_client: Any) -> None:
+    code, errors = api_write(admin_client, "patch", "tick/options", {"retries": 3, "jitter_seconds": -1})
+    assert code == 400 and set(errors) == {"retries", "jitter_seconds"}
+    code, errors = api_write(admin_client, "patch", "tick/options", {"overlap": "never", "max_retries": -1})
+    assert code == 400 and set(errors) == {"overlap", "max_retries"}
