@@ -539,7 +539,7 @@ def test_history_list_and_filters(admin_client: Client) -> None:
     assert ids(week["query_string"]) == {ok.pk, failed.pk, manual.pk}
     html = admin_client.get(RECORDS).content.decode()
     assert "250.0 ms" in html and "admin (admin)" in html and ">failed<" in html
-    assert re.search(r"<td class=\"field-started\">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d</td>", html), "seconds shown"
+    assert re.search(r"<td class=\"field-started\">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", html), "seconds shown"
     # A bad filter value is not a server error.
     bad = admin_client.get(RECORDS + "?created_at__gte=not-a-date")
     assert bad.status_code == 302 and bad["Location"].endswith("?e=1")
