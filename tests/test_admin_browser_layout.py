@@ -65,8 +65,6 @@ def test_task_list_and_page_fit_1400px(
     # every column on screen.
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow} px wider than the window"
-    print(page.evaluate("[...document.querySelectorAll('#result_list thead th')].map(e => e.className + ':' + Math.round(e.getBoundingClientRect().width) + ':' + getComputedStyle(e).paddingLeft).join(' ')"))
-    print(page.evaluate("[...document.querySelectorAll('#result_list tbody tr:first-child td')].map(e => e.className + ':' + Math.round(e.getBoundingClientRect().width) + ':' + getComputedStyle(e).paddingLeft).join(' ')"))
     overflow = page.locator("#changelist .results").evaluate("e => e.scrollWidth - e.clientWidth")
     assert overflow <= 0, f"the task table is {overflow} px wider than its box"
     for column in ("next_run", "last_run", "last_result_display", "run_count", "fail_count"):
