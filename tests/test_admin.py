@@ -222,7 +222,7 @@ def test_schedule_override_saved_through_services(admin_client: Client) -> None:
     tick = config("tick")
     assert (tick.schedule_type, tick.cron_expression, tick.timezone) == ("cron", "*/5 * * * *", "Europe/Berlin")
     assert tick.revision == revision + 1  # one change, one bump: the scheduler reloads it
-    assert log_messages("tick") == ["Schedule overridden: cron '*/5 * * * *'."]
+    assert log_messages("tick") == ["Schedule overridden: cron '*/5 * * * *' in Europe/Berlin."]
     page = admin_client.get(change_url("tick")).content.decode()
     assert "Every 5 minutes (Europe/Berlin)" in page and ">override<" in page
     assert page.count("CET</li>") + page.count("CEST</li>") == 5  # next fire times, in the task's zone
