@@ -40,8 +40,8 @@ path = Path("var/admin-password")
 user = get_user_model().objects.filter(username="admin").first()
 if user is None:
     if not path.exists() or not path.read_text().strip():
+        path.touch(mode=0o600)  # readable by its owner only, before the secret is in it
         path.write_text(secrets.token_urlsafe(12) + "\n")
-        path.chmod(0o600)
     get_user_model().objects.create_superuser("admin", "", path.read_text().strip())
     print("created")
 elif not path.exists():

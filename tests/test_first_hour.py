@@ -169,6 +169,7 @@ def test_make_run_keeps_the_admin_session_across_restarts(tmp_path: Path, run_sh
     first.wait_ready()
     password = (project / "var" / "admin-password").read_text().strip()
     assert f"user: admin   password: {password}" in first.output()
+    assert (project / "var" / "admin-password").stat().st_mode & 0o777 == 0o600
 
     browser = Browser(first.base)
     assert browser.status_of("/scheduler/status") == 403  # not logged in yet
