@@ -38,3 +38,9 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) var db.sqlite3 db.sqlite3-* .pytest_cache test-artifacts
+
+.PHONY: manage
+# Any manage.py command in the `make run` setup (its settings, database and DJANGO_DEBUG=1 default):
+# make manage ARGS="trigger_task crawl_site"
+manage: venv
+	@DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py $(ARGS)

@@ -124,18 +124,25 @@ def source_badge(source: str) -> SafeString:
 
 
 def show_time(value: datetime | None, relative: bool = True) -> SafeString | str:
+    """One format everywhere, with its zone: "2026-11-30 17:04:10 UTC"; ``relative`` adds "in 5 minutes"."""
     if value is None:
         return EMPTY
-    local = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+    local = timezone.localtime(value)
     if not relative:
-        return local
+        return local.strftime("%Y-%m-%d %H:%M:%S %Z")
     now = timezone.now()
     seconds = (value - now).total_seconds()
     if abs(seconds) < 60:  # timesince() would say "0 minutes" for anything under a minute
         words = f"in {seconds:.0f} s" if seconds > 0 else f"{-seconds:.0f} s ago"
     else:
         words = f"in {timeuntil(value, now)}" if value > now else f"{timesince(value, now)} ago"
-    return format_html('{}<br><small class="sched-rel">{}</small>', local, words)
+    # Date and time in their own spans: a narrow list column puts them on two lines.
+    return format_html(
+        '<span class="sched-date">{}</span> <span class="sched-clock">{}</span><br><small class="sched-rel">{}</small>',
+        local.strftime("%Y-%m-%d"),
+        local.strftime("%H:%M:%S %Z"),
+        words,
+    )
 
 
 def state_of(config: TaskConfig) -> TaskState | None:
@@ -456,6 +463,27 @@ class TaskConfigAdmin(admin.ModelAdmin):
             rows.append((key, EMPTY if value is None else value, source))
         body = format_html_join("", "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>", rows)
         return format_html('<table class="sched-policies"><tbody>{}</tbody></table>', body)
+
+    def status_summary(self, obj: TaskConfig) -> SafeString:
+        """The line at the top of the task's page: what it is doing, how it went, when it fires."""
+        state = state_of(obj)
+        failures = state.consecutive_failures if state else 0
+        next_run = self.next_run(obj) if obj.enabled else "not scheduled: the task is disabled"
+        items = [
+            ("status", self.status_display(obj)),
+            ("last result", format_html("{} {}", self.last_result_display(obj), self.last_run(obj))),
+            ("next run", next_run),
+            (
+                "runs",
+                format_html(
+                    "{} ({} failed{})",
+                    self.run_count(obj),
+                    self.fail_count(obj),
+                    f", {failures} in a row" if failures else "",
+                ),
+            ),
+        ]
+        return format_html_join("", '<div class="sched-status-item"><span>{}</span> {}</div>', items)
 
     @admin.display(description="status")
     def status_display(self, obj: TaskConfig) -> SafeString:
@@ -798,7 +826,10 @@ class TaskConfigAdmin(admin.ModelAdmin):
     # -- page context -------------------------------------------------------------------------------
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        return super().changelist_view(request, {**(extra_context or {}), **scheduler_banner()})
+        # The operators' main screen gets the window's width: with the admin's navigation sidebar,
+        # the ten columns needed horizontal scrolling at 1400 px. Breadcrumbs still lead everywhere.
+        context = {**(extra_context or {}), **scheduler_banner(), "is_nav_sidebar_enabled": False}
+        return super().changelist_view(request, context)
 
     def render_change_form(
         self,
@@ -809,7 +840,21 @@ class TaskConfigAdmin(admin.ModelAdmin):
         form_url: str = "",
         obj: TaskConfig | None = None,
     ) -> HttpResponse:
+        form = context["adminform"].form if context.get("adminform") else None
+        if obj is not None and form is not None and form.is_bound and form.errors:
+            # Cleaning copied the valid fields of the refused input into `obj`; the read-only parts of
+            # the page (effective schedule, next fire times, policies) show what is stored instead.
+            obj = self.get_queryset(request).get(pk=obj.pk)
+            form.instance = obj
+            context["original"] = obj
         context.update(scheduler_banner())
+        if obj is not None:
+            context["task_status"] = self.status_summary(obj)
+            form = context["adminform"].form if context.get("adminform") else None
+            if form is not None and "timezone_override" in form.fields:
+                # An empty zone means the code's (or the settings') zone: say which one.
+                zone = obj.default_timezone or settings.TIME_ZONE
+                form.fields["timezone_override"].widget.attrs["placeholder"] = zone
         context["can_operate"] = obj is not None and self.has_operate_permission(request, obj)
         context["can_revert"] = context["can_operate"] and (
             obj.schedule_overridden or obj.timeout_override is not None or bool(obj.options_override)

@@ -150,6 +150,7 @@ class TaskScheduler:
         self._lease_valid_until = 0.0
         self._last_flush = 0.0
         self._ticks = 0
+        self._standing_by = False  # said once per standby term, not each poll
         self._thread: threading.Thread | None = None
         self._delayed = DelayedFires()
         # Fires whose record could not be written (database unreachable): recorded `missed` once
@@ -288,6 +289,9 @@ class TaskScheduler:
                     self._lead()
                 elif self._aps is not None:
                     self._step_down("another scheduler holds the lease")
+                if not leader and not self._standing_by:
+                    logger.info("standing by: another scheduler holds the lease; this one takes over if it stops")
+                self._standing_by = not leader
         except (OperationalError, InterfaceError) as exc:
             logger.warning("database unreachable (%s); retrying", str(exc).strip().splitlines()[0] if str(exc) else exc)
             if self._aps is not None and time.monotonic() >= self._lease_valid_until:

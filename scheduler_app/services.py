@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
 from django.db.models import F, QuerySet
@@ -123,7 +124,7 @@ def set_schedule(
     user: Any = None,
 ) -> TaskConfig:
     """Override the code's schedule; raises ``ScheduleValidationError`` naming each bad field."""
-    get_task(name)
+    config = get_task(name)
     errors = schedule_errors(
         schedule_type=schedule_type,
         cron_expression=cron_expression,
@@ -135,7 +136,9 @@ def set_schedule(
     kind = ScheduleType(schedule_type)
     cron = cron_expression.strip() if kind is ScheduleType.CRON and cron_expression else ""
     interval = int(interval_seconds) if kind is ScheduleType.INTERVAL and interval_seconds else None
-    described = f"cron {cron!r}" if kind is ScheduleType.CRON else f"every {interval}s"
+    # The zone belongs to a cron schedule's meaning: the audit trail says which one it runs in.
+    zone = timezone_name or config.default_timezone or settings.TIME_ZONE
+    described = f"cron {cron!r} in {zone}" if kind is ScheduleType.CRON else f"every {interval}s"
     return _change(
         name,
         user,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
@@ -93,9 +94,11 @@ def render_trend(trend: Trend) -> SafeString:
 
     line = " ".join(f"{x(i):.1f},{y(p.duration):.1f}" for i, p in enumerate(points))
 
+    def when(p: Point) -> str:
+        return timezone.localtime(p.started_at).strftime("%Y-%m-%d %H:%M:%S %Z") if p.started_at else "?"
+
     def label(p: Point) -> str:
-        when = p.started_at.strftime("%Y-%m-%d %H:%M:%S") if p.started_at else "?"
-        return f"#{p.id} {p.status}, {seconds(p.duration)}, {when}"
+        return f"#{p.id} {p.status}, {seconds(p.duration)}, {when(p)}"
 
     def link(p: Point) -> str:
         return reverse("admin:scheduler_app_taskexecutionrecord_change", args=[p.id])
@@ -132,11 +135,21 @@ def render_trend(trend: Trend) -> SafeString:
         f"{trend.successes} of the last {len(points)} runs succeeded ({rate:.0%}); "
         f"duration median {seconds(trend.median_duration or 0.0)}, longest {seconds(top)}"
     )
+    # What the drawing means, beside it: the line's scale and the runs at both ends.
+    axis = format_html(
+        '<p class="sched-trend-axis">line: run duration, from 0 (bottom) to {} (top); squares: outcome '
+        "(green success, red failed, orange timeout, grey interrupted); from #{} ({}) to #{} ({})</p>",
+        seconds(top),
+        points[0].id,
+        when(points[0]),
+        points[-1].id,
+        when(points[-1]),
+    )
     return format_html(
         '<div class="sched-trend"><svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" '
         'role="img" aria-label="{}"><title>{}</title>'
         '<polyline points="{}" fill="none" stroke="#417690" stroke-width="1.5" stroke-linejoin="round"/>{}{}</svg>'
-        '<p class="sched-trend-summary">{}</p></div>',
+        '<p class="sched-trend-summary">{}</p>{}</div>',
         width,
         height,
         width,
@@ -147,4 +160,5 @@ def render_trend(trend: Trend) -> SafeString:
         dots,
         strip,
         summary,
+        axis,
     )

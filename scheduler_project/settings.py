@@ -244,3 +244,16 @@ LOGGING = {
         "apscheduler": {"handlers": ["console"], "level": "WARNING"},
     },
 }
+
+# -- Own tasks without editing this file (README: "Writing a task") --------------------------------
+# SCHEDULER_EXTRA_TASKS: comma-separated dotted paths, added to SCHEDULER["TASKS"]. A git-ignored
+# scheduler_project/local_settings.py (or the file SCHEDULER_LOCAL_SETTINGS names; empty: none) runs
+# here, in this module's namespace, so that it can change any setting: SCHEDULER["TASKS"] += [...].
+SCHEDULER["TASKS"] += env_list("SCHEDULER_EXTRA_TASKS")
+_local_settings = os.environ.get("SCHEDULER_LOCAL_SETTINGS", str(BASE_DIR / "scheduler_project" / "local_settings.py"))
+if _local_settings and Path(_local_settings).is_file():
+    exec(compile(Path(_local_settings).read_text(), _local_settings, "exec"))
+# A task's own `logging.getLogger(__name__)` lines go to the console like the scheduler's: the
+# top-level package of every task module logs at the scheduler's level.
+for _package in sorted({path.split(".")[0] for path in SCHEDULER["TASKS"]} - set(LOGGING["loggers"])):
+    LOGGING["loggers"][_package] = {**LOGGING["loggers"]["scheduler_app"], "propagate": False}

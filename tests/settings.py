@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-" + "x7Kq2Lm9Pz4Rt8Vw3Yb6Nc1Hd5Jf0Gs")
+# A developer's scheduler_project/local_settings.py stays out of the suite.
+os.environ.setdefault("SCHEDULER_LOCAL_SETTINGS", "")
 
 from scheduler_project.settings import *  # noqa: F403
 from scheduler_project.settings import BASE_DIR, DATABASES, SCHEDULER

@@ -223,7 +223,7 @@ def test_schedule_override_saved_through_services(admin_client: Client) -> None:
     tick = config("tick")
     assert (tick.schedule_type, tick.cron_expression, tick.timezone) == ("cron", "*/5 * * * *", "Europe/Berlin")
     assert tick.revision == revision + 1  # one change, one bump: the scheduler reloads it
-    assert log_messages("tick") == ["Schedule overridden: cron '*/5 * * * *'."]
+    assert log_messages("tick") == ["Schedule overridden: cron '*/5 * * * *' in Europe/Berlin."]
     page = admin_client.get(change_url("tick")).content.decode()
     assert "Every 5 minutes (Europe/Berlin)" in page and ">override<" in page
     assert page.count("CET</li>") + page.count("CEST</li>") == 5  # next fire times, in the task's zone
@@ -573,7 +573,7 @@ def test_history_list_and_filters(admin_client: Client) -> None:
     assert ids(week["query_string"]) == {ok.pk, failed.pk, manual.pk}
     html = admin_client.get(RECORDS).content.decode()
     assert "250.0 ms" in html and "admin (admin)" in html and ">failed<" in html
-    assert re.search(r"<td class=\"field-started\">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d</td>", html), "seconds shown"
+    assert re.search(r"<td class=\"field-started\">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", html), "seconds shown"
     # A bad filter value is not a server error.
     bad = admin_client.get(RECORDS + "?created_at__gte=not-a-date")
     assert bad.status_code == 302 and bad["Location"].endswith("?e=1")

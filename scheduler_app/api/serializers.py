@@ -105,7 +105,12 @@ class OptionsSerializer(serializers.Serializer):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
             known = ", ".join(self.fields)
-            raise serializers.ValidationError({key: [f"unknown schedule option; known: {known}"] for key in unknown})
+            errors: dict[str, Any] = {key: [f"unknown schedule option; known: {known}"] for key in unknown}
+            try:  # the known keys' mistakes are named in the same answer
+                super().to_internal_value({key: value for key, value in data.items() if key in self.fields})
+            except serializers.ValidationError as exc:
+                errors.update(exc.detail if isinstance(exc.detail, dict) else {})
+            raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 
@@ -147,6 +152,21 @@ def _options_representation(options: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def effective_options(config: TaskConfig) -> dict[str, Any]:
+    """The policies in force, as the admin shows them: an unset overlap or catch-up window is what
+    the task gets (overlap from ``allow_concurrent``, the window from the settings), not null."""
+    return {
+        **config.options,
+        "overlap": config.overlap_policy.value,
+        "catch_up_window_seconds": config.catch_up_window_seconds,
+    }
+
+
+class EffectiveOptionsSerializer(OptionsSerializer):
+    def to_representation(self, config: TaskConfig) -> dict[str, Any]:
+        return _options_representation(effective_options(config))
+
+
 class TaskSerializer(serializers.Serializer):
     """One registered task: configuration (code defaults + overrides) and runtime state."""
 
@@ -178,7 +198,12 @@ class TaskSerializer(serializers.Serializer):
         choices=SOURCES, read_only=True, help_text="`override` after enable/disable."
     )
     disabled_reason = serializers.CharField(read_only=True)
-    options = OptionsSerializer(read_only=True, help_text="The effective schedule policies.")
+    options = EffectiveOptionsSerializer(
+        source="*",
+        read_only=True,
+        help_text="The schedule policies in force: overrides, else the code's, else the defaults "
+        "(`overlap` from `allow_concurrent`, `catch_up_window_seconds` from SCHEDULER['MISFIRE_GRACE_SECONDS']).",
+    )
     options_override = serializers.JSONField(
         read_only=True, help_text="The policies operators set (PATCH .../options)."
     )
@@ -229,7 +254,7 @@ class TaskSerializer(serializers.Serializer):
             },
             "enabled_source": config.enabled_source,
             "disabled_reason": config.disabled_reason,
-            "options": _options_representation(config.options),
+            "options": _options_representation(effective_options(config)),
             "options_override": config.options_override,
             "timeout_seconds": config.timeout_seconds,
             "timeout_source": config.timeout_source,

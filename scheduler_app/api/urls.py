@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.views import redirect_to_login
+from django.http.response import HttpResponseBase
 from django.urls import re_path, reverse
 from drf_spectacular.renderers import (
     OpenApiJsonRenderer,
@@ -13,6 +15,7 @@ from drf_spectacular.renderers import (
 )
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.renderers import JSONRenderer
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.routers import SimpleRouter
 
 from scheduler_app import health, metrics
@@ -46,6 +49,12 @@ class DocsView(views.SchedulerAPIMixin, SpectacularSwaggerView):
         if request.method == "OPTIONS" or response.status_code >= 400:
             request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        # A page for people: a visitor who is not logged in goes to the login and comes back here.
+        if isinstance(exc, NotAuthenticated | PermissionDenied) and not self.request.user.is_authenticated:
+            return redirect_to_login(self.request.get_full_path(), reverse("admin:login"))
+        return super().handle_exception(exc)
 
 
 class OptionalSlashRouter(SimpleRouter):

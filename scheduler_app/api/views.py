@@ -6,6 +6,7 @@ Every error is JSON (``{"detail": ..., "code": ...}``, or ``{field: [messages]}`
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -44,7 +45,9 @@ from scheduler_app.api.serializers import (
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
 from scheduler_app.registry import task_registry
+from scheduler_app.scheduler import build_trigger
 from scheduler_app.tasks.base import TaskStatus
+from scheduler_app.triggers import next_fire_times
 from scheduler_app.validation import TASK_NAME_MAX_LENGTH, TASK_NAME_PATTERN, ScheduleValidationError, task_name_error
 
 
@@ -181,6 +184,14 @@ class SchedulerAPIMixin:
         return None
 
 
+def expected_next_run(config: TaskConfig) -> datetime | None:
+    """When the task fires next under its current configuration (None: disabled, or never again)."""
+    if not config.enabled:
+        return None
+    times = next_fire_times(build_trigger(config), timezone.now(), 1)
+    return times[0] if times else None
+
+
 def tasks_queryset() -> QuerySet[TaskConfig]:
     """The registered tasks with their state and last editor: one query, whatever their number."""
     return services.registered_tasks().select_related("updated_by")
@@ -275,8 +286,18 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     def get_object(self) -> TaskConfig:
         return services.get_task(self.kwargs["name"])
 
-    def _task_response(self, name: str, status_code: int = status.HTTP_200_OK) -> Response:
+    def _task_response(
+        self, name: str, status_code: int = status.HTTP_200_OK, before: TaskConfig | None = None
+    ) -> Response:
+        """The task as it is now; after a write (``before``: the task before it) that changed when it
+        fires, ``next_run_at`` is computed from the new schedule: the scheduler applies the change
+        within a poll, and the answer shows the state after the write, not the one before."""
         config = tasks_queryset().get(name=name)
+        if before is not None and (before.enabled, before.schedule_fingerprint()) != (
+            config.enabled,
+            config.schedule_fingerprint(),
+        ):
+            config.state.next_run_at = expected_next_run(config)
         return Response(TaskSerializer(config, context=self.get_serializer_context()).data, status=status_code)
 
     def list(self, request: Request) -> Response:
@@ -317,8 +338,9 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def enable(self, request: Request, name: str) -> Response:
+        before = services.get_task(name)
         services.enable_task(name, user=request.user)
-        return self._task_response(name)
+        return self._task_response(name, before=before)
 
     @extend_schema(
         summary="Disable the task (overrides the code's `enabled`)",
@@ -328,13 +350,13 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def disable(self, request: Request, name: str) -> Response:
-        services.get_task(name)
+        before = services.get_task(name)
         # No body at all is fine (an empty form); a body that is no JSON object is not.
         data = request.data if not isinstance(request.data, dict) or request.data else {}
         body = DisableSerializer(data=data)
         body.is_valid(raise_exception=True)
         services.disable_task(name, user=request.user, reason=body.validated_data["reason"])
-        return self._task_response(name)
+        return self._task_response(name, before=before)
 
     @extend_schema(
         methods=["PUT"],
@@ -354,10 +376,10 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     )
     @action(detail=True, methods=["put", "delete"])
     def schedule(self, request: Request, name: str) -> Response:
-        services.get_task(name)
+        before = services.get_task(name)
         if request.method == "DELETE":
             services.clear_schedule(name, user=request.user)
-            return self._task_response(name)
+            return self._task_response(name, before=before)
         body = ScheduleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         values = body.validated_data
@@ -369,7 +391,7 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
             timezone_name=values.get("timezone") or None,
             user=request.user,
         )
-        return self._task_response(name)
+        return self._task_response(name, before=before)
 
     @extend_schema(
         methods=["PATCH"],
@@ -391,14 +413,14 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     # Not named `options`: that is the HTTP OPTIONS handler of every view.
     @action(detail=True, methods=["patch", "delete"], url_path="options", url_name="options")
     def schedule_options(self, request: Request, name: str) -> Response:
-        services.get_task(name)
+        before = services.get_task(name)
         if request.method == "DELETE":
             services.clear_options(name, user=request.user)
-            return self._task_response(name)
+            return self._task_response(name, before=before)
         body = OptionsSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         services.set_options(name, dict(body.validated_data), user=request.user)
-        return self._task_response(name)
+        return self._task_response(name, before=before)
 
     @extend_schema(
         methods=["PUT"],

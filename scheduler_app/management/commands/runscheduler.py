@@ -21,12 +21,26 @@ class Command(BaseCommand):
         "Run the task scheduler in the foreground (APScheduler with DjangoJobStore). Several may run "
         "against one database: one is active, the others stand by and take over when it dies. "
         "SIGINT or SIGTERM stops it cleanly: running tasks get SCHEDULER['SHUTDOWN_GRACE'] seconds, "
-        "then are recorded as interrupted; the exit status is 0."
+        "then are recorded as interrupted; the exit status is 0. A second SIGINT (Ctrl-C) exits at once (130)."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        interrupts = 0
+
         def request_stop(signum: int, frame: FrameType | None) -> None:
-            self.stdout.write(f"received {signal.Signals(signum).name}, stopping...")
+            nonlocal interrupts
+            # Only SIGINT counts: under `make run` one Ctrl-C brings the terminal's SIGINT and the
+            # script's SIGTERM, and that must still be the graceful stop.
+            interrupts += signum == signal.SIGINT
+            if interrupts >= 2:
+                self.stderr.write(
+                    "second Ctrl-C: exiting now, without waiting for running tasks "
+                    "(a scheduler that starts on this host records them interrupted)"
+                )
+                logging.shutdown()
+                sys.stdout.flush()
+                os._exit(130)
+            self.stdout.write(f"received {signal.Signals(signum).name}, stopping... (Ctrl-C again: at once)")
             task_scheduler.request_stop()
 
         signal.signal(signal.SIGINT, request_stop)
