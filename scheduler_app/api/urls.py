@@ -14,8 +14,8 @@ from drf_spectacular.renderers import (
     OpenApiYamlRenderer2,
 )
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.renderers import JSONRenderer
 from rest_framework.exceptions import NotAuthenticated, PermissionDenied
+from rest_framework.renderers import JSONRenderer
 from rest_framework.routers import SimpleRouter
 
 from scheduler_app import health, metrics
