@@ -6,7 +6,7 @@ that the rule is tested directly and the scheduler only applies its verdict.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 # After a long downtime, at most this many missed fires are recorded one by one (the rest in one summary).
@@ -19,38 +19,32 @@ ON_TIME_SECONDS = 5.0
 class CatchUpVerdict:
     """``run``: the fire times to start now; ``missed``: (fire time, reason) of those that will not run."""
 
-    run: list[datetime] = field(default_factory=list)
-    missed: list[tuple[datetime, str]] = field(default_factory=list)
+    run: list[datetime]
+    missed: list[tuple[datetime, str]]
 
 
-def split_due_fires(
-    run_times: list[datetime], now: datetime, window_seconds: float, catch_up: str = "once"
-) -> CatchUpVerdict:
+def split_due_fires(run_times: list[datetime], now: datetime, window_seconds: float, catch_up: str) -> CatchUpVerdict:
     """Apply the catch-up rules to the due fire times of one task, oldest first.
 
     Fires later than ``window_seconds`` are missed (at most ``MAX_MISSED_RECORDS`` one by one, then one
     summary for the rest); of those within the window, ``catch_up="none"`` drops the ones more than
     ``ON_TIME_SECONDS`` late, and the newest remaining fire runs while older ones are coalesced into it.
     """
-    verdict = CatchUpVerdict()
     window = timedelta(seconds=window_seconds)
     late = [t for t in run_times if now - t > window]
     in_time = [t for t in run_times if now - t <= window]
-    verdict.missed += [
+    missed = [
         (t, f"missed by {(now - t).total_seconds():.0f}s, beyond the {window_seconds:g}s catch-up window")
         for t in late[:MAX_MISSED_RECORDS]
     ]
-    if len(late) > MAX_MISSED_RECORDS:
-        rest = late[MAX_MISSED_RECORDS:]
-        verdict.missed.append(
+    if rest := late[MAX_MISSED_RECORDS:]:
+        missed.append(
             (rest[-1], f"{len(rest)} more fires between {rest[0].isoformat()} and {rest[-1].isoformat()} were missed")
         )
     if catch_up == "none":
         overdue = [t for t in in_time if now - t > timedelta(seconds=ON_TIME_SECONDS)]
-        verdict.missed += [(t, "not caught up: the task's catch_up policy is 'none'") for t in overdue]
+        missed.extend((t, "not caught up: the task's catch_up policy is 'none'") for t in overdue)
         in_time = [t for t in in_time if t not in overdue]
-    if len(in_time) > 1:
-        verdict.missed += [(t, f"coalesced into the fire at {in_time[-1].isoformat()}") for t in in_time[:-1]]
-        in_time = in_time[-1:]
-    verdict.run = in_time
-    return verdict
+    # Of the fires still due, the newest runs and the older ones are coalesced into it.
+    missed.extend((t, f"coalesced into the fire at {in_time[-1].isoformat()}") for t in in_time[:-1])
+    return CatchUpVerdict(run=in_time[-1:], missed=missed)
