@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean mutate
 
 venv: $(STAMP)
 
@@ -32,12 +32,16 @@ bench: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 	$(PY) -m benches.run $(BENCH_ARGS)
 
+# Mutation testing of the core modules (README, Tests): slow, not part of `make test`.
+mutate: venv
+	@PYTHON=$(PY) scripts/mutate.sh $(MUTATE_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check scheduler_app scheduler_project tests benches manage.py
 
 clean:
-	rm -rf $(VENV) var db.sqlite3 db.sqlite3-* .pytest_cache test-artifacts
+	rm -rf $(VENV) var db.sqlite3 db.sqlite3-* .pytest_cache test-artifacts mutants
 
 .PHONY: manage
 # Any manage.py command in the `make run` setup (its settings, database and DJANGO_DEBUG=1 default):

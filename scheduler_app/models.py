@@ -160,7 +160,13 @@ class TaskConfig(models.Model):
 
     @property
     def timeout_seconds(self) -> float:
-        for value in (self.timeout_override, self.default_timeout_seconds):
+        """The effective timeout: the operators' override, else the task class's, else the settings'."""
+        return self.timeout_with_fallback(None)
+
+    def timeout_with_fallback(self, fallback: float | None) -> float:
+        """The effective timeout when ``fallback`` (e.g. ``trigger_task --timeout``) stands in for
+        ``SCHEDULER["DEFAULT_TIMEOUT"]``; the one rule every run and every display uses."""
+        for value in (self.timeout_override, self.default_timeout_seconds, fallback):
             if value is not None:
                 return float(value)
         return float(conf.get("DEFAULT_TIMEOUT"))

@@ -301,10 +301,7 @@ class TaskRunner:
         return config
 
     def timeout_for(self, config: TaskConfig) -> float:
-        for value in (config.timeout_override, config.default_timeout_seconds, self.default_timeout):
-            if value is not None:
-                return float(value)
-        return float(conf.get("DEFAULT_TIMEOUT"))
+        return config.timeout_with_fallback(self.default_timeout)
 
     def _claim(self, config: TaskConfig) -> bool:
         exclusive = config.overlap_policy != OverlapPolicy.ALLOW

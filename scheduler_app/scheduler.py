@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.base import BaseExecutor
@@ -34,6 +34,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from scheduler_app import conf
+from scheduler_app.catch_up import split_due_fires
 from scheduler_app.coordination import (
     ProcessHandle,
     reap_dead_processes,
@@ -47,18 +48,14 @@ from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionReco
 from scheduler_app.records import MissedFire
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.runner import Fire, TaskRunner
-from scheduler_app.tasks.base import CatchUp, ScheduleType, TaskStatus
+from scheduler_app.tasks.base import ScheduleType, TaskStatus
 from scheduler_app.triggers import CronTrigger, make_interval_trigger
 from scheduler_app.validation import parse_datetime_option
 
 logger = logging.getLogger("scheduler_app.scheduler")
 
 JOB_FUNC = "scheduler_app.scheduler:fire"
-# Missed fires recorded one by one after downtime; the rest are summed up in one record.
-MAX_MISSED_RECORDS = 100
 REAP_EVERY_TICKS = 3
-# With catch_up "none", a fire processed later than this counts as a catch-up and is not run.
-ON_TIME_SECONDS = 5.0
 
 
 def fire(**_: object) -> None:
@@ -487,43 +484,11 @@ class TaskScheduler:
         self, config: TaskConfig, run_times: list[datetime], missed: list[MissedFire]
     ) -> list[datetime]:
         """Split due fires into those to run and those to record as missed, by the task's catch-up rules."""
-        name = config.name
-        now = datetime.now(UTC)
-        window = timedelta(seconds=config.catch_up_window_seconds)
-        late = [t for t in run_times if now - t > window]
-        in_time = [t for t in run_times if now - t <= window]
-        missed += [
-            MissedFire(
-                name,
-                scheduled_at,
-                f"missed by {(now - scheduled_at).total_seconds():.0f}s, beyond the "
-                f"{config.catch_up_window_seconds:g}s catch-up window",
-            )
-            for scheduled_at in late[:MAX_MISSED_RECORDS]
-        ]
-        if len(late) > MAX_MISSED_RECORDS:
-            rest = late[MAX_MISSED_RECORDS:]
-            missed.append(
-                MissedFire(
-                    name,
-                    rest[-1],
-                    f"{len(rest)} more fires between {rest[0].isoformat()} and {rest[-1].isoformat()} were missed",
-                )
-            )
-        if config.options.get("catch_up") == CatchUp.NONE:
-            overdue = [t for t in in_time if now - t > timedelta(seconds=ON_TIME_SECONDS)]
-            missed += [
-                MissedFire(name, scheduled_at, "not caught up: the task's catch_up policy is 'none'")
-                for scheduled_at in overdue
-            ]
-            in_time = [t for t in in_time if t not in overdue]
-        if len(in_time) > 1:
-            missed += [
-                MissedFire(name, scheduled_at, f"coalesced into the fire at {in_time[-1].isoformat()}")
-                for scheduled_at in in_time[:-1]
-            ]
-            in_time = in_time[-1:]
-        return in_time
+        verdict = split_due_fires(
+            run_times, datetime.now(UTC), config.catch_up_window_seconds, str(config.options.get("catch_up"))
+        )
+        missed += [MissedFire(config.name, scheduled_at, reason) for scheduled_at, reason in verdict.missed]
+        return verdict.run
 
     def _dispatch_pending(self) -> None:
         """Start queued work: manual runs, retries that are due, and fires kept by ``buffer_one``."""

@@ -27,3 +27,14 @@ def _fresh_throttles() -> Iterator[None]:
 
     cache.clear()
     yield
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """`make mutate` forks test sessions from one process (mutmut): each gets a database of its own."""
+    import os
+
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        from pytest_django.fixtures import _set_suffix_to_test_databases
+
+        _set_suffix_to_test_databases(suffix=f"mutant{os.getpid()}")

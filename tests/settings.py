@@ -53,6 +53,7 @@ SCHEDULER = {
     "LEASE_SECONDS": float(os.environ.get("TEST_LEASE_SECONDS", "3")),
     "SHUTDOWN_GRACE": float(os.environ.get("TEST_SHUTDOWN_GRACE", "3")),
     "MISFIRE_GRACE_SECONDS": float(os.environ.get("TEST_MISFIRE_GRACE_SECONDS", "60")),
+    "DEFAULT_TIMEOUT": float(os.environ.get("TEST_DEFAULT_TIMEOUT", "3600")),
 }
 
 LOGGING = {

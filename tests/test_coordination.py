@@ -1,0 +1,62 @@
+"""The leader lease and process liveness rules of coordination.py, on the real database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduler_app.coordination import current_leader, release_lease, try_acquire_lease
+from scheduler_app.models import SchedulerLease
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def move_expiry(seconds_from_now: float) -> None:
+    """Stand in for the clock: the lease's expiry as if time had passed."""
+    SchedulerLease.objects.update(expires_at=timezone.now() + timedelta(seconds=seconds_from_now))
+
+
+def test_a_held_lease_is_refused_to_others_until_it_expires() -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert try_acquire_lease(first)
+    lease = current_leader()
+    assert lease is not None and lease.holder == first
+    assert try_acquire_lease(second) is False
+    move_expiry(0.5)
+    assert try_acquire_lease(second) is False, "a lease that has not expired yet is not taken over"
+    move_expiry(-0.001)
+    assert try_acquire_lease(second) is True
+    lease = current_leader()
+    assert lease is not None and lease.holder == second
+    assert try_acquire_lease(first) is False, "the old holder has lost it"
+
+
+def test_renewing_extends_the_lease_and_keeps_when_it_was_acquired(settings: object) -> None:
+    holder = uuid.uuid4()
+    assert try_acquire_lease(holder)
+    acquired = SchedulerLease.objects.get().acquired_at
+    move_expiry(-5)  # even a lapsed lease is renewed by its own holder, if nobody took it
+    assert try_acquire_lease(holder)
+    lease = SchedulerLease.objects.get()
+    assert lease.acquired_at == acquired
+    assert lease.expires_at > timezone.now() + timedelta(seconds=1)
+
+
+def test_lease_length_follows_the_setting(settings: object) -> None:
+    settings.SCHEDULER = {**settings.SCHEDULER, "LEASE_SECONDS": 42}  # type: ignore[attr-defined]
+    before = timezone.now()
+    assert try_acquire_lease(uuid.uuid4())
+    expires = SchedulerLease.objects.get().expires_at
+    assert before + timedelta(seconds=41.9) <= expires <= timezone.now() + timedelta(seconds=42)
+
+
+def test_a_released_lease_is_free_at_once() -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert try_acquire_lease(first)
+    release_lease(second)  # someone else's release changes nothing
+    assert try_acquire_lease(second) is False
+    release_lease(first)
+    assert try_acquire_lease(second) is True
