@@ -333,7 +333,8 @@ def test_task_page_after_a_refused_cron_shows_the_stored_schedule(admin_client: 
 
 @pytest.mark.django_db
 def test_docs_send_an_anonymous_visitor_to_the_login_and_back(client: Any, admin_user: Any) -> None:
-    response = client.get("/scheduler/docs")
+    browser = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    response = client.get("/scheduler/docs", **browser)
     assert response.status_code == 302 and response["Location"] == "/admin/login/?next=/scheduler/docs"
     login = client.post(response["Location"], {"username": "admin", "password": "password"})
     assert login.status_code == 302 and login["Location"] == "/scheduler/docs"

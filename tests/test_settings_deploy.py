@@ -67,9 +67,10 @@ def test_without_the_https_switches_check_deploy_names_what_is_missing() -> None
 def test_a_weak_secret_key_is_refused_at_start_with_one_clear_line(key: str) -> None:
     result = manage("check", DJANGO_SECRET_KEY=key)
     assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("django.core.exceptions.ImproperlyConfigured: DJANGO_SECRET_KEY is too weak: "), last
-    assert "get_random_secret_key" in last
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # one clear line, no traceback (manage.py)
+    assert lines[0].startswith("manage.py: DJANGO_SECRET_KEY is too weak: "), lines[0]
+    assert "get_random_secret_key" in lines[0]
 
 
 def test_a_strong_secret_key_starts() -> None:

@@ -51,8 +51,14 @@ class DocsView(views.SchedulerAPIMixin, SpectacularSwaggerView):
         return super().finalize_response(request, response, *args, **kwargs)
 
     def handle_exception(self, exc: Exception) -> HttpResponseBase:
-        # A page for people: a visitor who is not logged in goes to the login and comes back here.
-        if isinstance(exc, NotAuthenticated | PermissionDenied) and not self.request.user.is_authenticated:
+        # A page for people: a browser that is not logged in goes to the login and comes back here;
+        # other clients (scripts, health probes) get the API's JSON refusal.
+        wants_html = "text/html" in self.request.headers.get("Accept", "")
+        if (
+            wants_html
+            and isinstance(exc, NotAuthenticated | PermissionDenied)
+            and not self.request.user.is_authenticated
+        ):
             return redirect_to_login(self.request.get_full_path(), reverse("admin:login"))
         return super().handle_exception(exc)
 
