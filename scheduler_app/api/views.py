@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, serializers, status
@@ -130,6 +131,9 @@ class HistoryPagination(PageNumberPagination):
 
 class SchedulerAPIMixin:
     """Permissions from ``SCHEDULER`` settings and our exception handler, for every view."""
+
+    # drf-spectacular's inspector, whatever the host's REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] says.
+    schema = AutoSchema()
 
     def get_permissions(self) -> list[Any]:
         return permissions.permissions_for(self.request.method)
