@@ -207,8 +207,10 @@ def test_api_admin_and_docs_under_another_prefix(settings: Any) -> None:
         schema = client.get("/ops/scheduler/schema").json()
         assert "/ops/scheduler/status" in schema["paths"]
         assert not [p for p in schema["paths"] if p.startswith("/scheduler")]
-        # Operation ids and tags do not depend on the prefix.
+        # The same document, but for the prefix: paths, operation ids, tags.
+        assert set(schema["paths"]) == {f"/ops{p}" for p in default_schema["paths"]}
         assert operations(schema) == operations(default_schema)
+        assert "/scheduler/docs" not in default_schema["paths"], "the docs page is not an API endpoint"
 
         docs = client.get("/ops/scheduler/docs").content.decode()
         assert '"/ops/scheduler/schema' in docs

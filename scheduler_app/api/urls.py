@@ -16,6 +16,7 @@ from drf_spectacular.renderers import (
     OpenApiYamlRenderer2,
 )
 from drf_spectacular.settings import patched_settings
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,6 +41,7 @@ class SchemaView(views.SchedulerAPIMixin, SpectacularAPIView):
     def get_permissions(self):
         return permissions_for(self.request.method)
 
+    @extend_schema(exclude=True)  # as drf-spectacular's own get(): not an endpoint of the API
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         # Operation ids and tags stay the same wherever the host mounted the API.
         self.custom_settings = {**SCHEMA_SETTINGS, "SCHEMA_PATH_PREFIX": mount_prefix()}
@@ -51,6 +53,7 @@ class DocsView(views.SchedulerAPIMixin, SpectacularSwaggerView):
 
     url_name = "scheduler-api:schema"
 
+    @extend_schema(exclude=True)  # as drf-spectacular's own get(): not an endpoint of the API
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         # The UI's files from drf-spectacular-sidecar when installed, not from a CDN, unless the host's
         # SPECTACULAR_SETTINGS say where they are.
