@@ -22,8 +22,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: venv
 	@HOST=$(HOST) PORT=$(PORT) PYTHON=$(PY) scripts/run.sh
 
-test: venv
-	@PYTHON=$(PY) scripts/test.sh
+test: venv venv-dj52
+	@PYTHON=$(PY) PYTHON_DJ52=$(PY_DJ52) scripts/test.sh
 
 .PHONY: bench
 # Benchmarks (BENCHMARKS.md): installs the benchmark-only packages, runs every scenario and baseline.
@@ -36,12 +36,36 @@ bench: venv
 mutate: venv
 	@PYTHON=$(PY) scripts/mutate.sh $(MUTATE_ARGS)
 
+# -- the app as a package (README: Use it in your own project) ----------------------------------
+# `make test` also runs the SQLite suite on Django 5.2 LTS, in a second environment on the oldest
+# Python the app supports (3.11 where there is one): requirements-django52.txt.
+VENV_DJ52 ?= .venv-dj52
+PY_DJ52 := $(VENV_DJ52)/bin/python
+STAMP_DJ52 := $(VENV_DJ52)/.installed
+
+.PHONY: venv-dj52 wheel
+
+venv-dj52: $(STAMP_DJ52)
+
+$(STAMP_DJ52): requirements-django52.txt
+	@if [ ! -x "$(PY_DJ52)" ]; then \
+	  python=$$(scripts/find-python-oldest) || exit 1; \
+	  echo "creating $(VENV_DJ52) with $$python"; \
+	  "$$python" -m venv $(VENV_DJ52); \
+	fi
+	$(PY_DJ52) -m pip install --quiet --disable-pip-version-check -r requirements-django52.txt
+	@touch $(STAMP_DJ52)
+
+# dist/django_task_scheduler-<version>-py3-none-any.whl: the app only (pyproject.toml).
+wheel: venv
+	$(PY) -m build --wheel --no-isolation --outdir dist .
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check scheduler_app scheduler_project tests benches manage.py
 
 clean:
-	rm -rf $(VENV) var db.sqlite3 db.sqlite3-* .pytest_cache test-artifacts mutants
+	rm -rf $(VENV) $(VENV_DJ52) dist build *.egg-info var db.sqlite3 db.sqlite3-* .pytest_cache test-artifacts mutants
 
 .PHONY: manage
 # Any manage.py command in the `make run` setup (its settings, database and DJANGO_DEBUG=1 default):

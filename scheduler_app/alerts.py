@@ -11,7 +11,7 @@ Skipped, missed and interrupted runs neither extend nor end a streak. Streaks ar
 execution records (the N outcomes that finished before this one), so every process that runs tasks
 (schedulers, ``trigger_task``) judges alike, without shared memory, and a restart forgets nothing.
 
-Delivery (``mail_admins`` and/or a JSON POST to ``ALERT_WEBHOOK_URL``) happens in a background
+Delivery (mail to ``settings.ADMINS`` and/or a JSON POST to ``ALERT_WEBHOOK_URL``) happens in a background
 thread of the process that ran the task: the scheduler never waits for a mail server or a webhook,
 and a delivery failure is logged, never raised.
 """
@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import django
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register
-from django.core.mail import mail_admins
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.mail import EmailMessage
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Max
 from django.utils import timezone
@@ -209,8 +210,23 @@ def _describe(record: TaskExecutionRecord) -> dict[str, Any]:
 # -- delivery ------------------------------------------------------------------------------------
 
 
+def admin_addresses() -> list[str]:
+    """``settings.ADMINS`` as addresses: Django 6 lists addresses, 5.2 (name, address) pairs; both go."""
+    return [str(entry[1]) if isinstance(entry, list | tuple) else str(entry) for entry in settings.ADMINS or ()]
+
+
 def send_mail(alert: Alert, to: Channels) -> None:
-    mail_admins(alert.subject, alert.body())
+    """What ``mail_admins`` does, with either form of ADMINS, through the default mailer.
+
+    ``send()`` without a connection takes the default mailer: ``MAILERS["default"]`` on Django 6.1+,
+    ``EMAIL_BACKEND`` and the ``EMAIL_*`` settings before.
+    """
+    EmailMessage(
+        subject=f"{settings.EMAIL_SUBJECT_PREFIX}{alert.subject}",
+        body=alert.body(),
+        from_email=settings.SERVER_EMAIL,
+        to=admin_addresses(),
+    ).send()
 
 
 def send_webhook(alert: Alert, to: Channels) -> None:
@@ -373,3 +389,26 @@ def check_operations_settings(app_configs: Any = None, **kwargs: Any) -> list[Ch
     if token_env is not None and not isinstance(token_env, str):
         error("METRICS_TOKEN_ENV", f"must be the name of an environment variable, got {token_env!r}.", "E034")
     return errors
+
+
+@register("scheduler")
+def check_mail_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    if not channels().mail:
+        return []
+    names = ("MAILERS", "EMAIL_BACKEND", "EMAIL_HOST")
+    return mail_settings_warnings(django.VERSION, {name for name in names if settings.is_overridden(name)})
+
+
+def mail_settings_warnings(version: tuple[Any, ...], configured: set[str]) -> list[CheckMessage]:
+    """``MAILERS`` exists from Django 6.1 on: before, a project that sets only it would lose its alert mails."""
+    if tuple(version[:2]) >= (6, 1) or "MAILERS" not in configured or configured & {"EMAIL_BACKEND", "EMAIL_HOST"}:
+        return []
+    return [
+        Warning(
+            f"settings.MAILERS is read by Django 6.1 and later only; on Django {version[0]}.{version[1]} the alert "
+            "mails to ADMINS go through EMAIL_BACKEND and the EMAIL_* settings, which are not set here.",
+            hint="Set EMAIL_BACKEND (and EMAIL_HOST, EMAIL_PORT, ...) when django.VERSION < (6, 1), "
+            "MAILERS from 6.1 on (README: Use it in your own project).",
+            id="scheduler.W050",
+        )
+    ]

@@ -128,3 +128,41 @@ def sqlite_version_errors(databases: dict[str, dict[str, Any]]) -> list[CheckMes
         for alias, database in databases.items()
         if database.get("ENGINE", "").endswith("sqlite3")
     ]
+
+
+@register("scheduler")
+def check_sqlite_options(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.conf import settings
+
+    return sqlite_option_warnings(settings.DATABASES)
+
+
+def sqlite_option_warnings(databases: dict[str, dict[str, Any]]) -> list[CheckMessage]:
+    """The app leaves DATABASES to the host project; SQLite without these options is not safe for it.
+
+    The scheduler, the web process and commands write to one file at once: without BEGIN IMMEDIATE a
+    read-to-write upgrade fails at once with "database is locked", and without WAL readers block writers.
+    """
+    from scheduler_app.db import SQLITE_OPTIONS
+
+    messages: list[CheckMessage] = []
+    for alias, database in databases.items():
+        if not database.get("ENGINE", "").endswith("sqlite3"):
+            continue
+        options = database.get("OPTIONS") or {}
+        missing = []
+        if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+            missing.append('"transaction_mode": "IMMEDIATE"')
+        if "journal_mode=wal" not in str(options.get("init_command", "")).lower().replace(" ", ""):
+            missing.append('"init_command": "PRAGMA journal_mode=WAL; ..."')
+        if missing:
+            messages.append(
+                Warning(
+                    f"DATABASES[{alias!r}] is SQLite without {' and '.join(missing)} in its OPTIONS: the "
+                    "scheduler and web processes writing at once can fail with 'database is locked'.",
+                    hint=f"Set DATABASES[{alias!r}]['OPTIONS'] to include {SQLITE_OPTIONS!r} "
+                    "(README: Use it in your own project).",
+                    id="scheduler.W051",
+                )
+            )
+    return messages

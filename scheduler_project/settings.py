@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django
 from django.core.checks.security.base import (
     SECRET_KEY_INSECURE_PREFIX,
     SECRET_KEY_MIN_LENGTH,
@@ -183,25 +184,33 @@ SPECTACULAR_SETTINGS = {
 
 # Failure alerts by mail (README: Operations) go to ADMINS through the default mailer: SMTP settings
 # from the environment; DJANGO_EMAIL_BACKEND=django.core.mail.backends.console.EmailBackend prints them.
-ADMINS = [address.strip() for address in os.environ.get("DJANGO_ADMINS", "").split(",") if address.strip()]
+# Django 6 lists ADMINS as addresses; 5.2 wants (name, address) pairs.
+_admins = env_list("DJANGO_ADMINS")
+ADMINS = _admins if django.VERSION >= (6, 0) else [(address, address) for address in _admins]
 SERVER_EMAIL = os.environ.get("DJANGO_SERVER_EMAIL", "scheduler@localhost")
 EMAIL_BACKEND_PATH = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
-MAILERS = {
-    "default": {
-        "BACKEND": EMAIL_BACKEND_PATH,
-        # Options of the SMTP backend only: other backends refuse unknown options.
-        "OPTIONS": {
-            "host": os.environ.get("DJANGO_EMAIL_HOST", "localhost"),
-            "port": int(os.environ.get("DJANGO_EMAIL_PORT", "25")),
-            "username": os.environ.get("DJANGO_EMAIL_USER", ""),
-            "password": os.environ.get("DJANGO_EMAIL_PASSWORD", ""),
-            "use_tls": os.environ.get("DJANGO_EMAIL_USE_TLS", "0") == "1",
-            "timeout": 10,
-        }
-        if EMAIL_BACKEND_PATH.endswith("smtp.EmailBackend")
-        else {},
-    }
+_smtp = {
+    "host": os.environ.get("DJANGO_EMAIL_HOST", "localhost"),
+    "port": int(os.environ.get("DJANGO_EMAIL_PORT", "25")),
+    "username": os.environ.get("DJANGO_EMAIL_USER", ""),
+    "password": os.environ.get("DJANGO_EMAIL_PASSWORD", ""),
+    "use_tls": os.environ.get("DJANGO_EMAIL_USE_TLS", "0") == "1",
+    "timeout": 10,
 }
+if django.VERSION >= (6, 1):
+    # MAILERS replaces EMAIL_BACKEND and the EMAIL_* settings (both at once are refused).
+    MAILERS = {
+        "default": {
+            "BACKEND": EMAIL_BACKEND_PATH,
+            # Options of the SMTP backend only: other backends refuse unknown options.
+            "OPTIONS": _smtp if EMAIL_BACKEND_PATH.endswith("smtp.EmailBackend") else {},
+        }
+    }
+else:
+    EMAIL_BACKEND = EMAIL_BACKEND_PATH
+    EMAIL_HOST, EMAIL_PORT = _smtp["host"], _smtp["port"]
+    EMAIL_HOST_USER, EMAIL_HOST_PASSWORD = _smtp["username"], _smtp["password"]
+    EMAIL_USE_TLS, EMAIL_TIMEOUT = _smtp["use_tls"], _smtp["timeout"]
 
 SCHEDULER = {
     "TASKS": [

@@ -37,9 +37,24 @@ if [ "$pg_status" = 3 ]; then
 elif [ "$pg_status" != 0 ]; then
   echo "FAILED: the PostgreSQL run failed (status $pg_status)."
 fi
+
+# Django 5.2 LTS (README: Use it in your own project): the SQLite suite again, in the second environment
+# (`make venv-dj52`: requirements-django52.txt on the oldest Python >= 3.11 found).
+PYTHON_DJ52=${PYTHON_DJ52:-.venv-dj52/bin/python}
+read -r -a dj52_args <<<"${DJ52_PYTEST_ARGS:-}"
+dj52_status=0
+if [ -x "$PYTHON_DJ52" ]; then
+  echo "== Django 5.2 LTS on SQLite: $("$PYTHON_DJ52" -c 'import django, sys; print(f"Django {django.get_version()}, Python {sys.version.split()[0]}")')"
+  "$PYTHON_DJ52" -m pytest -m "not postgres" "${dj52_args[@]}" "$@" || dj52_status=$?
+  [ "$dj52_status" = 0 ] || echo "FAILED: the Django 5.2 run failed (status $dj52_status)."
+else
+  dj52_status=1
+  echo "FAILED: the Django 5.2 run did NOT run: no $PYTHON_DJ52 (make venv-dj52 creates it)."
+fi
+
 [ "$status" = 0 ] || echo "FAILED: the SQLite run failed (status $status)."
-if [ "$status" = 0 ] && [ "$pg_status" = 0 ]; then
-  echo "== all passed, on SQLite and on PostgreSQL"
+if [ "$status" = 0 ] && [ "$pg_status" = 0 ] && [ "$dj52_status" = 0 ]; then
+  echo "== all passed, on SQLite and on PostgreSQL (Django 6), and on SQLite (Django 5.2)"
   exit 0
 fi
 exit 1

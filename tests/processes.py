@@ -12,13 +12,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A TypeVar, not `def wait_for[T]`: the suite also runs on Python 3.11 (the Django 5.2 pass).
+T = TypeVar("T")
 
-def wait_for[T](predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "") -> T:
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "") -> T:
     """Poll ``predicate`` until it returns something truthy; fail with ``message`` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:

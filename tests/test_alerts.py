@@ -12,6 +12,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+import django
 import pytest
 from django.utils import timezone
 
@@ -262,12 +263,12 @@ def test_mail_server_down_is_logged_and_the_webhook_still_goes(
 ) -> None:
     settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_AFTER_FAILURES": 1}
     # An SMTP server that is not there: the connection is refused.
-    settings.MAILERS = {
-        "default": {
-            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-            "OPTIONS": {"host": "127.0.0.1", "port": free_port(), "timeout": 2},
-        }
-    }
+    smtp, port = "django.core.mail.backends.smtp.EmailBackend", free_port()
+    if django.VERSION >= (6, 1):
+        settings.MAILERS = {"default": {"BACKEND": smtp, "OPTIONS": {"host": "127.0.0.1", "port": port, "timeout": 2}}}
+    else:
+        settings.EMAIL_BACKEND, settings.EMAIL_HOST, settings.EMAIL_PORT = smtp, "127.0.0.1", port
+        settings.EMAIL_TIMEOUT = 2
     with caplog.at_level(logging.WARNING, logger="scheduler_app.alerts"):
         run("flaky")
     assert len(configured.bodies) == 1
@@ -374,3 +375,24 @@ def test_overlapping_runs_count_in_the_order_they_finished(configured: Receiver,
     recovered = TaskRunner().run_now("flaky")
     alert = alerts.evaluate(recovered)
     assert alert is not None and alert.event == alerts.RECOVERED and alert.streak == 2
+
+
+def test_admins_as_name_address_pairs_get_the_mail(configured: Receiver, settings: Any, mailoutbox: list) -> None:
+    """Django 5.2 projects list ADMINS as (name, address) pairs, Django 6 as addresses: both are mailed."""
+    settings.ADMINS = [("Ops", "ops@example.com"), "oncall@example.com"]
+    settings.SCHEDULER = {**settings.SCHEDULER, "ALERT_AFTER_FAILURES": 1}
+    run("flaky")
+    assert len(mailoutbox) == 1
+    assert mailoutbox[0].to == ["ops@example.com", "oncall@example.com"]
+    assert mailoutbox[0].subject.startswith(settings.EMAIL_SUBJECT_PREFIX + "task flaky is failing")
+
+
+def test_mailers_alone_before_django_61_is_a_check_warning(settings: Any) -> None:
+    """Only MAILERS set, on Django 5.2: EMAIL_BACKEND's defaults would send the alerts nowhere."""
+    [warning] = alerts.mail_settings_warnings((5, 2, 8, "final", 0), {"MAILERS"})
+    assert warning.id == "scheduler.W050" and "EMAIL_BACKEND" in warning.msg
+    assert alerts.mail_settings_warnings((5, 2), {"MAILERS", "EMAIL_BACKEND"}) == []
+    assert alerts.mail_settings_warnings((6, 1), {"MAILERS"}) == []
+    # This project's settings configure the right one for the Django they run on.
+    settings.ADMINS = ["ops@example.com"]
+    assert alerts.channels().mail and alerts.check_mail_settings() == []

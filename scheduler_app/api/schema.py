@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-# What the API's schema view applies; the project's SPECTACULAR_SETTINGS include it too, so that
-# `manage.py spectacular` writes the same document as /scheduler/schema serves.
+# What the API's schema view applies (with the prefix the API is mounted under); the project's
+# SPECTACULAR_SETTINGS include it too, so that `manage.py spectacular` writes the same document as
+# /scheduler/schema serves.
 SCHEMA_SETTINGS: dict[str, Any] = {
     "SCHEMA_PATH_PREFIX": r"/scheduler",
     "SCHEMA_PATH_PREFIX_TRIM": False,
@@ -22,8 +24,22 @@ SCHEMA_SETTINGS: dict[str, Any] = {
 }
 
 
+def mount_prefix() -> str:
+    """Where the host's URLconf mounted the API (``/scheduler`` here), as a SCHEMA_PATH_PREFIX regex."""
+    from django.urls import get_script_prefix, reverse
+
+    # Schema paths come from the URLconf, without the deployment's SCRIPT_NAME that reverse() adds.
+    path = "/" + reverse("scheduler-api:root").removeprefix(get_script_prefix())
+    return re.escape(path.rstrip("/"))
+
+
 def only_scheduler_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
-    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/scheduler/")]
+    """This app's views, under whatever prefix the host mounted them; not the host's own DRF views."""
+    return [endpoint for endpoint in endpoints if _module(endpoint[3]).startswith("scheduler_app.")]
+
+
+def _module(callback: Any) -> str:
+    return getattr(getattr(callback, "cls", callback), "__module__", "") or ""
 
 
 def strip_trailing_slashes(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""URLs of the API, included under ``/scheduler/``; every path works with and without a trailing slash."""
+"""URLs of the API, included under ``/scheduler/`` here (a host project picks any prefix).
+
+Every path works with and without a trailing slash."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http.response import HttpResponseBase
 from django.urls import re_path, reverse
@@ -13,15 +17,19 @@ from drf_spectacular.renderers import (
     OpenApiYamlRenderer,
     OpenApiYamlRenderer2,
 )
+from drf_spectacular.settings import patched_settings
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from scheduler_app import health, metrics
 from scheduler_app.api import views
 from scheduler_app.api.permissions import permissions_for
-from scheduler_app.api.schema import SCHEMA_SETTINGS
+from scheduler_app.api.schema import SCHEMA_SETTINGS, mount_prefix
 
 app_name = "scheduler-api"
 
@@ -36,6 +44,12 @@ class SchemaView(views.SchedulerAPIMixin, SpectacularAPIView):
 
     def get_permissions(self):
         return permissions_for(self.request.method)
+
+    @extend_schema(exclude=True)  # as drf-spectacular's own get(): not an endpoint of the API
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Operation ids and tags stay the same wherever the host mounted the API.
+        self.custom_settings = {**SCHEMA_SETTINGS, "SCHEMA_PATH_PREFIX": mount_prefix()}
+        return super().get(request, *args, **kwargs)
 
 
 class DocsView(views.SchedulerAPIMixin, SpectacularSwaggerView):
@@ -61,6 +75,19 @@ class DocsView(views.SchedulerAPIMixin, SpectacularSwaggerView):
         ):
             return redirect_to_login(self.request.get_full_path(), reverse("admin:login"))
         return super().handle_exception(exc)
+
+    @extend_schema(exclude=True)  # as drf-spectacular's own get(): not an endpoint of the API
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # The UI's files from drf-spectacular-sidecar when installed, not from a CDN, unless the host's
+        # SPECTACULAR_SETTINGS say where they are.
+        own = getattr(settings, "SPECTACULAR_SETTINGS", {})
+        patches = {
+            key: "SIDECAR"
+            for key in ("SWAGGER_UI_DIST", "SWAGGER_UI_FAVICON_HREF")
+            if key not in own and apps.is_installed("drf_spectacular_sidecar")
+        }
+        with patched_settings(patches):
+            return super().get(request, *args, **kwargs)
 
 
 class OptionalSlashRouter(SimpleRouter):

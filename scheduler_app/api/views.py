@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db.models import QuerySet
 from django.utils import timezone
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, parsers, serializers, status
@@ -160,6 +161,9 @@ class SchedulerAPIMixin:
 
     parser_classes = [JSONParser, parsers.FormParser, parsers.MultiPartParser]
     throttle_classes = [throttling.AnonRateThrottle, throttling.UserRateThrottle]
+
+    # drf-spectacular's inspector, whatever the host's REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] says.
+    schema = AutoSchema()
 
     def get_permissions(self) -> list[Any]:
         return permissions.permissions_for(self.request.method)

@@ -9,6 +9,7 @@ from urllib.parse import urldefrag, urljoin, urlparse
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import Client
+from django.urls import NoReverseMatch, reverse
 
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
 
@@ -30,6 +31,17 @@ def _host() -> str:
     return "localhost"
 
 
+def _paths(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The paths of these URL names that the site's URLconf has (a project may have no admin)."""
+    paths = []
+    for name in names:
+        try:
+            paths.append(reverse(name))
+        except NoReverseMatch:
+            continue
+    return tuple(paths)
+
+
 class CrawlSiteTask(BaseTask):
     """Crawl the site's own pages and report broken links."""
 
@@ -38,10 +50,19 @@ class CrawlSiteTask(BaseTask):
     schedule = TaskSchedule(schedule_type=ScheduleType.CRON, cron_expression="0 2 * * *")
     timeout = 300
 
-    start_paths: tuple[str, ...] = ("/", "/admin/login/", "/scheduler/docs/")
+    # URL names, not paths: the host project mounts the admin and the API where it likes.
+    start_urls: tuple[str, ...] = ("admin:login", "scheduler-api:docs")
     max_pages = 100
     # Following these would change state or leave the site.
-    skip_prefixes: tuple[str, ...] = ("/admin/logout/",)
+    skip_urls: tuple[str, ...] = ("admin:logout",)
+
+    @property
+    def start_paths(self) -> tuple[str, ...]:
+        return ("/", *_paths(self.start_urls))
+
+    @property
+    def skip_prefixes(self) -> tuple[str, ...]:
+        return _paths(self.skip_urls)
 
     async def run(self) -> TaskResult:
         return await sync_to_async(self.crawl)()
