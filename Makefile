@@ -3,23 +3,32 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# `make run` and `make manage` need only the app's requirements; the test and lint tools come with
+# `make test` (and the other developer targets) on top of them.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv clean mutate
+.PHONY: run test lint venv venv-runtime clean mutate
 
-venv: $(STAMP)
+venv-runtime: $(RUNTIME_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(RUNTIME_STAMP): requirements.txt
 	@if [ ! -x "$(PY)" ]; then \
 	  python=$$(scripts/find-python) || exit 1; \
 	  echo "creating $(VENV) with $$python"; \
 	  "$$python" -m venv $(VENV); \
 	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(RUNTIME_STAMP)
+
+venv: $(STAMP)
+
+$(STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
 
-run: venv
+run: venv-runtime
 	@HOST=$(HOST) PORT=$(PORT) PYTHON=$(PY) scripts/run.sh
 
 test: venv venv-dj52
@@ -70,5 +79,5 @@ clean:
 .PHONY: manage
 # Any manage.py command in the `make run` setup (its settings, database and DJANGO_DEBUG=1 default):
 # make manage ARGS="trigger_task crawl_site"
-manage: venv
+manage: venv-runtime
 	@DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py $(ARGS)
