@@ -42,7 +42,7 @@ from scheduler_app.scheduler import build_trigger
 from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType, TaskStatus
 from scheduler_app.trends import render_trend, task_trend
 from scheduler_app.triggers import next_fire_times
-from scheduler_app.validation import schedule_errors
+from scheduler_app.validation import disabled_reason_error, schedule_errors
 
 # django-apscheduler's own pages edit and delete APScheduler jobs behind the scheduler's back; the
 # task pages below are where jobs are steered. Import its admin first so that it cannot register
@@ -645,6 +645,10 @@ class TaskConfigAdmin(admin.ModelAdmin):
             request.current_app = self.admin_site.name
             return TemplateResponse(request, "admin/scheduler_app/taskconfig/disable_confirmation.html", context)
         reason = request.POST.get("reason", "").strip()
+        if error := disabled_reason_error(reason):
+            # The same rule as the API's and the task form's; nothing is disabled.
+            self.message_user(request, f"Nothing disabled: {error}.", messages.ERROR)
+            return None
         done = self._each(request, queryset, lambda name: services.disable_task(name, user=request.user, reason=reason))
         if done:
             why = f" Reason: {reason}" if reason else ""
@@ -771,7 +775,10 @@ class TaskConfigAdmin(admin.ModelAdmin):
             draft.timezone_override = zone or ""
         else:
             draft.schedule_type_override = ""
-        times = preview_times(draft)
+        try:
+            times = preview_times(draft)
+        except Exception as exc:  # a stored value the scheduler cannot use either (see config_error)
+            return JsonResponse({"valid": False, "errors": {"__all__": f"cannot compute the fire times: {exc}"}})
         zone_name = draft.timezone
         return JsonResponse(
             {
