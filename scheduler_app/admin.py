@@ -260,6 +260,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "name",
         "description",
         "registered",
+        "config_error_display",
         "effective_schedule",
         "next_fire_times",
         "code_default_schedule",
@@ -283,7 +284,20 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "recent_changes",
     ]
     fieldsets = [
-        (None, {"fields": ["name", "description", "registered", "enabled", "disabled_reason", "enabled_in_code"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "description",
+                    "registered",
+                    "config_error_display",
+                    "enabled",
+                    "disabled_reason",
+                    "enabled_in_code",
+                ]
+            },
+        ),
         (
             "Schedule",
             {
@@ -393,7 +407,18 @@ class TaskConfigAdmin(admin.ModelAdmin):
     @admin.display(description="schedule")
     def schedule_display(self, obj: TaskConfig) -> SafeString:
         shown = describe_schedule(obj.schedule_type, obj.cron_expression, obj.interval_seconds, obj.timezone)
-        return format_html("{}<br>{}", shown, source_badge(obj.schedule_source))
+        flag = badge("not scheduled: configuration error", "#ba2121") if obj.config_error else ""
+        return format_html("{}<br>{} {}", shown, source_badge(obj.schedule_source), flag)
+
+    @admin.display(description="configuration error")
+    def config_error_display(self, obj: TaskConfig) -> SafeString | str:
+        if not obj.config_error:
+            return "none: the scheduler can schedule it"
+        return format_html(
+            '<span class="errornote">{}</span><br><small>The scheduler leaves this task out (the others go on) '
+            "until the value is corrected below.</small>",
+            obj.config_error,
+        )
 
     @admin.display(description="effective schedule")
     def effective_schedule(self, obj: TaskConfig) -> SafeString:

@@ -85,6 +85,11 @@ class TaskConfig(models.Model):
     options_override = models.JSONField(
         default=dict, blank=True, help_text="Schedule policies set by operators; each key wins over the code's."
     )
+    # Written by the active scheduler (without a revision bump): why it left the task out of the
+    # schedule, e.g. a value stored before today's validation; empty while the task is scheduled.
+    config_error = models.TextField(
+        blank=True, help_text="Why the scheduler cannot schedule this task; empty when it can."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -336,6 +341,10 @@ class SchedulerProcess(models.Model):
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField(default=timezone.now)
     last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
+    # When the scheduler's control loop last completed a round with its threads working (written
+    # with the next heartbeat); "healthy" means this is fresh and `problem` is empty.
+    progress_at = models.DateTimeField(null=True, blank=True)
+    problem = models.TextField(blank=True, help_text="Why this process cannot do its work, e.g. a thread died.")
 
     objects = ProcessQuerySet.as_manager()
 

@@ -293,3 +293,21 @@ def options_errors(options: dict[str, Any]) -> dict[str, str]:
     if dates.get("start_date") and dates.get("end_date") and dates["end_date"] <= dates["start_date"]:
         errors["end_date"] = "end_date must be after start_date"
     return errors
+
+
+def config_errors(config: Any) -> dict[str, str]:
+    """Every rule a task's stored, effective configuration breaks (a ``TaskConfig``, duck-typed).
+
+    Values are checked when written; this catches what was stored before a rule existed (or
+    written straight into the database), so that the scheduler can leave that one task out.
+    """
+    errors = schedule_errors(
+        schedule_type=config.schedule_type,
+        cron_expression=config.cron_expression,
+        interval_seconds=config.interval_seconds,
+        timezone=config.timezone,
+    )
+    errors.update(options_errors(config.options))
+    if message := timeout_error(config.timeout_seconds):
+        errors["timeout"] = message
+    return errors

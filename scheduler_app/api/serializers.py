@@ -229,6 +229,10 @@ class TaskSerializer(serializers.Serializer):
         choices=SOURCES, read_only=True, help_text="`override` after enable/disable."
     )
     disabled_reason = serializers.CharField(read_only=True)
+    config_error = serializers.SerializerMethodField(
+        help_text="Why the scheduler left the task out of the schedule (a stored value it cannot use); "
+        "null while it is scheduled."
+    )
     options = OptionsSerializer(read_only=True, help_text="The effective schedule policies.")
     options_override = serializers.JSONField(
         read_only=True, help_text="The policies operators set (PATCH .../options)."
@@ -280,6 +284,7 @@ class TaskSerializer(serializers.Serializer):
             },
             "enabled_source": config.enabled_source,
             "disabled_reason": config.disabled_reason,
+            "config_error": self.get_config_error(config),
             "options": _options_representation(config.options),
             "options_override": config.options_override,
             "timeout_seconds": config.timeout_seconds,
@@ -308,7 +313,16 @@ class TaskSerializer(serializers.Serializer):
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_run_at_local(self, config: TaskConfig) -> str | None:
         next_run = config.state.next_run_at
-        return next_run.astimezone(zone(config.timezone)).isoformat() if next_run else None
+        if not next_run:
+            return None
+        try:
+            return next_run.astimezone(zone(config.timezone)).isoformat()
+        except (ValueError, OSError):  # a zone stored before zones were checked (see config_error)
+            return None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_config_error(self, config: TaskConfig) -> str | None:
+        return config.config_error or None
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_updated_by(self, config: TaskConfig) -> str | None:
