@@ -134,3 +134,31 @@ def test_database_unreachable_exits_2(processes, tmp_path) -> None:
     result = processes.command("scheduler_health", DATABASE_URL=f"sqlite:///{missing}")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "database unreachable" in result.stderr
+
+
+def test_alive_is_not_enough_the_active_scheduler_must_be_working(client: Client) -> None:
+    """A fresh heartbeat with a dead thread, or with a control loop that stopped making progress, is red."""
+    from django.core.management import CommandError, call_command
+
+    now = timezone.now()
+    row = SchedulerProcess.objects.create(
+        kind="scheduler", role="active", host=HOST, pid=1, progress_at=now, problem="thread(s) died: fire-dispatcher"
+    )
+    response = client.get("/scheduler/health/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert "not processing fires: thread(s) died: fire-dispatcher" in body["reason"]
+    assert body["scheduler"]["alive"] == 1 and body["scheduler"]["active_working"] == 0
+    with pytest.raises(CommandError, match="no working active scheduler: thread"):
+        call_command("scheduler_health", "--active")
+
+    # Heartbeats go on, but the last completed round of the control loop is a minute old.
+    SchedulerProcess.objects.filter(pk=row.pk).update(problem="", progress_at=now - timedelta(minutes=1))
+    response = client.get("/scheduler/health/ready")
+    assert response.status_code == 503 and "no progress of its control loop" in response.json()["reason"]
+    with pytest.raises(CommandError, match="no working scheduler on this host"):
+        call_command("scheduler_health", "--local")
+
+    SchedulerProcess.objects.filter(pk=row.pk).update(progress_at=timezone.now())
+    assert client.get("/scheduler/health/ready").status_code == 200
+    call_command("scheduler_health", "--active")
