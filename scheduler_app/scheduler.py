@@ -78,6 +78,56 @@ def build_trigger(config: TaskConfig) -> BaseTrigger:
     return make_interval_trigger(int(config.interval_seconds or 0), config.timezone, start_date=start, end_date=end)
 
 
+# Tasks whose trigger raised in APScheduler's thread (task -> why), for the control loop to mark.
+_trigger_failures: dict[str, str] = {}
+_trigger_failures_lock = threading.Lock()
+
+
+class IsolatedTrigger(BaseTrigger):
+    """A task's trigger, whose failure ends only that task's job.
+
+    APScheduler asks triggers for the next fire time in its one scheduling thread, unguarded: a
+    trigger that raised there (a bug, a value no rule foresaw) would end that thread and the firing
+    of every task. Here the error is logged and the job ends (None); the control loop then marks
+    the task's ``config_error`` and leaves it out until its configuration changes.
+    """
+
+    __slots__ = ("inner", "task")
+
+    def __init__(self, inner: BaseTrigger, task: str) -> None:
+        self.inner = inner
+        self.task = task
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        try:
+            return self.inner.get_next_fire_time(previous_fire_time, now)
+        except Exception as exc:
+            logger.exception("task %s: its trigger %s failed; the task is left out", self.task, self.inner)
+            with _trigger_failures_lock:
+                _trigger_failures[self.task] = f"its trigger failed: {type(exc).__name__}: {exc}"
+            return None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"version": 1, "inner": self.inner, "task": self.task}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.inner = state["inner"]  # type: ignore[assignment]
+        self.task = str(state["task"])
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def __repr__(self) -> str:
+        return f"<IsolatedTrigger {self.inner!r}>"
+
+
+def take_trigger_failures() -> dict[str, str]:
+    with _trigger_failures_lock:
+        failures = dict(_trigger_failures)
+        _trigger_failures.clear()
+    return failures
+
+
 class DelayedFires:
     """One thread that hands jittered fires to the pool at their time, instead of a sleeping worker
     per fire (many tasks share a minute: that is what jitter is for)."""
@@ -373,6 +423,7 @@ class TaskScheduler:
     def _lead(self) -> None:
         if self._load_configs():
             self._sync_jobs()
+        self._leave_out_failed_triggers()
         self._dispatch_pending()
         now = time.monotonic()
         if self._jobstore is not None and now - self._last_flush >= float(conf.get("JOBSTORE_FLUSH_INTERVAL")):
@@ -426,13 +477,23 @@ class TaskScheduler:
         assert self._aps is not None
         self._aps.add_job(
             JOB_FUNC,
-            trigger=build_trigger(config),
+            trigger=IsolatedTrigger(build_trigger(config), config.name),
             id=config.name,
             name=config.name,
             kwargs={"fingerprint": fingerprint},
             replace_existing=True,
         )
         logger.info("task %s scheduled: %s", config.name, fingerprint)
+
+    def _leave_out_failed_triggers(self) -> None:
+        for name, problem in take_trigger_failures().items():
+            config = self._configs.get(name)
+            if config is None:
+                continue
+            self._judged[name] = (config.revision, problem)
+            self._note_config_error(config, problem)
+            if self._aps is not None and self._aps.get_job(name) is not None:
+                self._aps.remove_job(name)
 
     def _judge(self, config: TaskConfig) -> str:
         """Why the task's stored configuration cannot be scheduled ("" if it can); judged once per revision."""
