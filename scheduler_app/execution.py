@@ -64,6 +64,11 @@ def timeout_outcome(task_name: str, timeout: float) -> Outcome:
     )
 
 
+def thread_ended(thread: threading.Thread | None) -> bool:
+    """True for a thread that was started and is gone (one being started is not: its ident is unset)."""
+    return thread is not None and thread.ident is not None and not thread.is_alive()
+
+
 class Execution:
     """One run of a task's code: queued, then started by a worker, then settled exactly once.
 
@@ -278,9 +283,7 @@ class WorkerPool:
     def dead_threads(self) -> list[str]:
         """The watchdog's name if it died while the pool is open (workers replace themselves)."""
         watchdog = self._watchdog
-        if watchdog is None or watchdog.is_alive() or self._closed:
-            return []
-        return [watchdog.name]
+        return [watchdog.name] if watchdog is not None and thread_ended(watchdog) and not self._closed else []
 
     def close(self, wait: float = 0.0) -> None:
         """Let idle workers and the watchdog end; a busy worker ends after its current run.

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from scheduler_app import conf, faults, signals
 from scheduler_app.db import fresh_connections, write_transaction
-from scheduler_app.execution import Execution, WorkerPool, interrupted_outcome
+from scheduler_app.execution import Execution, WorkerPool, interrupted_outcome, thread_ended
 from scheduler_app.logging import log_context
 from scheduler_app.models import (
     FAILURE_STATUSES,
@@ -197,7 +197,7 @@ class TaskRunner:
     def dead_threads(self) -> list[str]:
         """The runner's long-lived threads (finisher, watchdog) that should run and do not."""
         finisher = self._finisher
-        dead = [finisher.name] if finisher is not None and not finisher.is_alive() else []
+        dead = [finisher.name] if finisher is not None and thread_ended(finisher) else []
         return dead + (self._pool.dead_threads() if self._pool is not None else [])
 
     def drain(self, timeout: float) -> bool:

@@ -42,6 +42,7 @@ from scheduler_app.coordination import (
     try_acquire_lease,
 )
 from scheduler_app.db import close_thread_connections, fresh_connections
+from scheduler_app.execution import thread_ended
 from scheduler_app.jobstore import CachedDjangoJobStore
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.records import MissedFire
@@ -392,7 +393,7 @@ class TaskScheduler:
         threads = [self._dispatcher, self._delayed._thread]
         if self._aps is not None:
             threads.append(getattr(self._aps, "_thread", None))
-        dead = [thread.name for thread in threads if thread is not None and not thread.is_alive()]
+        dead = [thread.name for thread in threads if thread is not None and thread_ended(thread)]
         return dead + self.runner.dead_threads()
 
     def _become_leader(self) -> None:
