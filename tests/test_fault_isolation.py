@@ -110,7 +110,10 @@ def test_a_dead_thread_turns_health_red_and_the_process_exits_for_its_supervisor
     doomed = processes.scheduler(tasks, wait_active=False, SCHEDULER_TEST_KILL_THREAD=thread)
     status = doomed.popen.wait(timeout=30)
     assert status == EXIT_THREAD_DIED, doomed.output()
-    assert "thread(s) died" in doomed.output() and "CRITICAL" in doomed.output()
+    output = doomed.output()
+    assert "thread(s) died" in output and "CRITICAL" in output
+    # The thread's own traceback goes through logging too.
+    assert "InjectedFault: SCHEDULER_TEST_KILL_THREAD" in output and " died\nTraceback" in output
     assert not SchedulerProcess.objects.filter(pid=doomed.pid).exists()
     response = client.get("/scheduler/health/ready")
     assert response.status_code == 503

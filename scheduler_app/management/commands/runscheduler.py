@@ -32,6 +32,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
+        threading.excepthook = log_thread_death
         self.stdout.write(
             f"scheduler starting with {len(task_scheduler.registry)} task(s); "
             f"poll every {conf.get('POLL_INTERVAL')}s, lease {conf.get('LEASE_SECONDS')}s"
@@ -46,6 +47,17 @@ class Command(BaseCommand):
         exit_if_threads_linger(status)
         if status:
             sys.exit(status)
+
+
+def log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """A thread ended by an exception: through the logging setup (JSON in production), not bare stderr.
+    The control loop notices the dead thread and stops the process (see TaskScheduler._check_threads)."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("scheduler_app.scheduler").critical(
+        "thread %s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
 
 
 def exit_if_threads_linger(status: int = 0) -> None:
