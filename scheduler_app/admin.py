@@ -43,7 +43,7 @@ from scheduler_app.scheduler import build_trigger
 from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType, TaskStatus
 from scheduler_app.trends import render_trend, task_trend
 from scheduler_app.triggers import next_fire_times
-from scheduler_app.validation import schedule_errors
+from scheduler_app.validation import disabled_reason_error, schedule_errors
 
 # django-apscheduler's own pages edit and delete APScheduler jobs behind the scheduler's back; the
 # task pages below are where jobs are steered. Import its admin first so that it cannot register
@@ -268,6 +268,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "name",
         "description",
         "registered",
+        "config_error_display",
         "effective_schedule",
         "next_fire_times",
         "code_default_schedule",
@@ -291,7 +292,20 @@ class TaskConfigAdmin(admin.ModelAdmin):
         "recent_changes",
     ]
     fieldsets = [
-        (None, {"fields": ["name", "description", "registered", "enabled", "disabled_reason", "enabled_in_code"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "description",
+                    "registered",
+                    "config_error_display",
+                    "enabled",
+                    "disabled_reason",
+                    "enabled_in_code",
+                ]
+            },
+        ),
         (
             "Schedule",
             {
@@ -401,7 +415,18 @@ class TaskConfigAdmin(admin.ModelAdmin):
     @admin.display(description="schedule")
     def schedule_display(self, obj: TaskConfig) -> SafeString:
         shown = describe_schedule(obj.schedule_type, obj.cron_expression, obj.interval_seconds, obj.timezone)
-        return format_html("{}<br>{}", shown, source_badge(obj.schedule_source))
+        flag = badge("not scheduled: configuration error", "#ba2121") if obj.config_error else ""
+        return format_html("{}<br>{} {}", shown, source_badge(obj.schedule_source), flag)
+
+    @admin.display(description="configuration error")
+    def config_error_display(self, obj: TaskConfig) -> SafeString | str:
+        if not obj.config_error:
+            return "none: the scheduler can schedule it"
+        return format_html(
+            '<span class="errornote">{}</span><br><small>The scheduler leaves this task out (the others go on) '
+            "until the value is corrected below.</small>",
+            obj.config_error,
+        )
 
     @admin.display(description="effective schedule")
     def effective_schedule(self, obj: TaskConfig) -> SafeString:
@@ -683,6 +708,10 @@ class TaskConfigAdmin(admin.ModelAdmin):
             request.current_app = self.admin_site.name
             return TemplateResponse(request, "admin/scheduler_app/taskconfig/disable_confirmation.html", context)
         reason = request.POST.get("reason", "").strip()
+        if error := disabled_reason_error(reason):
+            # The same rule as the API's and the task form's; nothing is disabled.
+            self.message_user(request, f"Nothing disabled: {error}.", messages.ERROR)
+            return None
         done = self._each(request, queryset, lambda name: services.disable_task(name, user=request.user, reason=reason))
         if done:
             why = f" Reason: {reason}" if reason else ""
@@ -809,7 +838,10 @@ class TaskConfigAdmin(admin.ModelAdmin):
             draft.timezone_override = zone or ""
         else:
             draft.schedule_type_override = ""
-        times = preview_times(draft)
+        try:
+            times = preview_times(draft)
+        except Exception as exc:  # a stored value the scheduler cannot use either (see config_error)
+            return JsonResponse({"valid": False, "errors": {"__all__": f"cannot compute the fire times: {exc}"}})
         zone_name = draft.timezone
         return JsonResponse(
             {

@@ -9,6 +9,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 from scheduler_app import conf
 from scheduler_app.registry import task_registry
+from scheduler_app.validation import timeout_error
 
 NUMBER_KEYS = {
     "DEFAULT_TIMEOUT": "seconds",
@@ -45,6 +46,14 @@ def check_scheduler_settings(app_configs: Any = None, **kwargs: Any) -> list[Che
                     id="scheduler.E002",
                 )
             )
+    default_timeout = conf.get("DEFAULT_TIMEOUT")
+    # Not a positive number at all: E002 above says so.
+    positive = (
+        isinstance(default_timeout, int | float) and not isinstance(default_timeout, bool) and default_timeout > 0
+    )
+    if positive and (message := timeout_error(default_timeout)):
+        # The same bound as a task's own timeout (validation.py), for the same reason.
+        messages.append(Error(f"SCHEDULER['DEFAULT_TIMEOUT']: {message}.", id="scheduler.E004"))
     if float(conf.get("LEASE_SECONDS") or 0) <= 2 * float(conf.get("POLL_INTERVAL") or 0):
         messages.append(
             Error(

@@ -67,12 +67,15 @@ class ProcessHandle:
         self.row.save(force_insert=True)
         return self.row
 
-    def heartbeat(self, role: str | None = None) -> None:
+    def heartbeat(self, role: str | None = None, **fields: object) -> None:
+        """Renew the heartbeat; ``fields`` (a scheduler's ``progress_at`` and ``problem``) ride along."""
         now = timezone.now()
-        changes: dict[str, object] = {"last_heartbeat": now}
+        changes: dict[str, object] = {"last_heartbeat": now, **fields}
         if role is not None:
             changes["role"] = role
             self.row.role = role
+        for key, value in fields.items():
+            setattr(self.row, key, value)
         if not SchedulerProcess.objects.filter(pk=self.row.pk).update(**changes):
             # Another process thought we were dead (we missed heartbeats) and reaped us; come back.
             logger.warning("process row %s was reaped while alive; registering again", self.row.pk)

@@ -31,6 +31,7 @@ from asgiref.sync import ThreadSensitiveContext, async_to_sync
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from scheduler_app import faults
 from scheduler_app.db import close_thread_connections
 from scheduler_app.tasks.base import BaseTask, TaskResult, TaskStatus
 
@@ -38,6 +39,9 @@ logger = logging.getLogger("scheduler_app.execution")
 
 # How long past its timeout an async run may take to honour cancellation before we stop waiting.
 CANCEL_GRACE_SECONDS = 1.0
+# The watchdog looks again at least this often: a wait of any length (a huge timeout stored before
+# timeouts were bounded) never reaches Condition.wait, which refuses waits beyond threading.TIMEOUT_MAX.
+LONGEST_WATCHDOG_WAIT = 3600.0
 
 
 @dataclass
@@ -58,6 +62,11 @@ def timeout_outcome(task_name: str, timeout: float) -> Outcome:
         message=f"timed out after {timeout:g}s",
         error=f"TimeoutError: task {task_name!r} did not finish within {timeout:g} seconds",
     )
+
+
+def thread_ended(thread: threading.Thread | None) -> bool:
+    """True for a thread that was started and is gone (one being started is not: its ident is unset)."""
+    return thread is not None and thread.ident is not None and not thread.is_alive()
 
 
 class Execution:
@@ -181,7 +190,15 @@ class _Worker:
     def _run(self) -> None:
         try:
             while not self.abandoned and (execution := self.pool._next()) is not None:
-                self._execute(execution)
+                try:
+                    self._execute(execution)
+                except Exception:
+                    # Task code cannot get here (call_task turns all it does into an outcome); a
+                    # fault of ours ends this run as failed, not the worker.
+                    logger.exception("worker %s: running %s failed", self.name, execution.task.name)
+                    execution.settle(
+                        Outcome(TaskStatus.FAILED, message="the worker failed", error=traceback.format_exc())
+                    )
         finally:
             close_thread_connections()
             if self.runtime is not None:
@@ -263,6 +280,11 @@ class WorkerPool:
         """Settle every run not ended yet as interrupted (a thread still in task code ends alone)."""
         return sum(execution.settle(interrupted_outcome(reason)) for execution in self.in_flight())
 
+    def dead_threads(self) -> list[str]:
+        """The watchdog's name if it died while the pool is open (workers replace themselves)."""
+        watchdog = self._watchdog
+        return [watchdog.name] if watchdog is not None and thread_ended(watchdog) and not self._closed else []
+
     def close(self, wait: float = 0.0) -> None:
         """Let idle workers and the watchdog end; a busy worker ends after its current run.
 
@@ -312,7 +334,11 @@ class WorkerPool:
 
     def _watch_loop(self) -> None:
         while (execution := self._next_expired()) is not None:
-            self._expire(execution)
+            faults.maybe_die("watchdog")
+            try:
+                self._expire(execution)
+            except Exception:
+                logger.exception("watchdog: giving up run of %s failed; going on", execution.task.name)
 
     def _next_expired(self) -> Execution | None:
         with self._watch_cond:
@@ -325,7 +351,7 @@ class WorkerPool:
                 if self._deadlines and self._deadlines[0][0] <= time.monotonic():
                     return heapq.heappop(self._deadlines)[2]
                 wait = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
-                self._watch_cond.wait(wait)
+                self._watch_cond.wait(None if wait is None else min(wait, LONGEST_WATCHDOG_WAIT))
 
     def _expire(self, execution: Execution) -> None:
         if not execution.settle(timeout_outcome(execution.task.name, execution.timeout)):

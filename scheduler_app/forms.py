@@ -9,10 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from scheduler_app.models import TaskConfig
 from scheduler_app.tasks.base import OPTION_DEFAULTS, CatchUp, OverlapPolicy, RetryBackoff, ScheduleType
-from scheduler_app.validation import options_errors, schedule_errors, timeout_error
+from scheduler_app.validation import (
+    ASCII_INTEGER,
+    ASCII_NUMBER,
+    disabled_reason_error,
+    options_errors,
+    schedule_errors,
+    timeout_error,
+)
 
 # validation.schedule_errors names fields the way the API does; the form's fields are the model's.
 SCHEDULE_FIELDS = {
@@ -21,6 +29,22 @@ SCHEDULE_FIELDS = {
     "interval_seconds": "interval_seconds_override",
     "timezone": "timezone_override",
 }
+
+
+class AsciiIntegerField(forms.IntegerField):
+    """Django reads "٣" as 3; the API does not, so neither does the form. Bounds: validation.py."""
+
+    def to_python(self, value: Any) -> int | None:
+        if isinstance(value, str) and value.strip() and not ASCII_INTEGER.fullmatch(value.strip()):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
+class AsciiFloatField(forms.FloatField):
+    def to_python(self, value: Any) -> float | None:
+        if isinstance(value, str) and value.strip() and not ASCII_NUMBER.fullmatch(value.strip()):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
 
 
 def _choices(enum: type) -> list[tuple[str, str]]:
@@ -32,7 +56,7 @@ OPTION_FIELDS = tuple(OPTION_DEFAULTS)
 
 
 class TaskConfigForm(forms.ModelForm):
-    jitter_seconds = forms.IntegerField(
+    jitter_seconds = AsciiIntegerField(
         required=False, label="Jitter (seconds)", help_text="Random delay of up to this many seconds before a run."
     )
     overlap = forms.ChoiceField(
@@ -46,15 +70,15 @@ class TaskConfigForm(forms.ModelForm):
         label="Catch up",
         help_text="Fires missed within the window: the newest runs once, or none runs.",
     )
-    catch_up_window_seconds = forms.IntegerField(
+    catch_up_window_seconds = AsciiIntegerField(
         required=False,
         label="Catch-up window (seconds)",
         help_text="Empty in code too: SCHEDULER['MISFIRE_GRACE_SECONDS'].",
     )
-    max_retries = forms.IntegerField(required=False, label="Retries", help_text="Retries after a failure or timeout.")
+    max_retries = AsciiIntegerField(required=False, label="Retries", help_text="Retries after a failure or timeout.")
     retry_backoff = forms.ChoiceField(required=False, choices=_choices(RetryBackoff), label="Retry backoff")
-    retry_delay_seconds = forms.FloatField(required=False, label="Retry delay (seconds)")
-    retry_max_delay_seconds = forms.FloatField(required=False, label="Longest retry delay (seconds)")
+    retry_delay_seconds = AsciiFloatField(required=False, label="Retry delay (seconds)")
+    retry_max_delay_seconds = AsciiFloatField(required=False, label="Longest retry delay (seconds)")
     start_date = forms.CharField(
         required=False,
         help_text="ISO 8601 with an offset, e.g. 2027-01-01T00:00:00+00:00: no fire before it.",
@@ -68,6 +92,15 @@ class TaskConfigForm(forms.ModelForm):
     enabled = forms.BooleanField(
         required=False,
         help_text="Unticking it disables the task: the scheduler stops firing it within a second or two.",
+    )
+    # The model's fields, with ASCII digits only; their bounds are validation.py's (see clean()).
+    interval_seconds_override = AsciiIntegerField(
+        required=False, label="Interval (seconds)", help_text="A whole number of seconds greater than 0."
+    )
+    timeout_override = AsciiFloatField(
+        required=False,
+        label="Timeout (seconds)",
+        help_text="Empty: the code's timeout, or SCHEDULER['DEFAULT_TIMEOUT']. At most 30 days.",
     )
 
     class Meta:
@@ -86,17 +119,13 @@ class TaskConfigForm(forms.ModelForm):
             "disabled_reason": "Why it is disabled",
             "schedule_type_override": "Schedule type",
             "cron_expression_override": "Cron expression",
-            "interval_seconds_override": "Interval (seconds)",
             "timezone_override": "Time zone",
-            "timeout_override": "Timeout (seconds)",
         }
         help_texts = {
             "disabled_reason": "Optional note, kept while the task is disabled.",
             "schedule_type_override": "Empty: the schedule defined in code.",
             "cron_expression_override": "Five fields: minute hour day-of-month month day-of-week, e.g. 0 2 * * *.",
-            "interval_seconds_override": "A whole number of seconds greater than 0.",
             "timezone_override": "IANA name such as Europe/Berlin for cron schedules; empty: the project's zone.",
-            "timeout_override": "Empty: the code's timeout, or SCHEDULER['DEFAULT_TIMEOUT'].",
         }
         widgets = {
             "disabled_reason": forms.Textarea(attrs={"rows": 2, "cols": 60}),
@@ -139,6 +168,8 @@ class TaskConfigForm(forms.ModelForm):
             )
         if "timeout_override" in data and (message := timeout_error(data.get("timeout_override"))):
             self.add_error("timeout_override", message)
+        if "disabled_reason" in data and (message := disabled_reason_error(data.get("disabled_reason"))):
+            self.add_error("disabled_reason", message)
         self._clean_options(data)
         if (
             data.get("enabled")

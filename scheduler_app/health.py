@@ -2,16 +2,22 @@
 
 * liveness (``/scheduler/health/live``): the web process answers; it touches no database, so that
   a database outage does not get every web process restarted.
-* readiness (``/scheduler/health/ready``): the database answers and an active scheduler has a fresh
-  heartbeat, i.e. tasks are being scheduled; 503 otherwise.
+* readiness (``/scheduler/health/ready``): the database answers and an active scheduler is
+  *working*; 503 otherwise.
 * ``manage.py scheduler_health``: the same judgement as an exit status, for a container's check.
+
+"Working" means fires are being processed, not merely that the process has a heartbeat: its
+heartbeat is fresh, its control loop completed a round recently with the fire dispatcher not stuck
+(``progress_at``, sent with the heartbeat) and it reports no ``problem`` (a long-lived thread died;
+the process then stops and exits for its supervisor to restart it). A task whose configuration
+cannot be scheduled is no process problem: it is left out, shown as that task's ``config_error``.
 
 The bodies are JSON and say no more than an anonymous caller may know (no host names or pids).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError
@@ -39,6 +45,11 @@ class SchedulerHealth:
     standby: int = 0
     newest_heartbeat: datetime | None = None
     local_alive: int = 0
+    # Of the alive: those working (see the module's docstring), all and active; why the others are not.
+    working: int = 0
+    active_working: int = 0
+    local_working: int = 0
+    problems: list[str] = field(default_factory=list)
 
     @property
     def newest_age(self) -> float | None:
@@ -54,6 +65,9 @@ class SchedulerHealth:
             "standby": self.standby,
             "heartbeat_age_seconds": round(age, 3) if age is not None else None,
             "max_heartbeat_age_seconds": self.max_age,
+            "working": self.working,
+            "active_working": self.active_working,
+            "problems": self.problems,
         }
 
 
@@ -65,15 +79,38 @@ def scheduler_health(max_age: float | None = None, host: str | None = None) -> S
     max_age = max_heartbeat_age() if max_age is None else max_age
     cutoff = timezone.now() - timedelta(seconds=max_age)
     rows = SchedulerProcess.objects.filter(kind=SchedulerProcess.Kind.SCHEDULER, last_heartbeat__gte=cutoff)
+    # Progress is written with the heartbeat after the round it reports: allow for that round.
+    progress_cutoff = cutoff - timedelta(seconds=2 * float(conf.get("POLL_INTERVAL")))
     health = SchedulerHealth(max_age=max_age)
-    for role, heartbeat, process_host in rows.values_list("role", "last_heartbeat", "host"):
+    fields = ("role", "last_heartbeat", "host", "progress_at", "problem")
+    for role, heartbeat, process_host, progress_at, problem in rows.values_list(*fields):
+        active = role == SchedulerProcess.Role.ACTIVE
         health.alive += 1
-        health.active += role == SchedulerProcess.Role.ACTIVE
+        health.active += active
         health.standby += role == SchedulerProcess.Role.STANDBY
         health.local_alive += process_host == host
         if health.newest_heartbeat is None or heartbeat > health.newest_heartbeat:
             health.newest_heartbeat = heartbeat
+        if problem:
+            health.problems.append(problem)
+        elif progress_at is None or progress_at < progress_cutoff:
+            health.problems.append(f"no progress of its control loop in the last {max_age:g}s")
+        else:
+            health.working += 1
+            health.active_working += active
+            health.local_working += process_host == host
     return health
+
+
+def unhealthy_reason(health: SchedulerHealth) -> str | None:
+    """Why no active scheduler is working (None when one is): what ``ready`` answers."""
+    if health.active_working:
+        return None
+    if health.active:
+        return "the active scheduler is not processing fires: " + "; ".join(health.problems)
+    if health.alive:
+        return "no active scheduler: schedulers are standing by for the lease"
+    return f"no scheduler heartbeat in the last {health.max_age:g}s (is `manage.py runscheduler` running?)"
 
 
 @never_cache
@@ -89,12 +126,8 @@ def ready(request: HttpRequest) -> JsonResponse:
         health = scheduler_health()
     except DatabaseError:
         return JsonResponse({"status": "unavailable", "database": "unreachable", "scheduler": None}, status=503)
-    ok = health.active > 0
-    body = {"status": "ok" if ok else "unavailable", "database": "ok", "scheduler": health.as_dict()}
-    if not ok:
-        body["reason"] = (
-            "no active scheduler: schedulers are standing by for the lease"
-            if health.alive
-            else f"no scheduler heartbeat in the last {health.max_age:g}s (is `manage.py runscheduler` running?)"
-        )
-    return JsonResponse(body, status=200 if ok else 503)
+    reason = unhealthy_reason(health)
+    body = {"status": "ok" if reason is None else "unavailable", "database": "ok", "scheduler": health.as_dict()}
+    if reason is not None:
+        body["reason"] = reason
+    return JsonResponse(body, status=200 if reason is None else 503)

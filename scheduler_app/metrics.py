@@ -39,6 +39,7 @@ from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from scheduler_app import conf
 from scheduler_app.api.authentication import password_user
+from scheduler_app.health import scheduler_health
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.tasks.base import TaskStatus
 
@@ -270,11 +271,18 @@ class SchedulerCollector(Collector):
         next_run = GaugeMetricFamily(
             "scheduler_task_next_run_timestamp_seconds", "Unix time of the task's next fire.", labels=["task"]
         )
+        config_error = GaugeMetricFamily(
+            "scheduler_task_config_error",
+            "1 when the scheduler left the task out because its configuration cannot be scheduled (see the "
+            "task's config_error).",
+            labels=["task"],
+        )
         for task in tasks:
             name = task.name
             running.add_metric([name], open_runs.get((name, TaskStatus.RUNNING), 0))
             pending.add_metric([name], open_runs.get((name, TaskStatus.PENDING), 0))
             enabled.add_metric([name], 1 if task.enabled else 0)
+            config_error.add_metric([name], 1 if task.config_error else 0)
             state = getattr(task, "state", None)
             if state is None:
                 continue
@@ -283,7 +291,7 @@ class SchedulerCollector(Collector):
                 last_success.add_metric([name], state.last_success_at.timestamp())
             if state.next_run_at is not None and task.enabled:
                 next_run.add_metric([name], state.next_run_at.timestamp())
-        yield from (running, pending, enabled, streak, last_success, next_run)
+        yield from (running, pending, enabled, config_error, streak, last_success, next_run)
 
     def _process_metrics(self) -> Iterator[Metric]:
         now = timezone.now()
@@ -306,6 +314,21 @@ class SchedulerCollector(Collector):
         up = GaugeMetricFamily("scheduler_up", "1 while an active scheduler has a fresh heartbeat.")
         up.add_metric([], 1 if any(p.role == SchedulerProcess.Role.ACTIVE for p in schedulers) else 0)
         yield up
+
+        health = scheduler_health()
+        healthy = GaugeMetricFamily(
+            "scheduler_healthy",
+            "1 while an active scheduler is processing fires (fresh heartbeat and loop progress, no dead thread): "
+            "what /scheduler/health/ready answers.",
+        )
+        healthy.add_metric([], 1 if health.active_working else 0)
+        yield healthy
+        troubled = GaugeMetricFamily(
+            "scheduler_processes_unhealthy",
+            "Live scheduler processes that are not processing fires (a dead thread, a stalled control loop).",
+        )
+        troubled.add_metric([], len(health.problems))
+        yield troubled
 
         info = GaugeMetricFamily(
             "scheduler_process_heartbeat_age_seconds",

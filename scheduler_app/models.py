@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from scheduler_app import conf
 from scheduler_app.tasks.base import OPTION_DEFAULTS, OverlapPolicy, ScheduleType, TaskSchedule, TaskStatus
+from scheduler_app.validation import MAX_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from scheduler_app.tasks.base import BaseTask
@@ -84,6 +85,11 @@ class TaskConfig(models.Model):
     timeout_override = models.FloatField(null=True, blank=True)
     options_override = models.JSONField(
         default=dict, blank=True, help_text="Schedule policies set by operators; each key wins over the code's."
+    )
+    # Written by the active scheduler (without a revision bump): why it left the task out of the
+    # schedule, e.g. a value stored before today's validation; empty while the task is scheduled.
+    config_error = models.TextField(
+        blank=True, help_text="Why the scheduler cannot schedule this task; empty when it can."
     )
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -166,10 +172,12 @@ class TaskConfig(models.Model):
     def timeout_with_fallback(self, fallback: float | None) -> float:
         """The effective timeout when ``fallback`` (e.g. ``trigger_task --timeout``) stands in for
         ``SCHEDULER["DEFAULT_TIMEOUT"]``; the one rule every run and every display uses."""
-        for value in (self.timeout_override, self.default_timeout_seconds, fallback):
-            if value is not None:
-                return float(value)
-        return float(conf.get("DEFAULT_TIMEOUT"))
+        chosen = next(
+            (v for v in (self.timeout_override, self.default_timeout_seconds, fallback) if v is not None),
+            conf.get("DEFAULT_TIMEOUT"),
+        )
+        # Capped at validation's bound: a value stored before the bound existed must not overflow a wait.
+        return min(float(chosen), MAX_TIMEOUT_SECONDS)
 
     @property
     def timeout_source(self) -> str:
@@ -342,6 +350,10 @@ class SchedulerProcess(models.Model):
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField(default=timezone.now)
     last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
+    # When the scheduler's control loop last completed a round with its threads working (written
+    # with the next heartbeat); "healthy" means this is fresh and `problem` is empty.
+    progress_at = models.DateTimeField(null=True, blank=True)
+    problem = models.TextField(blank=True, help_text="Why this process cannot do its work, e.g. a thread died.")
 
     objects = ProcessQuerySet.as_manager()
 

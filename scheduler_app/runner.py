@@ -26,9 +26,9 @@ from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from scheduler_app import conf, signals
+from scheduler_app import conf, faults, signals
 from scheduler_app.db import fresh_connections, write_transaction
-from scheduler_app.execution import Execution, WorkerPool, interrupted_outcome
+from scheduler_app.execution import Execution, WorkerPool, interrupted_outcome, thread_ended
 from scheduler_app.logging import log_context
 from scheduler_app.models import (
     FAILURE_STATUSES,
@@ -49,6 +49,7 @@ from scheduler_app.records import (
 )
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.tasks.base import OverlapPolicy, RetryBackoff, TaskStatus
+from scheduler_app.validation import MAX_DURATION_SECONDS
 
 logger = logging.getLogger("scheduler_app.runner")
 
@@ -61,11 +62,14 @@ ALREADY_BUFFERED_MESSAGE = "skipped: the previous run is still running and one f
 
 
 def retry_delay(options: dict[str, Any], attempt: int) -> float:
-    """Seconds before retry number ``attempt`` (1 for the first retry), capped."""
+    """Seconds before retry number ``attempt`` (1 for the first retry), capped.
+
+    Also capped at validation's MAX_DURATION_SECONDS, for values stored before that bound existed.
+    """
     delay = float(options["retry_delay_seconds"])  # type: ignore[arg-type]
     if options["retry_backoff"] == RetryBackoff.EXPONENTIAL:
         delay *= 2 ** (attempt - 1)
-    return min(delay, float(options["retry_max_delay_seconds"]))  # type: ignore[arg-type]
+    return min(delay, float(options["retry_max_delay_seconds"]), MAX_DURATION_SECONDS)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -189,6 +193,12 @@ class TaskRunner:
             return False
         self._launch(config, record)
         return True
+
+    def dead_threads(self) -> list[str]:
+        """The runner's long-lived threads (finisher, watchdog) that should run and do not."""
+        finisher = self._finisher
+        dead = [finisher.name] if finisher is not None and thread_ended(finisher) else []
+        return dead + (self._pool.dead_threads() if self._pool is not None else [])
 
     def drain(self, timeout: float) -> bool:
         """Wait until every launched run has ended and its outcome is written; False at the timeout."""
@@ -465,7 +475,7 @@ class TaskRunner:
             return None
         config = config or self._config(record.task_id)
         if record.trigger == Trigger.RETRY and not config.enabled:
-            self._drop_pending(record_id, "skipped: the task was disabled, so its retries stopped")
+            self.drop_pending(record_id, "skipped: the task was disabled, so its retries stopped")
             return None
         claimed = self._begin(config, trigger=record.trigger, pending_id=record_id)
         return None if claimed is None else (config, claimed)
@@ -495,7 +505,8 @@ class TaskRunner:
         signals.run_started.send(sender=type(self), record=record, task=self.registry.get(config.name))
         return record
 
-    def _drop_pending(self, record_id: int, message: str) -> None:
+    def drop_pending(self, record_id: int, message: str) -> None:
+        """Settle a queued run that will not run as ``skipped``, with ``message``."""
         now = timezone.now()
         dropped = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
             status=TaskStatus.SKIPPED, started_at=now, finished_at=now, duration_seconds=0.0, message=message
@@ -563,6 +574,7 @@ class TaskRunner:
             with self._finish_cond:
                 batch = list(self._settled)
                 self._settled.clear()
+            faults.maybe_die("finisher")
             try:
                 with fresh_connections():
                     self._record_outcomes(batch)
@@ -627,7 +639,13 @@ class TaskRunner:
             self._log_outcome(record)
             self._send_finished(record)
             if record.status in FAILURE_STATUSES:
-                self._schedule_retry(run.config, record)
+                try:
+                    self._schedule_retry(run.config, record)
+                except Exception:
+                    # The outcome is recorded; only the retry is lost, and the log says just that.
+                    logger.exception(
+                        "task %s: run %s %s; its retry could not be queued", record.task_id, record.pk, record.status
+                    )
             records.append(record)
         return records
 

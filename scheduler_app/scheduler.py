@@ -33,7 +33,7 @@ from django.db import InterfaceError, OperationalError
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from scheduler_app import conf
+from scheduler_app import conf, faults
 from scheduler_app.catch_up import split_due_fires
 from scheduler_app.coordination import (
     ProcessHandle,
@@ -43,6 +43,7 @@ from scheduler_app.coordination import (
     try_acquire_lease,
 )
 from scheduler_app.db import close_thread_connections, fresh_connections
+from scheduler_app.execution import thread_ended
 from scheduler_app.jobstore import CachedDjangoJobStore
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.records import MissedFire
@@ -50,12 +51,14 @@ from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.runner import Fire, TaskRunner
 from scheduler_app.tasks.base import ScheduleType, TaskStatus
 from scheduler_app.triggers import CronTrigger, make_interval_trigger
-from scheduler_app.validation import parse_datetime_option
+from scheduler_app.validation import config_errors, parse_datetime_option
 
 logger = logging.getLogger("scheduler_app.scheduler")
 
 JOB_FUNC = "scheduler_app.scheduler:fire"
 REAP_EVERY_TICKS = 3
+# Exit status of `runscheduler` when a long-lived thread died: its supervisor should restart it.
+EXIT_THREAD_DIED = 70
 
 
 def fire(**_: object) -> None:
@@ -71,6 +74,56 @@ def build_trigger(config: TaskConfig) -> BaseTrigger:
     if config.schedule_type == ScheduleType.CRON:
         return CronTrigger(config.cron_expression or "", config.timezone, start_date=start, end_date=end)
     return make_interval_trigger(int(config.interval_seconds or 0), config.timezone, start_date=start, end_date=end)
+
+
+# Tasks whose trigger raised in APScheduler's thread (task -> why), for the control loop to mark.
+_trigger_failures: dict[str, str] = {}
+_trigger_failures_lock = threading.Lock()
+
+
+class IsolatedTrigger(BaseTrigger):
+    """A task's trigger, whose failure ends only that task's job.
+
+    APScheduler asks triggers for the next fire time in its one scheduling thread, unguarded: a
+    trigger that raised there (a bug, a value no rule foresaw) would end that thread and the firing
+    of every task. Here the error is logged and the job ends (None); the control loop then marks
+    the task's ``config_error`` and leaves it out until its configuration changes.
+    """
+
+    __slots__ = ("inner", "task")
+
+    def __init__(self, inner: BaseTrigger, task: str) -> None:
+        self.inner = inner
+        self.task = task
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        try:
+            return self.inner.get_next_fire_time(previous_fire_time, now)
+        except Exception as exc:
+            logger.exception("task %s: its trigger %s failed; the task is left out", self.task, self.inner)
+            with _trigger_failures_lock:
+                _trigger_failures[self.task] = f"its trigger failed: {type(exc).__name__}: {exc}"
+            return None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"version": 1, "inner": self.inner, "task": self.task}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.inner = state["inner"]  # type: ignore[assignment]
+        self.task = str(state["task"])
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def __repr__(self) -> str:
+        return f"<IsolatedTrigger {self.inner!r}>"
+
+
+def take_trigger_failures() -> dict[str, str]:
+    with _trigger_failures_lock:
+        failures = dict(_trigger_failures)
+        _trigger_failures.clear()
+    return failures
 
 
 class DelayedFires:
@@ -154,6 +207,14 @@ class TaskScheduler:
         # it answers again. (task, fire time, why), guarded by the lock.
         self._unrecorded: list[tuple[str, datetime, str]] = []
         self._unrecorded_lock = threading.Lock()
+        # Health: when the control loop last finished a round with every thread working (sent with
+        # the next heartbeat), since when the dispatcher is busy with one batch, and why this
+        # process cannot go on (a thread died: it stops and exits with EXIT_THREAD_DIED).
+        self._progress_at: datetime | None = None
+        self._dispatching_since: float | None = None
+        self.problem = ""
+        # Per task: (revision judged, why it cannot be scheduled or "").
+        self._judged: dict[str, tuple[int, str]] = {}
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -242,6 +303,9 @@ class TaskScheduler:
         from scheduler_app.services import sync_task_rows
 
         self._stopping.clear()
+        self.problem = ""
+        self._progress_at = None
+        self._judged = {}
         self.runner.cancel.clear()
         self._delayed = DelayedFires()
         with fresh_connections():
@@ -275,7 +339,11 @@ class TaskScheduler:
         try:
             with fresh_connections():
                 leader = try_acquire_lease(self.process.id)
-                self.process.heartbeat(role=SchedulerProcess.Role.ACTIVE if leader else SchedulerProcess.Role.STANDBY)
+                self.process.heartbeat(
+                    role=SchedulerProcess.Role.ACTIVE if leader else SchedulerProcess.Role.STANDBY,
+                    progress_at=self._progress_at,
+                    problem=self.problem,
+                )
                 # Before a new leadership term reloads the job store, so these keep their reason.
                 self._record_unrecorded()
                 if leader:
@@ -289,6 +357,7 @@ class TaskScheduler:
                 if not leader and not self._standing_by:
                     logger.info("standing by: another scheduler holds the lease; this one takes over if it stops")
                 self._standing_by = not leader
+                self._check_threads()
         except (OperationalError, InterfaceError) as exc:
             logger.warning("database unreachable (%s); retrying", str(exc).strip().splitlines()[0] if str(exc) else exc)
             if self._aps is not None and time.monotonic() >= self._lease_valid_until:
@@ -297,6 +366,36 @@ class TaskScheduler:
             logger.exception("scheduler control loop failed; retrying")
             if self._aps is not None and time.monotonic() >= self._lease_valid_until:
                 self._step_down("cannot renew the lease")
+
+    def _check_threads(self) -> None:
+        """Note progress when every long-lived thread works; when one died, say so and stop.
+
+        A dead thread is not restarted in place (its state may be half-updated): the process
+        marks itself unhealthy, stops cleanly and exits with EXIT_THREAD_DIED, so that its
+        supervisor starts a fresh one (meanwhile a standby takes the lease).
+        """
+        dead = self.dead_threads()
+        if dead:
+            self.problem = f"thread(s) died: {', '.join(dead)}; the scheduler stops (exit status {EXIT_THREAD_DIED})"
+            logger.critical("%s", self.problem)
+            if self.process is not None:
+                self.process.heartbeat(problem=self.problem)
+            self.request_stop()
+            return
+        busy = self._dispatching_since
+        if busy is not None and time.monotonic() - busy > float(conf.get("LEASE_SECONDS")):
+            return  # the dispatcher is stuck in one batch: fires are not being processed
+        self._progress_at = timezone.now()
+
+    def dead_threads(self) -> list[str]:
+        """Names of the long-lived threads that should be running and are not."""
+        if self._stopping.is_set():
+            return []
+        threads = [self._dispatcher, self._delayed._thread]
+        if self._aps is not None:
+            threads.append(getattr(self._aps, "_thread", None))
+        dead = [thread.name for thread in threads if thread is not None and thread_ended(thread)]
+        return dead + self.runner.dead_threads()
 
     def _become_leader(self) -> None:
         logger.info("this process is now the active scheduler")
@@ -326,6 +425,7 @@ class TaskScheduler:
     def _lead(self) -> None:
         if self._load_configs():
             self._sync_jobs()
+        self._leave_out_failed_triggers()
         self._dispatch_pending()
         now = time.monotonic()
         if self._jobstore is not None and now - self._last_flush >= float(conf.get("JOBSTORE_FLUSH_INTERVAL")):
@@ -355,26 +455,72 @@ class TaskScheduler:
             job = jobs.pop(name, None)
             if config is None:
                 continue
-            if not config.enabled:
-                if job is not None:
-                    self._aps.remove_job(name)
-                    logger.info("task %s disabled: job removed", name)
-                continue
-            fingerprint = config.schedule_fingerprint()
-            if job is not None and job.kwargs.get("fingerprint") == fingerprint:
-                continue
-            self._aps.add_job(
-                JOB_FUNC,
-                trigger=build_trigger(config),
-                id=name,
-                name=name,
-                kwargs={"fingerprint": fingerprint},
-                replace_existing=True,
-            )
-            logger.info("task %s scheduled: %s", name, fingerprint)
+            # One task's configuration that cannot be scheduled leaves that task out, never the others.
+            problem = self._judge(config)
+            if config.enabled and not problem:
+                try:
+                    self._schedule(config, job)
+                except Exception as exc:
+                    logger.exception("task %s: its trigger cannot be built", name)
+                    problem = f"its trigger cannot be built: {type(exc).__name__}: {exc}"
+                    self._judged[name] = (config.revision, problem)
+            self._note_config_error(config, problem)
+            if job is not None and (problem or not config.enabled):
+                self._aps.remove_job(name)
+                logger.info("task %s %s: job removed", name, "disabled" if not config.enabled else "left out")
         for stale in jobs:
             self._aps.remove_job(stale)
             logger.info("job %s removed: no such task is registered", stale)
+
+    def _schedule(self, config: TaskConfig, job: Job | None) -> None:
+        fingerprint = config.schedule_fingerprint()
+        if job is not None and job.kwargs.get("fingerprint") == fingerprint:
+            return
+        assert self._aps is not None
+        self._aps.add_job(
+            JOB_FUNC,
+            trigger=IsolatedTrigger(build_trigger(config), config.name),
+            id=config.name,
+            name=config.name,
+            kwargs={"fingerprint": fingerprint},
+            replace_existing=True,
+        )
+        logger.info("task %s scheduled: %s", config.name, fingerprint)
+
+    def _leave_out_failed_triggers(self) -> None:
+        for name, problem in take_trigger_failures().items():
+            config = self._configs.get(name)
+            if config is None:
+                continue
+            self._judged[name] = (config.revision, problem)
+            self._note_config_error(config, problem)
+            if self._aps is not None and self._aps.get_job(name) is not None:
+                self._aps.remove_job(name)
+
+    def _judge(self, config: TaskConfig) -> str:
+        """Why the task's stored configuration cannot be scheduled ("" if it can); judged once per revision."""
+        judged = self._judged.get(config.name)
+        if judged is not None and judged[0] == config.revision:
+            return judged[1]
+        try:
+            errors = config_errors(config)
+        except Exception as exc:  # e.g. options stored as something other than a JSON object
+            errors = {"configuration": f"cannot be read: {type(exc).__name__}: {exc}"}
+        problem = "; ".join(f"{field}: {message}" for field, message in errors.items())
+        self._judged[config.name] = (config.revision, problem)
+        return problem
+
+    def _note_config_error(self, config: TaskConfig, problem: str) -> None:
+        """Show on the task why it is left out (admin, API, metrics), or that it is fine again."""
+        if problem == config.config_error:
+            return
+        if problem:
+            logger.error("task %s left out of the schedule (the other tasks go on): %s", config.name, problem)
+        else:
+            logger.info("task %s: its configuration error is resolved", config.name)
+        # No revision bump: that would make every scheduler reload the configuration for nothing.
+        TaskConfig.objects.filter(name=config.name).update(config_error=problem)
+        config.config_error = problem
 
     # -- running -------------------------------------------------------------------------------
 
@@ -395,7 +541,15 @@ class TaskScheduler:
                         return
                     batch = list(self._fires)
                     self._fires.clear()
-                self.run_fires(batch)
+                faults.maybe_die("dispatcher")
+                self._dispatching_since = time.monotonic()
+                try:
+                    self.run_fires(batch)
+                except Exception:
+                    names = sorted({name for name, _, _ in batch})
+                    logger.exception("dispatching %d fire(s) of %s failed; going on", len(batch), ", ".join(names))
+                finally:
+                    self._dispatching_since = None
         finally:
             close_thread_connections()
 
@@ -409,7 +563,13 @@ class TaskScheduler:
         fires: list[Fire] = []
         missed: list[MissedFire] = []
         for name, run_times, jitter in batch:
-            fires += self._fires_to_run(name, run_times, jitter, missed)
+            try:
+                fires += self._fires_to_run(name, run_times, jitter, missed)
+            except Exception as exc:
+                # One task's bad value (e.g. stored before it was bounded) costs only its own fires.
+                logger.exception("task %s: its fires could not be dispatched; recorded as missed", name)
+                why = f"could not be dispatched: {type(exc).__name__}: {exc}"
+                missed += [MissedFire(name, scheduled_at, why) for scheduled_at in run_times]
         with fresh_connections():
             try:
                 self.runner.record_missed_fires(missed)
@@ -504,11 +664,18 @@ class TaskScheduler:
                     message=f"task {name!r} is not registered in this scheduler",
                 )
                 continue
-            if trigger == Trigger.SCHEDULED:
-                # Normally the run it waits for starts it; this covers a run whose process died.
-                self.runner.launch_buffered(name, self._configs.get(name))
-            else:
-                self.runner.launch_pending(record_id, self._configs.get(name))
+            try:
+                if trigger == Trigger.SCHEDULED:
+                    # Normally the run it waits for starts it; this covers a run whose process died.
+                    self.runner.launch_buffered(name, self._configs.get(name))
+                else:
+                    self.runner.launch_pending(record_id, self._configs.get(name))
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception as exc:
+                # Dropped, so that one record that cannot start does not hold up every other one.
+                logger.exception("task %s: queued run %s could not be started", name, record_id)
+                self.runner.drop_pending(record_id, f"skipped: could not be started: {type(exc).__name__}: {exc}")
 
 
 task_scheduler = TaskScheduler()

@@ -19,6 +19,7 @@ from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.tasks.base import OPTION_DEFAULTS, OverlapPolicy, ScheduleType, TaskStatus
 from scheduler_app.validation import (
     ScheduleValidationError,
+    disabled_reason_error,
     options_errors,
     parse_datetime_option,
     schedule_errors,
@@ -110,6 +111,9 @@ def enable_task(name: str, user: Any = None) -> TaskConfig:
 
 
 def disable_task(name: str, user: Any = None, reason: str = "") -> TaskConfig:
+    """Disable ``name``; ``reason`` is shown with it. Raises ``ScheduleValidationError`` for a bad reason."""
+    if error := disabled_reason_error(reason):
+        raise ScheduleValidationError({"reason": error}, subject=f"task {name!r}")
     message = f"Disabled: {reason}" if reason else "Disabled."
     return _change(name, user, message, enabled_override=False, disabled_reason=reason or "")
 

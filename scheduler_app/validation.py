@@ -6,9 +6,11 @@ functions, so that a rule is never written twice.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 import zoneinfo
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from scheduler_app.triggers import CRON_ALIASES as CRON_ALIASES
@@ -16,8 +18,34 @@ from scheduler_app.triggers import CronSyntaxError, parse_cron
 
 TASK_NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 TASK_NAME_MAX_LENGTH = 100
-# Stored in a 32-bit integer column on every database backend.
+
+# Bounds. Every number and date an operator or a task class can set is bounded so that whatever is
+# derived from it (now + a retry delay, start_date + an interval, a watchdog's wait, a catch-up
+# window as a timedelta) stays representable in every time zone, far from datetime's year 9999.
+#
+# Stored in a 32-bit integer column on every database backend; about 68 years.
 MAX_INTERVAL_SECONDS = 2_147_483_647
+# The catch-up window and the retry delays: the same 68 years.
+MAX_DURATION_SECONDS = MAX_INTERVAL_SECONDS
+# A run's time limit: 30 days (a thread waits on it; a "run" longer than a month is not one).
+MAX_TIMEOUT_SECONDS = 30 * 86_400
+# The shortest timeout or retry delay: a millisecond.
+MIN_SECONDS = 0.001
+MAX_JITTER_SECONDS = 86_400
+MAX_RETRIES = 100
+# start_date and end_date lie in [EARLIEST_DATE, LATEST_DATE) whatever their offset.
+EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(3000, 1, 1, tzinfo=UTC)
+# Text limits: the same in the API, the admin and code.
+CRON_EXPRESSION_MAX_LENGTH = 200
+TIMEZONE_MAX_LENGTH = 64
+DISABLED_REASON_MAX_LENGTH = 1000
+# Numbers typed as text (a form, a form-encoded API call): ASCII only, so that "٣" is no 3.
+ASCII_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+# Names zoneinfo can load that are not zones an operator means: the host's own zone under another
+# name, a POSIX-rules template, and the "Factory" placeholder zone.
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 
 
 class ScheduleValidationError(ValueError):
@@ -71,26 +99,55 @@ def interval_error(interval_seconds: Any) -> str | None:
     return None
 
 
+@functools.cache
+def known_zones() -> frozenset[str]:
+    """The IANA zones an operator may name (read once: a scan of the tz database)."""
+    return frozenset(zoneinfo.available_timezones()) - NOT_ZONES
+
+
 def timezone_error(name: Any) -> str | None:
     if name is None or name == "":
         return None
     if not isinstance(name, str):
         return "timezone must be an IANA zone name such as 'Europe/Berlin'"
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return f"unknown time zone {name!r}; use an IANA name such as 'Europe/Berlin'"
+    # A membership test, not ZoneInfo(name): a folder of the tz database ("Europe") would raise
+    # IsADirectoryError there, and "localtime" would load the host's zone.
+    if len(name) > TIMEZONE_MAX_LENGTH or name not in known_zones():
+        return f"unknown time zone {name[:TIMEZONE_MAX_LENGTH]!r}; use an IANA name such as 'Europe/Berlin'"
     return None
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def timeout_error(timeout: Any) -> str | None:
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout != timeout:
+    if not _is_number(timeout):
         return "timeout must be a number of seconds"
     if timeout <= 0:
         return f"timeout must be greater than 0 (got {timeout})"
+    if not MIN_SECONDS <= timeout <= MAX_TIMEOUT_SECONDS:
+        return f"timeout must be from {MIN_SECONDS:g} to {MAX_TIMEOUT_SECONDS} seconds (30 days) (got {timeout:g})"
     return None
+
+
+def text_error(field: str, value: Any, max_length: int) -> str | None:
+    """Free text: a string of at most ``max_length`` characters, without NUL (PostgreSQL refuses it)."""
+    if not isinstance(value, str):
+        return f"{field} must be text"
+    if "\x00" in value:
+        return f"{field} must not contain NUL characters"
+    if len(value) > max_length:
+        return f"{field} must be at most {max_length} characters (got {len(value)})"
+    return None
+
+
+def disabled_reason_error(reason: Any) -> str | None:
+    if reason is None:
+        return None
+    return text_error("reason", reason, DISABLED_REASON_MAX_LENGTH)
 
 
 def schedule_errors(
@@ -111,7 +168,10 @@ def schedule_errors(
         errors["schedule_type"] = f"unknown schedule type {schedule_type!r}; expected one of {choices}"
         return errors
     if kind is ScheduleType.CRON:
-        if message := cron_expression_error(cron_expression):
+        too_long = isinstance(cron_expression, str) and (
+            text_error("cron_expression", cron_expression, CRON_EXPRESSION_MAX_LENGTH)
+        )
+        if message := too_long or cron_expression_error(cron_expression):
             errors["cron_expression"] = message
     elif message := interval_error(interval_seconds):
         errors["interval_seconds"] = message
@@ -139,10 +199,6 @@ def task_errors(task: Any) -> list[str]:
     return problems
 
 
-MAX_JITTER_SECONDS = 86_400
-MAX_RETRIES = 100
-
-
 def _whole_number(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -151,8 +207,8 @@ def _whole_number(value: Any) -> int | None:
     return value
 
 
-def _positive_seconds(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value <= 0:
+def _seconds_in_range(value: Any, low: float, high: float) -> float | None:
+    if not _is_number(value) or not low <= value <= high:
         return None
     return float(value)
 
@@ -165,8 +221,13 @@ def parse_datetime_option(value: Any) -> datetime | None:
         value = datetime.fromisoformat(value)
     if not isinstance(value, datetime):
         raise ValueError("expected an ISO 8601 date-time")
-    if value.tzinfo is None:
+    if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("needs a time zone offset, e.g. 2027-01-01T00:00:00+00:00")
+    if not EARLIEST_DATE <= value < LATEST_DATE:
+        raise ValueError(
+            f"must lie from {EARLIEST_DATE.year} to {LATEST_DATE.year - 1} (UTC), so that every fire time "
+            "derived from it exists in every time zone"
+        )
     return value
 
 
@@ -193,15 +254,19 @@ def options_errors(options: dict[str, Any]) -> dict[str, str]:
                 errors[key] = f"unknown {key} {options[key]!r}; expected one of {allowed}"
     if options.get("catch_up_window_seconds") is not None:
         window = _whole_number(options["catch_up_window_seconds"])
-        if window is None or window < 0:
-            errors["catch_up_window_seconds"] = "catch_up_window_seconds must be a whole number of seconds >= 0"
+        if window is None or not 0 <= window <= MAX_DURATION_SECONDS:
+            errors["catch_up_window_seconds"] = (
+                f"catch_up_window_seconds must be a whole number of seconds from 0 to {MAX_DURATION_SECONDS}"
+            )
     if "max_retries" in options:
         retries = _whole_number(options["max_retries"])
         if retries is None or not 0 <= retries <= MAX_RETRIES:
             errors["max_retries"] = f"max_retries must be a whole number from 0 to {MAX_RETRIES}"
     for key in ("retry_delay_seconds", "retry_max_delay_seconds"):
-        if key in options and _positive_seconds(options[key]) is None:
-            errors[key] = f"{key} must be a number of seconds greater than 0"
+        if key in options and _seconds_in_range(options[key], MIN_SECONDS, MAX_DURATION_SECONDS) is None:
+            errors[key] = (
+                f"{key} must be a number of seconds greater than 0, from {MIN_SECONDS:g} to {MAX_DURATION_SECONDS}"
+            )
     delay, cap = options.get("retry_delay_seconds"), options.get("retry_max_delay_seconds")
     valid_pair = "retry_delay_seconds" not in errors and "retry_max_delay_seconds" not in errors
     if valid_pair and delay and cap and cap < delay:
@@ -215,4 +280,22 @@ def options_errors(options: dict[str, Any]) -> dict[str, str]:
                 errors[key] = f"{key}: {exc}"
     if dates.get("start_date") and dates.get("end_date") and dates["end_date"] <= dates["start_date"]:
         errors["end_date"] = "end_date must be after start_date"
+    return errors
+
+
+def config_errors(config: Any) -> dict[str, str]:
+    """Every rule a task's stored, effective configuration breaks (a ``TaskConfig``, duck-typed).
+
+    Values are checked when written; this catches what was stored before a rule existed (or
+    written straight into the database), so that the scheduler can leave that one task out.
+    """
+    errors = schedule_errors(
+        schedule_type=config.schedule_type,
+        cron_expression=config.cron_expression,
+        interval_seconds=config.interval_seconds,
+        timezone=config.timezone,
+    )
+    errors.update(options_errors(config.options))
+    if message := timeout_error(config.timeout_seconds):
+        errors["timeout"] = message
     return errors

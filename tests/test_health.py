@@ -44,7 +44,9 @@ def test_readiness_judges_heartbeats_and_roles(client: Client) -> None:
     )
     assert client.get("/scheduler/health/ready").status_code == 503
     # Alive but only standing by: tasks are not being scheduled.
-    standby = SchedulerProcess.objects.create(kind="scheduler", role="standby", host="standby-host", pid=2)
+    standby = SchedulerProcess.objects.create(
+        kind="scheduler", role="standby", host="standby-host", pid=2, progress_at=timezone.now()
+    )
     response = client.get("/scheduler/health/ready")
     assert response.status_code == 503 and "standing by" in response.json()["reason"]
     # A `trigger_task` command is not a scheduler.
@@ -63,7 +65,12 @@ def test_readiness_judges_heartbeats_and_roles(client: Client) -> None:
 
 def test_readiness_max_age_setting(client: Client, settings) -> None:
     SchedulerProcess.objects.create(
-        kind="scheduler", role="active", host="x", pid=1, last_heartbeat=timezone.now() - timedelta(seconds=30)
+        kind="scheduler",
+        role="active",
+        host="x",
+        pid=1,
+        last_heartbeat=timezone.now() - timedelta(seconds=30),
+        progress_at=timezone.now() - timedelta(seconds=30),
     )
     assert client.get("/scheduler/health/ready").status_code == 503  # LEASE_SECONDS is 3 in the tests
     settings.SCHEDULER = {**settings.SCHEDULER, "HEALTH_MAX_HEARTBEAT_AGE": 120}
@@ -110,7 +117,9 @@ def test_a_cleanly_stopped_scheduler_is_unhealthy_at_once(processes) -> None:
 
 def test_local_and_active_options(processes) -> None:
     """``--local`` wants a scheduler on this host; ``--active`` wants the leader."""
-    SchedulerProcess.objects.create(kind="scheduler", role="standby", host="elsewhere", pid=1)
+    SchedulerProcess.objects.create(
+        kind="scheduler", role="standby", host="elsewhere", pid=1, progress_at=timezone.now()
+    )
     assert processes.command("scheduler_health").returncode == 0
     result = processes.command("scheduler_health", "--local")
     assert result.returncode == 1 and f"no live scheduler on this host ({HOST})" in result.stderr
@@ -125,3 +134,31 @@ def test_database_unreachable_exits_2(processes, tmp_path) -> None:
     result = processes.command("scheduler_health", DATABASE_URL=f"sqlite:///{missing}")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "database unreachable" in result.stderr
+
+
+def test_alive_is_not_enough_the_active_scheduler_must_be_working(client: Client) -> None:
+    """A fresh heartbeat with a dead thread, or with a control loop that stopped making progress, is red."""
+    from django.core.management import CommandError, call_command
+
+    now = timezone.now()
+    row = SchedulerProcess.objects.create(
+        kind="scheduler", role="active", host=HOST, pid=1, progress_at=now, problem="thread(s) died: fire-dispatcher"
+    )
+    response = client.get("/scheduler/health/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert "not processing fires: thread(s) died: fire-dispatcher" in body["reason"]
+    assert body["scheduler"]["alive"] == 1 and body["scheduler"]["active_working"] == 0
+    with pytest.raises(CommandError, match="no working active scheduler: thread"):
+        call_command("scheduler_health", "--active")
+
+    # Heartbeats go on, but the last completed round of the control loop is a minute old.
+    SchedulerProcess.objects.filter(pk=row.pk).update(problem="", progress_at=now - timedelta(minutes=1))
+    response = client.get("/scheduler/health/ready")
+    assert response.status_code == 503 and "no progress of its control loop" in response.json()["reason"]
+    with pytest.raises(CommandError, match="no working scheduler on this host"):
+        call_command("scheduler_health", "--local")
+
+    SchedulerProcess.objects.filter(pk=row.pk).update(progress_at=timezone.now())
+    assert client.get("/scheduler/health/ready").status_code == 200
+    call_command("scheduler_health", "--active")

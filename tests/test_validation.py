@@ -1,11 +1,21 @@
+"""The rules of ``validation.py``, and every write path (API, admin form, admin action, code) applying them alike."""
+
 from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from scheduler_app.validation import (
+    MAX_DURATION_SECONDS,
+    MAX_TIMEOUT_SECONDS,
     ScheduleValidationError,
     cron_expression_error,
+    disabled_reason_error,
     interval_error,
+    options_errors,
     schedule_errors,
     task_name_error,
     timeout_error,
@@ -80,3 +90,288 @@ def test_validation_error_carries_fields_and_subject() -> None:
     error = ScheduleValidationError({"cron_expression": "bad"}, subject="task 'x'")
     assert error.errors == {"cron_expression": "bad"}
     assert str(error) == "task 'x': cron_expression: bad"
+
+
+# -- the bounds --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Europe", "America", "America/Argentina", "localtime", "posixrules", "Factory"])
+def test_only_real_iana_zones_are_zones(name: str) -> None:
+    message = timezone_error(name)
+    assert message is not None and "unknown time zone" in message
+
+
+def test_zone_names_are_exact() -> None:
+    assert timezone_error("Pacific/Kiritimati") is None and timezone_error("UTC") is None
+    assert timezone_error("europe/berlin") is not None and timezone_error("Europe/Berlin\x00") is not None
+    assert timezone_error("A" * 1000) is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"start_date": "9999-12-31T23:00:00+00:00"}, "start_date"),
+        ({"start_date": "9999-12-31T23:59:59-14:00"}, "start_date"),
+        ({"end_date": "0001-01-01T00:00:00+14:00"}, "end_date"),
+        ({"start_date": "2999-12-31T23:59:59-14:00"}, "start_date"),  # 3000-01-01 in UTC
+        ({"catch_up_window_seconds": 99999999999999}, "catch_up_window_seconds"),
+        ({"catch_up_window_seconds": MAX_DURATION_SECONDS + 1}, "catch_up_window_seconds"),
+        ({"retry_delay_seconds": 1e300}, "retry_delay_seconds"),
+        ({"retry_max_delay_seconds": float("inf")}, "retry_max_delay_seconds"),
+        ({"retry_delay_seconds": float("nan")}, "retry_delay_seconds"),
+        ({"retry_delay_seconds": True}, "retry_delay_seconds"),
+        ({"jitter_seconds": True}, "jitter_seconds"),
+    ],
+)
+def test_options_out_of_bounds(options: dict[str, Any], field: str) -> None:
+    assert field in options_errors(options)
+
+
+def test_bounds_keep_every_derived_date_representable_in_every_zone() -> None:
+    """The extremes the rules let through, combined, still give dates in every zone."""
+    from zoneinfo import ZoneInfo
+
+    assert options_errors({"start_date": "2999-12-31T23:59:59+00:00", "end_date": "2999-12-31T23:59:59.5+00:00"}) == {}
+    latest = datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    for derived in (
+        latest + timedelta(seconds=MAX_DURATION_SECONDS),  # an interval or retry delay after the latest start
+        datetime.now(UTC) - timedelta(seconds=MAX_DURATION_SECONDS),  # a catch-up window back from now
+        datetime.now(UTC) + timedelta(seconds=MAX_TIMEOUT_SECONDS),
+    ):
+        for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
+            assert derived.astimezone(ZoneInfo(zone)).year < 9999
+
+
+def test_timeouts_and_reasons() -> None:
+    assert timeout_error(MAX_TIMEOUT_SECONDS) is None and timeout_error(0.001) is None
+    for bad in (MAX_TIMEOUT_SECONDS + 1, 1e300, float("inf"), float("nan"), True, 0.0001):
+        assert timeout_error(bad) is not None, bad
+    assert disabled_reason_error("x" * 1000) is None and disabled_reason_error("") is None
+    assert "at most 1000" in (disabled_reason_error("x" * 1001) or "")
+    assert "NUL" in (disabled_reason_error("a\x00b") or "")
+
+
+def test_a_task_class_out_of_bounds_is_refused_at_registration() -> None:
+    from scheduler_app.exceptions import InvalidTaskError
+    from scheduler_app.registry import TaskRegistry
+    from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
+
+    class Forever(BaseTask):
+        name = "forever"
+        schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+        timeout = 1e300
+
+        def run(self) -> TaskResult:
+            return TaskResult.success()
+
+    class FarFuture(Forever):
+        name = "far_future"
+        timeout = None
+        schedule = TaskSchedule(
+            schedule_type=ScheduleType.CRON,
+            cron_expression="0 * * * *",
+            timezone="Pacific/Kiritimati",
+            start_date=datetime(9999, 12, 31, tzinfo=UTC),
+        )
+
+    for task, fragment in ((Forever, "timeout must be from"), (FarFuture, "start_date")):
+        with pytest.raises(InvalidTaskError, match=fragment):
+            TaskRegistry().register(task)
+
+
+# -- every path refuses the same values: the API and the admin form side by side ----------------------
+
+OPTIONS = "/scheduler/tasks/tick/options"
+SCHEDULE = "/scheduler/tasks/tick/schedule"
+# (the API call, the field the 400 names; the admin form's changes, the field its error is on)
+BAD_INPUT = {
+    "start_date_9999_utc": (
+        ("patch", "/scheduler/tasks/tick/options", {"start_date": "9999-12-31T23:00:00+00:00"}, "start_date"),
+        ({"start_date": "9999-12-31T23:00:00+00:00"}, "start_date"),
+    ),
+    "start_date_9999_minus_14": (
+        ("patch", "/scheduler/tasks/tick/options", {"start_date": "9999-12-31T23:59:59-14:00"}, "start_date"),
+        ({"start_date": "9999-12-31T23:59:59-14:00"}, "start_date"),
+    ),
+    "catch_up_window_huge": (
+        (
+            "patch",
+            "/scheduler/tasks/tick/options",
+            {"catch_up_window_seconds": 99999999999999},
+            "catch_up_window_seconds",
+        ),
+        ({"catch_up_window_seconds": "99999999999999"}, "catch_up_window_seconds"),
+    ),
+    "retry_delay_1e300": (
+        ("patch", "/scheduler/tasks/tick/options", {"retry_delay_seconds": 1e300}, "retry_delay_seconds"),
+        ({"retry_delay_seconds": "1e300"}, "retry_delay_seconds"),
+    ),
+    "timeout_1e300": (
+        ("put", "/scheduler/tasks/tick/timeout", {"timeout_seconds": 1e300}, "timeout_seconds"),
+        ({"timeout_override": "1e300"}, "timeout_override"),
+    ),
+    "timeout_31_days": (
+        ("put", "/scheduler/tasks/tick/timeout", {"timeout_seconds": 31 * 86400}, "timeout_seconds"),
+        ({"timeout_override": str(31 * 86400)}, "timeout_override"),
+    ),
+    "interval_arabic_indic_digit": (
+        (
+            "put",
+            "/scheduler/tasks/tick/schedule",
+            {"schedule_type": "interval", "interval_seconds": "٣"},
+            "interval_seconds",
+        ),
+        ({"schedule_type_override": "interval", "interval_seconds_override": "٣"}, "interval_seconds_override"),
+    ),
+    "reason_200kb": (
+        ("post", "/scheduler/tasks/tick/disable", {"reason": "x" * 200_000}, "reason"),
+        ({"enabled": "", "disabled_reason": "x" * 200_000}, "disabled_reason"),
+    ),
+    "reason_nul": (
+        ("post", "/scheduler/tasks/tick/disable", {"reason": "a\x00b"}, "reason"),
+        ({"enabled": "", "disabled_reason": "a\x00b"}, "disabled_reason"),
+    ),
+    **{
+        f"zone_{zone}": (
+            (
+                "put",
+                "/scheduler/tasks/tick/schedule",
+                {"schedule_type": "cron", "cron_expression": "0 * * * *", "timezone": zone},
+                "timezone",
+            ),
+            (
+                {"schedule_type_override": "cron", "cron_expression_override": "0 * * * *", "timezone_override": zone},
+                "timezone_override",
+            ),
+        )
+        for zone in ("Europe", "America", "localtime", "posixrules", "Factory")
+    },
+}
+
+
+def stored(name: str = "tick") -> dict[str, Any]:
+    from scheduler_app.models import TaskConfig
+
+    return TaskConfig.objects.filter(name=name).values().get()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_the_api_refuses_each_bad_value_and_saves_nothing(admin_client, case: str) -> None:
+    (method, path, body, field), _ = BAD_INPUT[case]
+    before = stored()
+    response = getattr(admin_client, method)(path, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400, response.content[:500]
+    assert response["Content-Type"] == "application/json" and response.json().get(field), response.json()
+    assert stored() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_the_admin_form_refuses_each_bad_value_and_saves_nothing(admin_client, case: str) -> None:
+    from tests.test_admin import change_url, form_data
+
+    _, (changes, field) = BAD_INPUT[case]
+    before = stored()
+    response = admin_client.post(change_url("tick"), form_data("tick", **changes))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors.get(field), errors
+    assert stored() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"timeout_seconds": True},
+        {"timeout_seconds": "NaN"},
+        {"timeout_seconds": "٣"},
+        {"timeout_seconds": "Infinity"},
+    ],
+)
+def test_api_numbers_are_strict(admin_client, body: dict[str, Any]) -> None:
+    before = stored()
+    response = admin_client.put("/scheduler/tasks/tick/timeout", json.dumps(body), content_type="application/json")
+    assert response.status_code == 400 and "timeout_seconds" in response.json()
+    assert stored() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/scheduler/tasks/tick/schedule", {"schedule_type": "interval", "interval_seconds": True}, "interval_seconds"),
+        ("/scheduler/tasks/tick/schedule", {"schedule_type": "cron", "cron_expression": 5}, "cron_expression"),
+        (
+            "/scheduler/tasks/tick/schedule",
+            {"schedule_type": "cron", "cron_expression": "0 * * * *", "timezone": 1},
+            "timezone",
+        ),
+        ("/scheduler/tasks/tick/options", {"max_retries": True}, "max_retries"),
+        ("/scheduler/tasks/tick/options", {"jitter_seconds": "٣"}, "jitter_seconds"),
+        ("/scheduler/tasks/tick/options", {"retry_delay_seconds": False}, "retry_delay_seconds"),
+        ("/scheduler/tasks/tick/disable", {"reason": 42}, "reason"),
+    ],
+)
+def test_api_types_are_strict_for_every_input_field(admin_client, path: str, body: dict[str, Any], field: str) -> None:
+    before = stored()
+    method = "post" if path.endswith("disable") else ("patch" if path.endswith("options") else "put")
+    response = getattr(admin_client, method)(path, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400 and field in response.json(), response.content
+    assert stored() == before
+
+
+@pytest.mark.django_db
+def test_form_encoded_api_numbers_in_ascii_still_work(admin_client) -> None:
+    response = admin_client.put(
+        "/scheduler/tasks/tick/timeout", "timeout_seconds=2.5", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 200 and response.json()["timeout_seconds"] == 2.5
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("reason", ["x" * 200_000, "a\x00b"])
+def test_the_admin_disable_action_applies_the_same_reason_rule(admin_client, reason: str) -> None:
+    from tests.test_admin import TASKS
+
+    before = stored()
+    response = admin_client.post(
+        TASKS,
+        {"action": "disable_selected", "_selected_action": ["tick"], "apply": "yes", "reason": reason},
+        follow=True,
+    )
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert any(m.startswith("Nothing disabled: reason must") for m in shown), shown
+    assert stored() == before
+
+
+@pytest.mark.django_db
+def test_code_refuses_the_same_values() -> None:
+    from scheduler_app import services
+
+    before = stored()
+    with pytest.raises(ScheduleValidationError, match="reason"):
+        services.disable_task("tick", reason="x" * 1001)
+    with pytest.raises(ScheduleValidationError, match="catch_up_window_seconds"):
+        services.set_options("tick", {"catch_up_window_seconds": 99999999999999})
+    with pytest.raises(ScheduleValidationError, match="timezone"):
+        services.set_schedule("tick", schedule_type="cron", cron_expression="0 * * * *", timezone_name="Europe")
+    with pytest.raises(ScheduleValidationError, match="timeout"):
+        services.set_timeout("tick", 1e300)
+    assert stored() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("zone", ["Europe", "America", "localtime"])
+def test_schedule_preview_answers_a_zone_folder_with_an_error_not_a_500(admin_client, zone: str) -> None:
+    from django.urls import reverse
+
+    url = reverse("admin:scheduler_app_taskconfig_preview", args=["nightly"])
+    response = admin_client.get(
+        url, {"schedule_type_override": "cron", "cron_expression_override": "0 * * * *", "timezone_override": zone}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["valid"] is False and "unknown time zone" in body["errors"]["timezone_override"]

@@ -20,15 +20,59 @@ from scheduler_app import conf
 from scheduler_app.describe import describe_cron
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.tasks.base import CatchUp, OverlapPolicy, RetryBackoff, ScheduleType, TaskStatus
-from scheduler_app.validation import MAX_INTERVAL_SECONDS, MAX_JITTER_SECONDS, MAX_RETRIES, schedule_errors
+from scheduler_app.validation import (
+    ASCII_INTEGER,
+    ASCII_NUMBER,
+    CRON_EXPRESSION_MAX_LENGTH,
+    DISABLED_REASON_MAX_LENGTH,
+    MAX_DURATION_SECONDS,
+    MAX_INTERVAL_SECONDS,
+    MAX_JITTER_SECONDS,
+    MAX_RETRIES,
+    MAX_TIMEOUT_SECONDS,
+    MIN_SECONDS,
+    TIMEZONE_MAX_LENGTH,
+    disabled_reason_error,
+    options_errors,
+    schedule_errors,
+    timeout_error,
+)
 
 SCHEDULE_TYPES = [t.value for t in ScheduleType]
 RECORD_STATUSES = [s.value for s in TaskStatus]
 TRIGGERS = [t.value for t in Trigger]
 TASK_STATUSES = ["idle", "running"]
 SOURCES = ["code", "override"]
-# validation.MAX_INTERVAL_SECONDS (the 32-bit column) also bounds the other durations, far from
-# what a timedelta can hold.
+# The bounds below are validation.py's constants, and every input serializer also runs
+# validation.py's functions: the admin form and code obey the very same rules.
+# Numbers as JSON numbers, or as strings of ASCII digits (what an HTML form posts).
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer; ``true`` and digits of other scripts (``"٣"``) are refused, not read as 1 and 3."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or (isinstance(data, str) and not ASCII_INTEGER.fullmatch(data.strip())):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A number; ``true``, ``"NaN"``, ``"Infinity"`` and digits of other scripts are refused."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or (isinstance(data, str) and not ASCII_NUMBER.fullmatch(data.strip())):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """Text only: a number or a boolean is not silently turned into a string."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class BlankAsNullChoiceField(serializers.ChoiceField):
@@ -65,7 +109,7 @@ class OptionsSerializer(serializers.Serializer):
     """The schedule's policies. In a PATCH, each key given replaces the code's value, ``null`` goes
     back to it, and keys left out stay as they are."""
 
-    jitter_seconds = serializers.IntegerField(
+    jitter_seconds = StrictIntegerField(
         min_value=0,
         max_value=MAX_JITTER_SECONDS,
         allow_null=True,
@@ -84,20 +128,20 @@ class OptionsSerializer(serializers.Serializer):
         required=False,
         help_text="Fires missed within the catch-up window: run the newest `once`, or `none`.",
     )
-    catch_up_window_seconds = serializers.IntegerField(
+    catch_up_window_seconds = StrictIntegerField(
         min_value=0,
-        max_value=MAX_INTERVAL_SECONDS,
+        max_value=MAX_DURATION_SECONDS,
         allow_null=True,
         required=False,
         help_text="How late a fire may still run; null: SCHEDULER['MISFIRE_GRACE_SECONDS'].",
     )
-    max_retries = serializers.IntegerField(min_value=0, max_value=MAX_RETRIES, allow_null=True, required=False)
+    max_retries = StrictIntegerField(min_value=0, max_value=MAX_RETRIES, allow_null=True, required=False)
     retry_backoff = serializers.ChoiceField(choices=[b.value for b in RetryBackoff], allow_null=True, required=False)
-    retry_delay_seconds = serializers.FloatField(
-        min_value=0.001, max_value=MAX_INTERVAL_SECONDS, allow_null=True, required=False
+    retry_delay_seconds = StrictFloatField(
+        min_value=MIN_SECONDS, max_value=MAX_DURATION_SECONDS, allow_null=True, required=False
     )
-    retry_max_delay_seconds = serializers.FloatField(
-        min_value=0.001, max_value=MAX_INTERVAL_SECONDS, allow_null=True, required=False
+    retry_max_delay_seconds = StrictFloatField(
+        min_value=MIN_SECONDS, max_value=MAX_DURATION_SECONDS, allow_null=True, required=False
     )
     start_date = serializers.DateTimeField(allow_null=True, required=False, help_text="No fire before this time.")
     end_date = serializers.DateTimeField(allow_null=True, required=False, help_text="No fire after this time.")
@@ -112,6 +156,13 @@ class OptionsSerializer(serializers.Serializer):
                 errors.update(exc.detail if isinstance(exc.detail, dict) else {})
             raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # null sends a key back to the code's value: only the values given are checked here (the
+        # service checks them again together with the policies in force).
+        if errors := options_errors({key: value for key, value in attrs.items() if value is not None}):
+            raise serializers.ValidationError({field: [message] for field, message in errors.items()})
+        return attrs
 
 
 @lru_cache(maxsize=512)
@@ -198,6 +249,10 @@ class TaskSerializer(serializers.Serializer):
         choices=SOURCES, read_only=True, help_text="`override` after enable/disable."
     )
     disabled_reason = serializers.CharField(read_only=True)
+    config_error = serializers.SerializerMethodField(
+        help_text="Why the scheduler left the task out of the schedule (a stored value it cannot use); "
+        "null while it is scheduled."
+    )
     options = EffectiveOptionsSerializer(
         source="*",
         read_only=True,
@@ -254,6 +309,7 @@ class TaskSerializer(serializers.Serializer):
             },
             "enabled_source": config.enabled_source,
             "disabled_reason": config.disabled_reason,
+            "config_error": self.get_config_error(config),
             "options": _options_representation(effective_options(config)),
             "options_override": config.options_override,
             "timeout_seconds": config.timeout_seconds,
@@ -282,7 +338,16 @@ class TaskSerializer(serializers.Serializer):
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_run_at_local(self, config: TaskConfig) -> str | None:
         next_run = config.state.next_run_at
-        return next_run.astimezone(zone(config.timezone)).isoformat() if next_run else None
+        if not next_run:
+            return None
+        try:
+            return next_run.astimezone(zone(config.timezone)).isoformat()
+        except (ValueError, OSError):  # a zone stored before zones were checked (see config_error)
+            return None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_config_error(self, config: TaskConfig) -> str | None:
+        return config.config_error or None
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_updated_by(self, config: TaskConfig) -> str | None:
@@ -415,26 +480,39 @@ class StatusSerializer(serializers.Serializer):
 
 
 class DisableSerializer(serializers.Serializer):
-    reason = serializers.CharField(
-        required=False, allow_blank=True, max_length=1000, default="", help_text="Shown with the task."
+    reason = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=DISABLED_REASON_MAX_LENGTH,
+        default="",
+        help_text="Shown with the task.",
     )
+
+    def validate_reason(self, value: str) -> str:
+        if message := disabled_reason_error(value):
+            raise serializers.ValidationError(message)
+        return value
 
 
 class ScheduleSerializer(serializers.Serializer):
     """A schedule override, checked by the same rules as the schedules written in code."""
 
     schedule_type = serializers.ChoiceField(choices=SCHEDULE_TYPES)
-    cron_expression = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, max_length=200, help_text="Five fields, for `cron`."
-    )
-    interval_seconds = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=MAX_INTERVAL_SECONDS, help_text="For `interval`."
-    )
-    timezone = serializers.CharField(
+    cron_expression = StrictCharField(
         required=False,
         allow_null=True,
         allow_blank=True,
-        max_length=64,
+        max_length=CRON_EXPRESSION_MAX_LENGTH,
+        help_text="Five fields, for `cron`.",
+    )
+    interval_seconds = StrictIntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_INTERVAL_SECONDS, help_text="For `interval`."
+    )
+    timezone = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=TIMEZONE_MAX_LENGTH,
         help_text="IANA zone for cron expressions; empty means settings.TIME_ZONE.",
     )
 
@@ -451,9 +529,16 @@ class ScheduleSerializer(serializers.Serializer):
 
 
 class TimeoutSerializer(serializers.Serializer):
-    timeout_seconds = serializers.FloatField(
-        min_value=0.001, max_value=MAX_INTERVAL_SECONDS, help_text="A run taking longer is stopped as `timeout`."
+    timeout_seconds = StrictFloatField(
+        min_value=MIN_SECONDS,
+        max_value=MAX_TIMEOUT_SECONDS,
+        help_text="A run taking longer is stopped as `timeout` (at most 30 days).",
     )
+
+    def validate_timeout_seconds(self, value: float) -> float:
+        if message := timeout_error(value):
+            raise serializers.ValidationError(message)
+        return value
 
 
 class HistoryFilterSerializer(serializers.Serializer):

@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from scheduler_app import alerts, conf
-from scheduler_app.scheduler import task_scheduler
+from scheduler_app.scheduler import EXIT_THREAD_DIED, task_scheduler
 
 
 class Command(BaseCommand):
@@ -21,7 +21,9 @@ class Command(BaseCommand):
         "Run the task scheduler in the foreground (APScheduler with DjangoJobStore). Several may run "
         "against one database: one is active, the others stand by and take over when it dies. "
         "SIGINT or SIGTERM stops it cleanly: running tasks get SCHEDULER['SHUTDOWN_GRACE'] seconds, "
-        "then are recorded as interrupted; the exit status is 0. A second SIGINT (Ctrl-C) exits at once (130)."
+        "then are recorded as interrupted; the exit status is 0. When one of its long-lived threads dies "
+        f"(a bug), it says so, stops the same way and exits with status {EXIT_THREAD_DIED}: restart it. "
+        "A second SIGINT (Ctrl-C) exits at once (130)."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -45,17 +47,35 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
+        threading.excepthook = log_thread_death
         self.stdout.write(
             f"scheduler starting with {len(task_scheduler.registry)} task(s); "
             f"poll every {conf.get('POLL_INTERVAL')}s, lease {conf.get('LEASE_SECONDS')}s"
         )
         task_scheduler.run_forever()
         alerts.shutdown(timeout=5.0)  # the last runs' alerts go out before the process exits
-        self.stdout.write("scheduler stopped")
-        exit_if_threads_linger()
+        status = EXIT_THREAD_DIED if task_scheduler.problem else 0
+        if status:
+            self.stderr.write(f"scheduler stopped: {task_scheduler.problem}")
+        else:
+            self.stdout.write("scheduler stopped")
+        exit_if_threads_linger(status)
+        if status:
+            sys.exit(status)
 
 
-def exit_if_threads_linger() -> None:
+def log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """A thread ended by an exception: through the logging setup (JSON in production), not bare stderr.
+    The control loop notices the dead thread and stops the process (see TaskScheduler._check_threads)."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("scheduler_app.scheduler").critical(
+        "thread %s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
+
+
+def exit_if_threads_linger(status: int = 0) -> None:
     """Exit at once when abandoned task code still holds a thread.
 
     An interrupted async task keeps running in asgiref's event-loop thread, a thread-pool worker
@@ -73,4 +93,4 @@ def exit_if_threads_linger() -> None:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(status)

@@ -21,9 +21,9 @@ EXIT_DATABASE = 2
 
 class Command(BaseCommand):
     help = (
-        "Check that a scheduler process is alive (its heartbeat in the database is fresh). "
-        "Exit status: 0 healthy, 1 no live scheduler (or none active with --active, or none on this "
-        "host with --local), 2 database unreachable."
+        "Check that a scheduler process is working: its heartbeat in the database is fresh, its control "
+        "loop makes progress and none of its threads died. Exit status: 0 healthy, 1 no working scheduler "
+        "(or none active with --active, or none on this host with --local), 2 database unreachable."
     )
 
     # A health check runs every few seconds and must judge the database itself: the system checks
@@ -52,13 +52,20 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             raise CommandError(f"unhealthy: database unreachable: {exc}", returncode=EXIT_DATABASE) from exc
         if options["local"]:
-            problem = None if health.local_alive else f"no live scheduler on this host ({HOST})"
+            what = f"scheduler on this host ({HOST})"
+            ok, seen, missing = health.local_working, health.local_alive, "no live"
         elif options["active"]:
-            problem = None if health.active else "no active scheduler"
+            ok, seen, missing, what = health.active_working, health.active, "no", "active scheduler"
         else:
-            problem = None if health.alive else "no live scheduler"
-        if problem and not health.alive:
-            problem += f": no heartbeat in the last {health.max_age:g}s"
+            ok, seen, missing, what = health.working, health.alive, "no live", "scheduler"
+        problem = None
+        if not ok and seen:
+            # Alive is not enough: it must be processing fires (see scheduler_app.health).
+            problem = f"no working {what}: " + "; ".join(health.problems)
+        elif not ok:
+            problem = f"{missing} {what}"
+            if not health.alive:
+                problem += f": no heartbeat in the last {health.max_age:g}s"
         if options["json"]:
             self.stdout.write(json.dumps({"healthy": problem is None, **health.as_dict()}))
         if problem:
