@@ -33,6 +33,7 @@ SKIPPED_COMMANDS = {
 }
 SKIPPED_SECTIONS = {
     "Deployment on PostgreSQL": "production commands: a PostgreSQL server, gunicorn, more than one host",
+    "Use it in your own project": "a host project's commands: tests/test_packaging.py runs them in a new project",
 }
 SHELL_FENCES = {"", "bash", "sh", "shell"}
 

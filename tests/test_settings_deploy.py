@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def production_env() -> dict[str, str]:
     """The README's production block, with a fresh random key in place of the placeholder."""
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- production-env -->\n```\n(.*?)```", readme, re.S)
+    block = re.search(r"<!-- production-env -->\n```ini\n(.*?)```", readme, re.S)
     assert block, "README.md lost its production environment block"
     env = dict(line.split("=", 1) for line in block.group(1).splitlines() if line.strip())
     assert env["DJANGO_SECRET_KEY"].startswith("<")
