@@ -12,9 +12,9 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from django.db.models import Case, F, Q, When
@@ -24,9 +24,6 @@ from scheduler_app import conf
 from scheduler_app.db import close_thread_connections
 from scheduler_app.models import SchedulerLease, SchedulerProcess, TaskExecutionRecord
 from scheduler_app.tasks.base import TaskStatus
-
-if TYPE_CHECKING:
-    from scheduler_app.runner import TaskRunner
 
 logger = logging.getLogger("scheduler_app.coordination")
 LEASE_NAME = "default"
@@ -150,8 +147,12 @@ def _label_is_dead_here(label: str) -> bool:
     return host == HOST and pid.isdigit() and not pid_is_alive(int(pid))
 
 
-def reap_dead_processes(runner: TaskRunner, me: UUID | None = None) -> int:
-    """Interrupt the runs of dead processes and delete their rows; returns how many runs."""
+# Marks records interrupted with a reason and returns how many it wrote (the runner's ``interrupt``).
+Interrupt = Callable[[list[TaskExecutionRecord], str], int]
+
+
+def reap_dead_processes(interrupt: Interrupt, me: UUID | None = None) -> int:
+    """Interrupt the runs of dead processes (through ``interrupt``) and delete their rows; returns how many runs."""
     dead = set(SchedulerProcess.objects.dead().exclude(pk=me).values_list("pk", flat=True))
     dead.update(_dead_local_process_ids(exclude=me))
     # Running records are few and have a partial index of their own: read them all, judge here.
@@ -163,7 +164,7 @@ def reap_dead_processes(runner: TaskRunner, me: UUID | None = None) -> int:
         # A run whose process row is already gone is judged by the host:pid it carries.
         or (record.worker_id is None and _label_is_dead_here(record.worker_label))
     ]
-    count = runner.interrupt(records, "the process running it died (no heartbeat) before the run finished")
+    count = interrupt(records, "the process running it died (no heartbeat) before the run finished")
     if dead:
         SchedulerProcess.objects.filter(pk__in=dead).delete()
     if count:

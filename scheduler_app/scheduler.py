@@ -399,7 +399,7 @@ class TaskScheduler:
 
     def _become_leader(self) -> None:
         logger.info("this process is now the active scheduler")
-        reap_dead_processes(self.runner, me=self.process.id if self.process else None)
+        reap_dead_processes(self.runner.interrupt, me=self.process.id if self.process else None)
         self._load_configs()
         self._jobstore = CachedDjangoJobStore()
         self._aps = BackgroundScheduler(
@@ -432,7 +432,7 @@ class TaskScheduler:
             self._jobstore.flush()
             self._last_flush = now
         if self._ticks % REAP_EVERY_TICKS == 0:
-            reap_dead_processes(self.runner, me=self.process.id if self.process else None)
+            reap_dead_processes(self.runner.interrupt, me=self.process.id if self.process else None)
 
     # -- configuration and jobs ----------------------------------------------------------------
 
