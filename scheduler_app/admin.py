@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,8 +31,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from scheduler_app import conf, services
-from scheduler_app.coordination import current_leader
+from scheduler_app import coordination, services
 from scheduler_app.describe import describe_cron, describe_duration
 from scheduler_app.exceptions import SchedulerError, TaskBusy
 from scheduler_app.forms import OPTION_FIELDS, SCHEDULE_FIELDS, TaskConfigForm
@@ -757,7 +756,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         return reverted
 
     def _warn_without_scheduler(self, request: HttpRequest, consequence: str) -> None:
-        if not services.scheduler_alive():
+        if not coordination.alive():
             self.message_user(request, f"No scheduler process is running. {consequence}", messages.WARNING)
 
     # -- the task page's buttons and the schedule preview ----------------------------------------
@@ -903,8 +902,7 @@ def requested_by(record: TaskExecutionRecord) -> str:
 def scheduler_banner() -> dict[str, Any]:
     """Context for the line that says whether a scheduler process is alive to act on changes."""
     alive = list(SchedulerProcess.objects.alive().filter(kind=SchedulerProcess.Kind.SCHEDULER))
-    leader = current_leader()
-    active = next((p for p in alive if leader and p.pk == leader.holder), None)
+    active = coordination.leader(alive)
     return {
         "scheduler_alive": bool(alive),
         "scheduler_active": active,
@@ -1076,9 +1074,8 @@ class SchedulerProcessAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description="alive")
     def alive(self, obj: SchedulerProcess) -> bool:
-        return obj.last_heartbeat >= timezone.now() - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+        return obj.is_alive()
 
     @admin.display(boolean=True, description="holds the lease")
     def leader(self, obj: SchedulerProcess) -> bool:
-        leader = current_leader()
-        return leader is not None and leader.holder == obj.pk
+        return coordination.leader([obj]) is not None

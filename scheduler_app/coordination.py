@@ -12,12 +12,12 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
-from django.db.models import Case, F, Q, When
+from django.db.models import Case, F, Q, QuerySet, When
 from django.utils import timezone
 
 from scheduler_app import conf
@@ -127,12 +127,39 @@ def release_lease(holder: UUID) -> None:
     SchedulerLease.objects.filter(name=LEASE_NAME, holder=holder).update(holder=None, expires_at=None)
 
 
-def current_leader() -> SchedulerLease | None:
-    return SchedulerLease.objects.filter(name=LEASE_NAME, expires_at__gte=timezone.now()).first()
+def unexpired_lease() -> QuerySet[SchedulerLease]:
+    """The leader lease while it runs (a query, to be read or used as a subquery)."""
+    return SchedulerLease.objects.filter(name=LEASE_NAME, expires_at__gte=timezone.now())
 
 
-def scheduler_alive() -> bool:
-    """True while at least one scheduler process has a fresh heartbeat."""
+def leader_lease() -> SchedulerLease | None:
+    """The unexpired leader lease, if any scheduler holds one."""
+    return unexpired_lease().first()
+
+
+def leader(processes: Iterable[SchedulerProcess] | None = None) -> SchedulerProcess | None:
+    """Who leads: the live scheduler process that holds the unexpired lease (None when none does).
+
+    The lease is the truth; a process's ``role`` is only its own report of it, written with its last
+    heartbeat. ``processes`` are rows already read (judged as read); without them, one query.
+    """
+    if processes is not None:
+        processes = list(processes)
+        if not processes:  # nobody to lead: no need to read the lease
+            return None
+    lease = leader_lease()
+    if lease is None or lease.holder is None:
+        return None
+    if processes is None:
+        processes = SchedulerProcess.objects.filter(pk=lease.holder)
+    return next(
+        (p for p in processes if p.pk == lease.holder and p.kind == SchedulerProcess.Kind.SCHEDULER and p.is_alive()),
+        None,
+    )
+
+
+def alive() -> bool:
+    """Is a scheduler process alive: at least one has a fresh heartbeat (``heartbeat_cutoff``)."""
     return SchedulerProcess.objects.alive().filter(kind=SchedulerProcess.Kind.SCHEDULER).exists()
 
 

@@ -39,6 +39,7 @@ from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from scheduler_app import conf
 from scheduler_app.api.authentication import password_user
+from scheduler_app.coordination import leader
 from scheduler_app.health import scheduler_health
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.tasks.base import TaskStatus
@@ -311,8 +312,8 @@ class SchedulerCollector(Collector):
         yield processes
 
         schedulers = [p for p in alive if p.kind == SchedulerProcess.Kind.SCHEDULER]
-        up = GaugeMetricFamily("scheduler_up", "1 while an active scheduler has a fresh heartbeat.")
-        up.add_metric([], 1 if any(p.role == SchedulerProcess.Role.ACTIVE for p in schedulers) else 0)
+        up = GaugeMetricFamily("scheduler_up", "1 while the leader (the lease holder) has a fresh heartbeat.")
+        up.add_metric([], 1 if leader(schedulers) else 0)
         yield up
 
         health = scheduler_health()

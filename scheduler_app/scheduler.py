@@ -37,9 +37,9 @@ from scheduler_app import conf, faults
 from scheduler_app.catch_up import split_due_fires
 from scheduler_app.coordination import (
     ProcessHandle,
+    alive,
     reap_dead_processes,
     release_lease,
-    scheduler_alive,
     try_acquire_lease,
 )
 from scheduler_app.db import close_thread_connections, fresh_connections
@@ -230,7 +230,7 @@ class TaskScheduler:
     @staticmethod
     def is_alive() -> bool:
         """True while any scheduler process, anywhere, has a fresh heartbeat."""
-        return scheduler_alive()
+        return alive()
 
     # -- life cycle ----------------------------------------------------------------------------
 

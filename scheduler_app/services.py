@@ -12,7 +12,6 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from scheduler_app.coordination import scheduler_alive
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.registry import TaskRegistry, task_registry
@@ -37,7 +36,6 @@ __all__ = [
     "get_task",
     "registered_tasks",
     "request_run",
-    "scheduler_alive",
     "set_options",
     "set_schedule",
     "set_timeout",

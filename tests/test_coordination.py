@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from scheduler_app.coordination import current_leader, release_lease, try_acquire_lease
+from scheduler_app.coordination import leader_lease, release_lease, try_acquire_lease
 from scheduler_app.models import SchedulerLease
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,14 +22,14 @@ def move_expiry(seconds_from_now: float) -> None:
 def test_a_held_lease_is_refused_to_others_until_it_expires() -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
     assert try_acquire_lease(first)
-    lease = current_leader()
+    lease = leader_lease()
     assert lease is not None and lease.holder == first
     assert try_acquire_lease(second) is False
     move_expiry(0.5)
     assert try_acquire_lease(second) is False, "a lease that has not expired yet is not taken over"
     move_expiry(-0.001)
     assert try_acquire_lease(second) is True
-    lease = current_leader()
+    lease = leader_lease()
     assert lease is not None and lease.holder == second
     assert try_acquire_lease(first) is False, "the old holder has lost it"
 

@@ -17,7 +17,6 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from scheduler_app import conf
 from scheduler_app.describe import describe_cron
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.options import CHOICE, DATETIME, OPTIONS, SECONDS, WHOLE, Option
@@ -422,7 +421,7 @@ class ProcessSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.BooleanField())
     def get_alive(self, process: SchedulerProcess) -> bool:
-        return self._age(process) <= float(conf.get("LEASE_SECONDS"))
+        return process.is_alive(self.context.get("now"))
 
     @extend_schema_field(serializers.FloatField())
     def get_heartbeat_age_seconds(self, process: SchedulerProcess) -> float:
