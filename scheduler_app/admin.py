@@ -31,8 +31,8 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from scheduler_app import coordination, services
-from scheduler_app.describe import describe_cron, describe_duration
+from scheduler_app import coordination, describe, services
+from scheduler_app.describe import describe_duration
 from scheduler_app.exceptions import SchedulerError, TaskBusy
 from scheduler_app.forms import OPTION_FIELDS, SCHEDULE_FIELDS, TaskConfigForm
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
@@ -88,17 +88,12 @@ def describe_run_time(seconds: float | None) -> str:
 
 
 def describe_schedule(schedule_type: str, cron: str | None, interval: int | None, zone: str | None) -> SafeString:
+    """The schedule's words (describe.describe_schedule, as the API gives them), under a cron's code."""
+    prose = describe.describe_schedule(schedule_type, cron, interval, zone or settings.TIME_ZONE)
     if schedule_type == ScheduleType.CRON:
-        prose = describe_cron(cron)
-        shown_zone = zone or settings.TIME_ZONE
-        return format_html(
-            '<code>{}</code><br><span class="sched-prose">{}{}</span>',
-            cron or "",
-            prose,
-            f" ({shown_zone})" if prose else f"({shown_zone})",
-        )
-    if interval:
-        return format_html('<span class="sched-prose">every {}</span>', describe_duration(interval))
+        return format_html('<code>{}</code><br><span class="sched-prose">{}</span>', cron or "", prose)
+    if prose:
+        return format_html('<span class="sched-prose">{}</span>', prose)
     return format_html("{}", EMPTY)
 
 

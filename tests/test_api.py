@@ -184,6 +184,7 @@ def test_status_has_the_seed_shape(staff_client: Client) -> None:
     assert timezone.datetime.fromisoformat(nightly["next_run_at"].replace("Z", "+00:00")) == state.next_run_at
     tick = next(t for t in body["tasks"] if t["name"] == "tick")
     assert tick["schedule_type"] == "interval" and tick["interval_seconds"] == 1 and tick["cron_expression"] is None
+    assert tick["schedule_description"] == "every 1 second"  # the admin's words (describe.describe_schedule)
     assert tick["last_result"] is None and tick["next_run_at"] is None
     # What an operator needs besides.
     assert tick["enabled_source"] == "code" and tick["schedule_source"] == "code"

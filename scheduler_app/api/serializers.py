@@ -17,7 +17,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from scheduler_app.describe import describe_cron
+from scheduler_app.describe import describe_schedule
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.options import CHOICE, DATETIME, OPTIONS, SECONDS, WHOLE, Option
 from scheduler_app.tasks.base import ScheduleType, TaskStatus
@@ -300,11 +300,7 @@ class TaskSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.CharField())
     def get_schedule_description(self, config: TaskConfig) -> str:
-        if config.schedule_type == ScheduleType.INTERVAL:
-            return f"every {config.interval_seconds} seconds"
-        expression = config.cron_expression or ""
-        described = describe_cron(expression) or f"cron {expression}"
-        return f"{described} ({config.timezone})"
+        return describe_schedule(config.schedule_type, config.cron_expression, config.interval_seconds, config.timezone)
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_run_at_local(self, config: TaskConfig) -> str | None:
