@@ -31,7 +31,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from scheduler_app import coordination, describe, services
+from scheduler_app import coordination, describe, palette, services
 from scheduler_app.describe import describe_duration
 from scheduler_app.exceptions import SchedulerError, TaskBusy
 from scheduler_app.forms import OPTION_FIELDS, SCHEDULE_FIELDS, TaskConfigForm
@@ -60,16 +60,6 @@ except ImportError:  # pragma: no cover - django_apscheduler is a requirement
 PREVIEW_COUNT = 5
 LATEST_RUNS = 10
 RECENT_CHANGES = 10
-RESULT_COLOURS = {
-    TaskStatus.SUCCESS: "#1e7e34",
-    TaskStatus.FAILED: "#c62828",
-    TaskStatus.TIMEOUT: "#c62828",
-    TaskStatus.INTERRUPTED: "#d35400",
-    TaskStatus.MISSED: "#d35400",
-    TaskStatus.SKIPPED: "#6c757d",
-    TaskStatus.PENDING: "#0d6efd",
-    TaskStatus.RUNNING: "#0d6efd",
-}
 EMPTY = "—"
 
 
@@ -109,11 +99,11 @@ def badge(text: str, colour: str) -> SafeString:
 def result_badge(result: str | None) -> SafeString:
     if not result:
         return mark_safe('<span class="sched-never">never run</span>')
-    return badge(result, RESULT_COLOURS.get(result, "#6c757d"))
+    return badge(result, palette.status_colour(result))
 
 
 def source_badge(source: str) -> SafeString:
-    colour = "#b26a00" if source == "override" else "#6c757d"
+    colour = palette.OVERRIDE if source == "override" else palette.NEUTRAL
     return badge(source if source != "code" else "code default", colour)
 
 
@@ -409,7 +399,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
     @admin.display(description="schedule")
     def schedule_display(self, obj: TaskConfig) -> SafeString:
         shown = describe_schedule(obj.schedule_type, obj.cron_expression, obj.interval_seconds, obj.timezone)
-        flag = badge("not scheduled: configuration error", "#ba2121") if obj.config_error else ""
+        flag = badge("not scheduled: configuration error", palette.ERROR) if obj.config_error else ""
         return format_html("{}<br>{} {}", shown, source_badge(obj.schedule_source), flag)
 
     @admin.display(description="configuration error")
@@ -510,7 +500,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         if state is None:
             return format_html("{}", EMPTY)
         if state.status == "running":
-            return badge(f"running ({state.running_count})" if state.running_count > 1 else "running", "#0d6efd")
+            return badge(f"running ({state.running_count})" if state.running_count > 1 else "running", palette.ACTIVE)
         return mark_safe('<span class="sched-idle">idle</span>')
 
     @admin.display(description="next run", ordering="state__next_run_at")

@@ -19,16 +19,6 @@ if TYPE_CHECKING:
     from scheduler_app.tasks.base import BaseTask
 
 SCHEDULE_TYPE_CHOICES = [(t.value, t.value) for t in ScheduleType]
-TERMINAL_STATUSES = frozenset(
-    {
-        TaskStatus.SUCCESS,
-        TaskStatus.FAILED,
-        TaskStatus.SKIPPED,
-        TaskStatus.TIMEOUT,
-        TaskStatus.INTERRUPTED,
-        TaskStatus.MISSED,
-    }
-)
 # Runs that count as failures in `fail_count` and in failure streaks.
 FAILURE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMEOUT})
 

@@ -77,6 +77,10 @@ class TaskStatus(StrEnum):
     MISSED = "missed"
 
 
+# Statuses whose duration is the time a task's code ran (skipped and missed runs ran nothing).
+RAN_STATUSES = (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.INTERRUPTED)
+
+
 @dataclass
 class TaskResult:
     """What ``BaseTask.run()`` returns: an outcome, a message, and a JSON object of data."""
