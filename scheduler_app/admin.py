@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,9 +31,8 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from scheduler_app import conf, services
-from scheduler_app.coordination import current_leader
-from scheduler_app.describe import describe_cron, describe_duration
+from scheduler_app import coordination, describe, palette, services
+from scheduler_app.describe import describe_duration
 from scheduler_app.exceptions import SchedulerError, TaskBusy
 from scheduler_app.forms import OPTION_FIELDS, SCHEDULE_FIELDS, TaskConfigForm
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
@@ -61,16 +60,6 @@ except ImportError:  # pragma: no cover - django_apscheduler is a requirement
 PREVIEW_COUNT = 5
 LATEST_RUNS = 10
 RECENT_CHANGES = 10
-RESULT_COLOURS = {
-    TaskStatus.SUCCESS: "#1e7e34",
-    TaskStatus.FAILED: "#c62828",
-    TaskStatus.TIMEOUT: "#c62828",
-    TaskStatus.INTERRUPTED: "#d35400",
-    TaskStatus.MISSED: "#d35400",
-    TaskStatus.SKIPPED: "#6c757d",
-    TaskStatus.PENDING: "#0d6efd",
-    TaskStatus.RUNNING: "#0d6efd",
-}
 EMPTY = "—"
 
 
@@ -89,17 +78,12 @@ def describe_run_time(seconds: float | None) -> str:
 
 
 def describe_schedule(schedule_type: str, cron: str | None, interval: int | None, zone: str | None) -> SafeString:
+    """The schedule's words (describe.describe_schedule, as the API gives them), under a cron's code."""
+    prose = describe.describe_schedule(schedule_type, cron, interval, zone or settings.TIME_ZONE)
     if schedule_type == ScheduleType.CRON:
-        prose = describe_cron(cron)
-        shown_zone = zone or settings.TIME_ZONE
-        return format_html(
-            '<code>{}</code><br><span class="sched-prose">{}{}</span>',
-            cron or "",
-            prose,
-            f" ({shown_zone})" if prose else f"({shown_zone})",
-        )
-    if interval:
-        return format_html('<span class="sched-prose">every {}</span>', describe_duration(interval))
+        return format_html('<code>{}</code><br><span class="sched-prose">{}</span>', cron or "", prose)
+    if prose:
+        return format_html('<span class="sched-prose">{}</span>', prose)
     return format_html("{}", EMPTY)
 
 
@@ -115,11 +99,11 @@ def badge(text: str, colour: str) -> SafeString:
 def result_badge(result: str | None) -> SafeString:
     if not result:
         return mark_safe('<span class="sched-never">never run</span>')
-    return badge(result, RESULT_COLOURS.get(result, "#6c757d"))
+    return badge(result, palette.status_colour(result))
 
 
 def source_badge(source: str) -> SafeString:
-    colour = "#b26a00" if source == "override" else "#6c757d"
+    colour = palette.OVERRIDE if source == "override" else palette.NEUTRAL
     return badge(source if source != "code" else "code default", colour)
 
 
@@ -415,7 +399,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
     @admin.display(description="schedule")
     def schedule_display(self, obj: TaskConfig) -> SafeString:
         shown = describe_schedule(obj.schedule_type, obj.cron_expression, obj.interval_seconds, obj.timezone)
-        flag = badge("not scheduled: configuration error", "#ba2121") if obj.config_error else ""
+        flag = badge("not scheduled: configuration error", palette.ERROR) if obj.config_error else ""
         return format_html("{}<br>{} {}", shown, source_badge(obj.schedule_source), flag)
 
     @admin.display(description="configuration error")
@@ -516,7 +500,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         if state is None:
             return format_html("{}", EMPTY)
         if state.status == "running":
-            return badge(f"running ({state.running_count})" if state.running_count > 1 else "running", "#0d6efd")
+            return badge(f"running ({state.running_count})" if state.running_count > 1 else "running", palette.ACTIVE)
         return mark_safe('<span class="sched-idle">idle</span>')
 
     @admin.display(description="next run", ordering="state__next_run_at")
@@ -757,7 +741,7 @@ class TaskConfigAdmin(admin.ModelAdmin):
         return reverted
 
     def _warn_without_scheduler(self, request: HttpRequest, consequence: str) -> None:
-        if not services.scheduler_alive():
+        if not coordination.alive():
             self.message_user(request, f"No scheduler process is running. {consequence}", messages.WARNING)
 
     # -- the task page's buttons and the schedule preview ----------------------------------------
@@ -903,8 +887,7 @@ def requested_by(record: TaskExecutionRecord) -> str:
 def scheduler_banner() -> dict[str, Any]:
     """Context for the line that says whether a scheduler process is alive to act on changes."""
     alive = list(SchedulerProcess.objects.alive().filter(kind=SchedulerProcess.Kind.SCHEDULER))
-    leader = current_leader()
-    active = next((p for p in alive if leader and p.pk == leader.holder), None)
+    active = coordination.leader(alive)
     return {
         "scheduler_alive": bool(alive),
         "scheduler_active": active,
@@ -1076,9 +1059,8 @@ class SchedulerProcessAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description="alive")
     def alive(self, obj: SchedulerProcess) -> bool:
-        return obj.last_heartbeat >= timezone.now() - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+        return obj.is_alive()
 
     @admin.display(boolean=True, description="holds the lease")
     def leader(self, obj: SchedulerProcess) -> bool:
-        leader = current_leader()
-        return leader is not None and leader.holder == obj.pk
+        return coordination.leader([obj]) is not None

@@ -132,7 +132,7 @@ def sqlite_version_errors(databases: dict[str, dict[str, Any]]) -> list[CheckMes
             f"DATABASES[{alias!r}] uses SQLite {sqlite3.sqlite_version}; the scheduler needs SQLite "
             f"{'.'.join(map(str, MIN_SQLITE))} or newer (for RETURNING).",
             hint="Use a Python built against a newer SQLite, or PostgreSQL (DATABASE_URL).",
-            id="scheduler.E030",
+            id="scheduler.E040",
         )
         for alias, database in databases.items()
         if database.get("ENGINE", "").endswith("sqlite3")

@@ -12,21 +12,18 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 from uuid import UUID
 
-from django.db.models import Case, F, Q, When
+from django.db.models import Case, F, Q, QuerySet, When
 from django.utils import timezone
 
 from scheduler_app import conf
 from scheduler_app.db import close_thread_connections
 from scheduler_app.models import SchedulerLease, SchedulerProcess, TaskExecutionRecord
 from scheduler_app.tasks.base import TaskStatus
-
-if TYPE_CHECKING:
-    from scheduler_app.runner import TaskRunner
 
 logger = logging.getLogger("scheduler_app.coordination")
 LEASE_NAME = "default"
@@ -130,12 +127,39 @@ def release_lease(holder: UUID) -> None:
     SchedulerLease.objects.filter(name=LEASE_NAME, holder=holder).update(holder=None, expires_at=None)
 
 
-def current_leader() -> SchedulerLease | None:
-    return SchedulerLease.objects.filter(name=LEASE_NAME, expires_at__gte=timezone.now()).first()
+def unexpired_lease() -> QuerySet[SchedulerLease]:
+    """The leader lease while it runs (a query, to be read or used as a subquery)."""
+    return SchedulerLease.objects.filter(name=LEASE_NAME, expires_at__gte=timezone.now())
 
 
-def scheduler_alive() -> bool:
-    """True while at least one scheduler process has a fresh heartbeat."""
+def leader_lease() -> SchedulerLease | None:
+    """The unexpired leader lease, if any scheduler holds one."""
+    return unexpired_lease().first()
+
+
+def leader(processes: Iterable[SchedulerProcess] | None = None) -> SchedulerProcess | None:
+    """Who leads: the live scheduler process that holds the unexpired lease (None when none does).
+
+    The lease is the truth; a process's ``role`` is only its own report of it, written with its last
+    heartbeat. ``processes`` are rows already read (judged as read); without them, one query.
+    """
+    if processes is not None:
+        processes = list(processes)
+        if not processes:  # nobody to lead: no need to read the lease
+            return None
+    lease = leader_lease()
+    if lease is None or lease.holder is None:
+        return None
+    if processes is None:
+        processes = SchedulerProcess.objects.filter(pk=lease.holder)
+    return next(
+        (p for p in processes if p.pk == lease.holder and p.kind == SchedulerProcess.Kind.SCHEDULER and p.is_alive()),
+        None,
+    )
+
+
+def alive() -> bool:
+    """Is a scheduler process alive: at least one has a fresh heartbeat (``heartbeat_cutoff``)."""
     return SchedulerProcess.objects.alive().filter(kind=SchedulerProcess.Kind.SCHEDULER).exists()
 
 
@@ -150,8 +174,12 @@ def _label_is_dead_here(label: str) -> bool:
     return host == HOST and pid.isdigit() and not pid_is_alive(int(pid))
 
 
-def reap_dead_processes(runner: TaskRunner, me: UUID | None = None) -> int:
-    """Interrupt the runs of dead processes and delete their rows; returns how many runs."""
+# Marks records interrupted with a reason and returns how many it wrote (the runner's ``interrupt``).
+Interrupt = Callable[[list[TaskExecutionRecord], str], int]
+
+
+def reap_dead_processes(interrupt: Interrupt, me: UUID | None = None) -> int:
+    """Interrupt the runs of dead processes (through ``interrupt``) and delete their rows; returns how many runs."""
     dead = set(SchedulerProcess.objects.dead().exclude(pk=me).values_list("pk", flat=True))
     dead.update(_dead_local_process_ids(exclude=me))
     # Running records are few and have a partial index of their own: read them all, judge here.
@@ -163,7 +191,7 @@ def reap_dead_processes(runner: TaskRunner, me: UUID | None = None) -> int:
         # A run whose process row is already gone is judged by the host:pid it carries.
         or (record.worker_id is None and _label_is_dead_here(record.worker_label))
     ]
-    count = runner.interrupt(records, "the process running it died (no heartbeat) before the run finished")
+    count = interrupt(records, "the process running it died (no heartbeat) before the run finished")
     if dead:
         SchedulerProcess.objects.filter(pk__in=dead).delete()
     if count:

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from cron_descriptor import Options, get_description
 
+from scheduler_app.options import ScheduleType
 from scheduler_app.validation import CRON_ALIASES
 
 
@@ -41,3 +42,19 @@ def describe_duration(seconds: float | None, empty: str = "\u2014") -> str:
         if count:
             parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
     return " ".join(parts[:2]) or "0 seconds"
+
+
+def describe_interval(seconds: float | None) -> str:
+    """3600 -> "every 1 hour" (empty without an interval)."""
+    return f"every {describe_duration(seconds)}" if seconds else ""
+
+
+def describe_schedule(schedule_type: str, cron: str | None, interval: float | None, zone: str) -> str:
+    """A schedule in words, the same in the API and the admin: "At 02:00 (Europe/Berlin)", "every 1 hour".
+
+    ``zone`` is the zone a cron expression is read in (the task's, else settings.TIME_ZONE).
+    """
+    if schedule_type == ScheduleType.CRON:
+        described = describe_cron(cron) or f"cron {cron or ''}"
+        return f"{described} ({zone})"
+    return describe_interval(interval)

@@ -12,7 +12,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from scheduler_app.models import TaskConfig
-from scheduler_app.tasks.base import OPTION_DEFAULTS, CatchUp, OverlapPolicy, RetryBackoff, ScheduleType
+from scheduler_app.options import CHOICE, DATETIME, OPTION_DEFAULTS, OPTIONS, WHOLE, Option, ScheduleType
 from scheduler_app.validation import (
     ASCII_INTEGER,
     ASCII_NUMBER,
@@ -47,48 +47,24 @@ class AsciiFloatField(forms.FloatField):
         return super().to_python(value)
 
 
-def _choices(enum: type) -> list[tuple[str, str]]:
-    return [("", "Code default"), *[(e.value, e.value) for e in enum]]
+def _option_field(option: Option) -> forms.Field:
+    """The form field of one schedule option (options.py); empty means the code's value."""
+    common: dict[str, Any] = {"required": False, "label": option.label, "help_text": option.help_text}
+    if option.kind == CHOICE:
+        return forms.ChoiceField(choices=[("", "Code default"), *[(v, v) for v in option.choice_values]], **common)
+    if option.kind == DATETIME:
+        attrs = {"size": 30, "placeholder": option.placeholder}
+        return forms.CharField(widget=forms.TextInput(attrs=attrs), **common)
+    return (AsciiIntegerField if option.kind == WHOLE else AsciiFloatField)(**common)
 
 
 # The schedule policies an operator may override (TaskConfig.options_override); empty: the code's.
 OPTION_FIELDS = tuple(OPTION_DEFAULTS)
+# A form class holding one field per option, so that the ModelForm below declares them as its own.
+OptionFields = type("OptionFields", (forms.Form,), {option.name: _option_field(option) for option in OPTIONS})
 
 
-class TaskConfigForm(forms.ModelForm):
-    jitter_seconds = AsciiIntegerField(
-        required=False, label="Jitter (seconds)", help_text="Random delay of up to this many seconds before a run."
-    )
-    overlap = forms.ChoiceField(
-        required=False,
-        choices=_choices(OverlapPolicy),
-        help_text="While a run is going, a fire is skipped, runs alongside, or runs once right after it.",
-    )
-    catch_up = forms.ChoiceField(
-        required=False,
-        choices=_choices(CatchUp),
-        label="Catch up",
-        help_text="Fires missed within the window: the newest runs once, or none runs.",
-    )
-    catch_up_window_seconds = AsciiIntegerField(
-        required=False,
-        label="Catch-up window (seconds)",
-        help_text="Empty in code too: SCHEDULER['MISFIRE_GRACE_SECONDS'].",
-    )
-    max_retries = AsciiIntegerField(required=False, label="Retries", help_text="Retries after a failure or timeout.")
-    retry_backoff = forms.ChoiceField(required=False, choices=_choices(RetryBackoff), label="Retry backoff")
-    retry_delay_seconds = AsciiFloatField(required=False, label="Retry delay (seconds)")
-    retry_max_delay_seconds = AsciiFloatField(required=False, label="Longest retry delay (seconds)")
-    start_date = forms.CharField(
-        required=False,
-        help_text="ISO 8601 with an offset, e.g. 2027-01-01T00:00:00+00:00: no fire before it.",
-        widget=forms.TextInput(attrs={"size": 30, "placeholder": "2027-01-01T00:00:00+00:00"}),
-    )
-    end_date = forms.CharField(
-        required=False,
-        help_text="ISO 8601 with an offset: no fire after it.",
-        widget=forms.TextInput(attrs={"size": 30, "placeholder": "2027-12-31T23:59:59+00:00"}),
-    )
+class TaskConfigForm(OptionFields, forms.ModelForm):
     enabled = forms.BooleanField(
         required=False,
         help_text="Unticking it disables the task: the scheduler stops firing it within a second or two.",

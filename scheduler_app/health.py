@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError
+from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from scheduler_app import conf
+from scheduler_app.coordination import unexpired_lease
 from scheduler_app.models import SchedulerProcess
 
 
@@ -82,12 +84,13 @@ def scheduler_health(max_age: float | None = None, host: str | None = None) -> S
     # Progress is written with the heartbeat after the round it reports: allow for that round.
     progress_cutoff = cutoff - timedelta(seconds=2 * float(conf.get("POLL_INTERVAL")))
     health = SchedulerHealth(max_age=max_age)
-    fields = ("role", "last_heartbeat", "host", "progress_at", "problem")
-    for role, heartbeat, process_host, progress_at, problem in rows.values_list(*fields):
-        active = role == SchedulerProcess.Role.ACTIVE
+    # Who leads is the lease's word (as in coordination.leader); the other live schedulers stand by.
+    rows = rows.annotate(leads=Exists(unexpired_lease().filter(holder=OuterRef("pk"))))
+    fields = ("leads", "last_heartbeat", "host", "progress_at", "problem")
+    for active, heartbeat, process_host, progress_at, problem in rows.values_list(*fields):
         health.alive += 1
         health.active += active
-        health.standby += role == SchedulerProcess.Role.STANDBY
+        health.standby += not active
         health.local_alive += process_host == host
         if health.newest_heartbeat is None or heartbeat > health.newest_heartbeat:
             health.newest_heartbeat = heartbeat

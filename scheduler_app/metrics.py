@@ -39,9 +39,10 @@ from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from scheduler_app import conf
 from scheduler_app.api.authentication import password_user
+from scheduler_app.coordination import leader
 from scheduler_app.health import scheduler_health
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
-from scheduler_app.tasks.base import TaskStatus
+from scheduler_app.tasks.base import RAN_STATUSES, TaskStatus
 
 logger = logging.getLogger("scheduler_app.metrics")
 
@@ -50,8 +51,6 @@ DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 # Fires are meant to start within tens of milliseconds of their time (see DESIGN.md's targets).
 LATENESS_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
-# Statuses whose duration is the time a task's code ran (skipped and missed runs ran nothing).
-RAN_STATUSES = (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.INTERRUPTED)
 # Records younger than this are counted at a later scrape: on PostgreSQL an id can become visible
 # after a higher one (two transactions committing out of order), and the cursor must not pass it.
 CURSOR_LAG_SECONDS = 2.0
@@ -311,8 +310,8 @@ class SchedulerCollector(Collector):
         yield processes
 
         schedulers = [p for p in alive if p.kind == SchedulerProcess.Kind.SCHEDULER]
-        up = GaugeMetricFamily("scheduler_up", "1 while an active scheduler has a fresh heartbeat.")
-        up.add_metric([], 1 if any(p.role == SchedulerProcess.Role.ACTIVE for p in schedulers) else 0)
+        up = GaugeMetricFamily("scheduler_up", "1 while the leader (the lease holder) has a fresh heartbeat.")
+        up.add_metric([], 1 if leader(schedulers) else 0)
         yield up
 
         health = scheduler_health()

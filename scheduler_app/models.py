@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -19,16 +19,6 @@ if TYPE_CHECKING:
     from scheduler_app.tasks.base import BaseTask
 
 SCHEDULE_TYPE_CHOICES = [(t.value, t.value) for t in ScheduleType]
-TERMINAL_STATUSES = frozenset(
-    {
-        TaskStatus.SUCCESS,
-        TaskStatus.FAILED,
-        TaskStatus.SKIPPED,
-        TaskStatus.TIMEOUT,
-        TaskStatus.INTERRUPTED,
-        TaskStatus.MISSED,
-    }
-)
 # Runs that count as failures in `fail_count` and in failure streaks.
 FAILURE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMEOUT})
 
@@ -321,14 +311,21 @@ class TaskExecutionRecord(models.Model):
         return (self.started_at - self.scheduled_at).total_seconds()
 
 
-class ProcessQuerySet(models.QuerySet["SchedulerProcess"]):
-    def alive(self) -> ProcessQuerySet:
-        cutoff = timezone.now() - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
-        return self.filter(last_heartbeat__gte=cutoff)
+def heartbeat_cutoff(now: datetime | None = None) -> datetime:
+    """The one rule of "alive": a process whose last heartbeat is older than this is dead.
 
-    def dead(self) -> ProcessQuerySet:
-        cutoff = timezone.now() - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
-        return self.filter(last_heartbeat__lt=cutoff)
+    SCHEDULER["LEASE_SECONDS"], the same span as the leader lease, so that a leader that stops
+    heartbeating loses the lease when it is seen dead.
+    """
+    return (now or timezone.now()) - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+
+
+class ProcessQuerySet(models.QuerySet["SchedulerProcess"]):
+    def alive(self, now: datetime | None = None) -> ProcessQuerySet:
+        return self.filter(last_heartbeat__gte=heartbeat_cutoff(now))
+
+    def dead(self, now: datetime | None = None) -> ProcessQuerySet:
+        return self.filter(last_heartbeat__lt=heartbeat_cutoff(now))
 
 
 class SchedulerProcess(models.Model):
@@ -368,6 +365,10 @@ class SchedulerProcess(models.Model):
     @property
     def label(self) -> str:
         return f"{self.host}:{self.pid}"
+
+    def is_alive(self, now: datetime | None = None) -> bool:
+        """A fresh heartbeat (``heartbeat_cutoff``), judged from this row as it was read."""
+        return self.last_heartbeat >= heartbeat_cutoff(now)
 
 
 class SchedulerLease(models.Model):

@@ -110,16 +110,5 @@ class TaskRegistry:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    # The seed's runtime switches; they persist an override in the database like the API does.
-    def enable(self, name: str) -> None:
-        from scheduler_app import services
-
-        services.enable_task(name)
-
-    def disable(self, name: str, reason: str = "") -> None:
-        from scheduler_app import services
-
-        services.disable_task(name, reason=reason)
-
 
 task_registry = TaskRegistry()

@@ -48,6 +48,7 @@ from scheduler_app.records import (
     record_missed,
 )
 from scheduler_app.registry import TaskRegistry, task_registry
+from scheduler_app.task_rows import sync_task_rows
 from scheduler_app.tasks.base import OverlapPolicy, RetryBackoff, TaskStatus
 from scheduler_app.validation import MAX_DURATION_SECONDS
 
@@ -304,8 +305,6 @@ class TaskRunner:
     def _config(self, name: str) -> TaskConfig:
         config = TaskConfig.objects.filter(name=name).first()
         if config is None:
-            from scheduler_app.services import sync_task_rows
-
             sync_task_rows(self.registry)
             config = TaskConfig.objects.get(name=name)
         return config

@@ -37,9 +37,9 @@ from scheduler_app import conf, faults
 from scheduler_app.catch_up import split_due_fires
 from scheduler_app.coordination import (
     ProcessHandle,
+    alive,
     reap_dead_processes,
     release_lease,
-    scheduler_alive,
     try_acquire_lease,
 )
 from scheduler_app.db import close_thread_connections, fresh_connections
@@ -230,7 +230,7 @@ class TaskScheduler:
     @staticmethod
     def is_alive() -> bool:
         """True while any scheduler process, anywhere, has a fresh heartbeat."""
-        return scheduler_alive()
+        return alive()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -399,7 +399,7 @@ class TaskScheduler:
 
     def _become_leader(self) -> None:
         logger.info("this process is now the active scheduler")
-        reap_dead_processes(self.runner, me=self.process.id if self.process else None)
+        reap_dead_processes(self.runner.interrupt, me=self.process.id if self.process else None)
         self._load_configs()
         self._jobstore = CachedDjangoJobStore()
         self._aps = BackgroundScheduler(
@@ -432,7 +432,7 @@ class TaskScheduler:
             self._jobstore.flush()
             self._last_flush = now
         if self._ticks % REAP_EVERY_TICKS == 0:
-            reap_dead_processes(self.runner, me=self.process.id if self.process else None)
+            reap_dead_processes(self.runner.interrupt, me=self.process.id if self.process else None)
 
     # -- configuration and jobs ----------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The operations people perform on tasks. The API, the admin, the registry's seed methods and the
-commands all call these, so each rule (validation, "enable", "trigger") is written once."""
+"""The operations people perform on tasks. The API, the admin and the commands all call these, so
+each rule (validation, "enable", "trigger") is written once."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from scheduler_app.coordination import scheduler_alive
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
-from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.models import TaskConfig, TaskExecutionRecord, Trigger
 from scheduler_app.registry import TaskRegistry, task_registry
+from scheduler_app.task_rows import sync_task_rows as sync_task_rows
 from scheduler_app.tasks.base import OPTION_DEFAULTS, OverlapPolicy, ScheduleType, TaskStatus
 from scheduler_app.validation import (
     ScheduleValidationError,
@@ -36,35 +36,11 @@ __all__ = [
     "get_task",
     "registered_tasks",
     "request_run",
-    "scheduler_alive",
     "set_options",
     "set_schedule",
     "set_timeout",
     "sync_task_rows",
 ]
-
-
-def sync_task_rows(registry: TaskRegistry | None = None) -> None:
-    """One ``TaskConfig`` and ``TaskState`` per registered task, with the code's current defaults.
-
-    Runs after ``migrate`` (and the test flushes), when a scheduler starts and before a command
-    runs. Rows of tasks that left the code are kept, marked unregistered, so history stays.
-    """
-    registry = registry or task_registry
-    existing = {config.name: config for config in TaskConfig.objects.all()}
-    for task in registry:
-        defaults = TaskConfig.code_defaults(task)
-        config = existing.get(task.name)
-        if config is None:
-            TaskConfig.objects.bulk_create([TaskConfig(name=task.name, **defaults)], ignore_conflicts=True)
-        elif any(getattr(config, key) != value for key, value in defaults.items()):
-            TaskConfig.objects.filter(name=task.name).update(
-                **defaults, revision=F("revision") + 1, updated_at=timezone.now()
-            )
-    gone = [name for name, config in existing.items() if config.registered and name not in registry]
-    if gone:
-        TaskConfig.objects.filter(name__in=gone).update(registered=False, revision=F("revision") + 1)
-    TaskState.objects.bulk_create([TaskState(task_id=name) for name in registry.names()], ignore_conflicts=True)
 
 
 def registered_tasks(registry: TaskRegistry | None = None) -> QuerySet[TaskConfig]:

@@ -17,16 +17,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from scheduler_app.models import TaskExecutionRecord
-from scheduler_app.tasks.base import TaskStatus
+from scheduler_app.palette import LINE, status_colour
+from scheduler_app.tasks.base import RAN_STATUSES, TaskStatus
 
 TREND_RUNS = 30
-RAN_STATUSES = (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.INTERRUPTED)
-COLOURS = {
-    TaskStatus.SUCCESS: "#2e7d32",
-    TaskStatus.FAILED: "#c62828",
-    TaskStatus.TIMEOUT: "#ef6c00",
-    TaskStatus.INTERRUPTED: "#757575",
-}
 STEP, PAD, CHART_HEIGHT, STRIP = 10, 4, 36, 8
 
 
@@ -108,7 +102,7 @@ def render_trend(trend: Trend) -> SafeString:
         '<a href="{}"><circle class="sched-trend-point" data-status="{}" cx="{}" cy="{}" r="2.5" '
         'fill="{}"><title>{}</title></circle></a>',
         (
-            (link(p), p.status, f"{x(i):.1f}", f"{y(p.duration):.1f}", COLOURS.get(p.status, "#757575"), label(p))
+            (link(p), p.status, f"{x(i):.1f}", f"{y(p.duration):.1f}", status_colour(p.status), label(p))
             for i, p in enumerate(points)
         ),
     )
@@ -124,7 +118,7 @@ def render_trend(trend: Trend) -> SafeString:
                 CHART_HEIGHT + PAD,
                 STRIP - 2,
                 STRIP,
-                COLOURS.get(p.status),
+                status_colour(p.status),
                 label(p),
             )
             for i, p in enumerate(points)
@@ -137,8 +131,9 @@ def render_trend(trend: Trend) -> SafeString:
     )
     # What the drawing means, beside it: the line's scale and the runs at both ends.
     axis = format_html(
-        '<p class="sched-trend-axis">line: run duration, from 0 (bottom) to {} (top); squares: outcome '
-        "(green success, red failed, orange timeout, grey interrupted); from #{} ({}) to #{} ({})</p>",
+        '<p class="sched-trend-axis">line: run duration, from 0 (bottom) to {} (top); squares: outcome, '
+        "in the result badges' colours (green success, red failed or timeout, orange interrupted); "
+        "from #{} ({}) to #{} ({})</p>",
         seconds(top),
         points[0].id,
         when(points[0]),
@@ -148,7 +143,7 @@ def render_trend(trend: Trend) -> SafeString:
     return format_html(
         '<div class="sched-trend"><svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" '
         'role="img" aria-label="{}"><title>{}</title>'
-        '<polyline points="{}" fill="none" stroke="#417690" stroke-width="1.5" stroke-linejoin="round"/>{}{}</svg>'
+        '<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5" stroke-linejoin="round"/>{}{}</svg>'
         '<p class="sched-trend-summary">{}</p>{}</div>',
         width,
         height,
@@ -157,6 +152,7 @@ def render_trend(trend: Trend) -> SafeString:
         summary,
         summary,
         line,
+        LINE,
         dots,
         strip,
         summary,

@@ -13,26 +13,31 @@ import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
 
+from scheduler_app.options import (
+    CHOICE,
+    DATETIME,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    SECONDS,
+    WHOLE,
+    ScheduleType,
+)
+
+# The bounds are declared with the options (options.py imports nothing of the project) and are named
+# here too, beside every rule that uses them.
+from scheduler_app.options import MAX_DURATION_SECONDS as MAX_DURATION_SECONDS
+from scheduler_app.options import MAX_INTERVAL_SECONDS as MAX_INTERVAL_SECONDS
+from scheduler_app.options import MAX_JITTER_SECONDS as MAX_JITTER_SECONDS
+from scheduler_app.options import MAX_RETRIES as MAX_RETRIES
+from scheduler_app.options import MAX_TIMEOUT_SECONDS as MAX_TIMEOUT_SECONDS
+from scheduler_app.options import MIN_SECONDS as MIN_SECONDS
+from scheduler_app.tasks.base import BaseTask, OverlapPolicy, TaskSchedule
 from scheduler_app.triggers import CRON_ALIASES as CRON_ALIASES
 from scheduler_app.triggers import CronSyntaxError, parse_cron
 
 TASK_NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 TASK_NAME_MAX_LENGTH = 100
 
-# Bounds. Every number and date an operator or a task class can set is bounded so that whatever is
-# derived from it (now + a retry delay, start_date + an interval, a watchdog's wait, a catch-up
-# window as a timedelta) stays representable in every time zone, far from datetime's year 9999.
-#
-# Stored in a 32-bit integer column on every database backend; about 68 years.
-MAX_INTERVAL_SECONDS = 2_147_483_647
-# The catch-up window and the retry delays: the same 68 years.
-MAX_DURATION_SECONDS = MAX_INTERVAL_SECONDS
-# A run's time limit: 30 days (a thread waits on it; a "run" longer than a month is not one).
-MAX_TIMEOUT_SECONDS = 30 * 86_400
-# The shortest timeout or retry delay: a millisecond.
-MIN_SECONDS = 0.001
-MAX_JITTER_SECONDS = 86_400
-MAX_RETRIES = 100
 # start_date and end_date lie in [EARLIEST_DATE, LATEST_DATE) whatever their offset.
 EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_DATE = datetime(3000, 1, 1, tzinfo=UTC)
@@ -158,8 +163,6 @@ def schedule_errors(
     timezone: Any = None,
 ) -> dict[str, str]:
     """Return {field: message} for every rule the schedule breaks (empty when valid)."""
-    from scheduler_app.tasks.base import ScheduleType
-
     errors: dict[str, str] = {}
     try:
         kind = ScheduleType(schedule_type)
@@ -180,10 +183,24 @@ def schedule_errors(
     return errors
 
 
+def task_schedule_errors(schedule: TaskSchedule) -> dict[str, str]:
+    """Return {field: message} for every rule a code-defined ``TaskSchedule`` breaks."""
+    errors = schedule_errors(
+        schedule_type=schedule.schedule_type,
+        cron_expression=schedule.cron_expression,
+        interval_seconds=schedule.interval_seconds,
+        timezone=schedule.timezone,
+    )
+    errors.update(options_errors({option.name: getattr(schedule, option.name) for option in OPTIONS}))
+    overlap = schedule.overlap
+    contradicts = overlap is not None and schedule.allow_concurrent and overlap != OverlapPolicy.ALLOW
+    if contradicts and "overlap" not in errors:
+        errors["overlap"] = f"overlap={str(overlap)!r} contradicts allow_concurrent=True; set only one"
+    return errors
+
+
 def task_errors(task: Any) -> list[str]:
     """Every problem of a task instance, as sentences (empty when the task is valid)."""
-    from scheduler_app.tasks.base import BaseTask, TaskSchedule
-
     problems: list[str] = []
     if not isinstance(task, BaseTask):
         return [f"{task!r} is not a BaseTask subclass instance"]
@@ -193,7 +210,7 @@ def task_errors(task: Any) -> list[str]:
     if not isinstance(schedule, TaskSchedule):
         problems.append("`schedule` must be a TaskSchedule")
     else:
-        problems.extend(f"{field}: {message}" for field, message in schedule.validation_errors().items())
+        problems.extend(f"{field}: {message}" for field, message in task_schedule_errors(schedule).items())
     if message := timeout_error(getattr(task, "timeout", None)):
         problems.append(message)
     return problems
@@ -231,54 +248,48 @@ def parse_datetime_option(value: Any) -> datetime | None:
     return value
 
 
+def _option_error(key: str, value: Any) -> str | None:
+    """Why ``value`` is no value of the option ``key`` (its kind and bounds are options.py's)."""
+    option = OPTIONS_BY_NAME[key]
+    if value is None and option.none_allowed:
+        return None
+    if option.kind == WHOLE:
+        number = _whole_number(value)
+        if number is None or not option.low <= number <= option.high:  # type: ignore[operator]
+            return f"{key} must be {option.rule}"
+    elif option.kind == SECONDS:
+        if _seconds_in_range(value, option.low, option.high) is None:  # type: ignore[arg-type]
+            return f"{key} must be {option.rule}"
+    elif option.kind == CHOICE:
+        try:
+            option.choices(value)  # type: ignore[misc]
+        except ValueError:
+            allowed = ", ".join(repr(choice) for choice in option.choice_values)
+            return f"unknown {key} {value!r}; expected one of {allowed}"
+    elif option.kind == DATETIME:
+        try:
+            parse_datetime_option(value)
+        except (ValueError, TypeError) as exc:
+            return f"{key}: {exc}"
+    return None
+
+
 def options_errors(options: dict[str, Any]) -> dict[str, str]:
     """Return {field: message} for the schedule's policy fields (jitter, overlap, catch-up, retries,
     start and end); only the keys present are checked."""
-    from scheduler_app.tasks.base import OPTION_DEFAULTS, CatchUp, OverlapPolicy, RetryBackoff
-
     errors: dict[str, str] = {}
-    for key in options:
-        if key not in OPTION_DEFAULTS:
-            errors[key] = f"unknown schedule option; known: {', '.join(OPTION_DEFAULTS)}"
-    if "jitter_seconds" in options:
-        jitter = _whole_number(options["jitter_seconds"])
-        if jitter is None or not 0 <= jitter <= MAX_JITTER_SECONDS:
-            errors["jitter_seconds"] = f"jitter_seconds must be a whole number from 0 to {MAX_JITTER_SECONDS}"
-    choices = {"overlap": OverlapPolicy, "catch_up": CatchUp, "retry_backoff": RetryBackoff}
-    for key, enum in choices.items():
-        if key in options and not (key == "overlap" and options[key] is None):
-            try:
-                enum(options[key])
-            except ValueError:
-                allowed = ", ".join(repr(e.value) for e in enum)
-                errors[key] = f"unknown {key} {options[key]!r}; expected one of {allowed}"
-    if options.get("catch_up_window_seconds") is not None:
-        window = _whole_number(options["catch_up_window_seconds"])
-        if window is None or not 0 <= window <= MAX_DURATION_SECONDS:
-            errors["catch_up_window_seconds"] = (
-                f"catch_up_window_seconds must be a whole number of seconds from 0 to {MAX_DURATION_SECONDS}"
-            )
-    if "max_retries" in options:
-        retries = _whole_number(options["max_retries"])
-        if retries is None or not 0 <= retries <= MAX_RETRIES:
-            errors["max_retries"] = f"max_retries must be a whole number from 0 to {MAX_RETRIES}"
-    for key in ("retry_delay_seconds", "retry_max_delay_seconds"):
-        if key in options and _seconds_in_range(options[key], MIN_SECONDS, MAX_DURATION_SECONDS) is None:
-            errors[key] = (
-                f"{key} must be a number of seconds greater than 0, from {MIN_SECONDS:g} to {MAX_DURATION_SECONDS}"
-            )
+    for key, value in options.items():
+        if key not in OPTIONS_BY_NAME:
+            errors[key] = f"unknown schedule option; known: {', '.join(OPTIONS_BY_NAME)}"
+        elif message := _option_error(key, value):
+            errors[key] = message
     delay, cap = options.get("retry_delay_seconds"), options.get("retry_max_delay_seconds")
     valid_pair = "retry_delay_seconds" not in errors and "retry_max_delay_seconds" not in errors
     if valid_pair and delay and cap and cap < delay:
         errors["retry_max_delay_seconds"] = "retry_max_delay_seconds must be at least retry_delay_seconds"
-    dates: dict[str, datetime | None] = {}
-    for key in ("start_date", "end_date"):
-        if key in options:
-            try:
-                dates[key] = parse_datetime_option(options[key])
-            except (ValueError, TypeError) as exc:
-                errors[key] = f"{key}: {exc}"
-    if dates.get("start_date") and dates.get("end_date") and dates["end_date"] <= dates["start_date"]:
+    dates = {key: options.get(key) for key in ("start_date", "end_date") if key in options and key not in errors}
+    start, end = (parse_datetime_option(dates.get(key)) for key in ("start_date", "end_date"))
+    if start and end and end <= start:
         errors["end_date"] = "end_date must be after start_date"
     return errors
 

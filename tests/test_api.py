@@ -24,6 +24,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from scheduler_app import services
+from scheduler_app.coordination import try_acquire_lease
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
 from scheduler_app.registry import task_registry
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
@@ -125,7 +126,10 @@ def make_record(task: str = "tick", **fields: Any) -> TaskExecutionRecord:
 def alive_scheduler(**fields: Any) -> SchedulerProcess:
     fields.setdefault("kind", SchedulerProcess.Kind.SCHEDULER)
     fields.setdefault("role", SchedulerProcess.Role.ACTIVE)
-    return SchedulerProcess.objects.create(host="test-host", pid=4242, **fields)
+    process = SchedulerProcess.objects.create(host="test-host", pid=4242, **fields)
+    if process.role == SchedulerProcess.Role.ACTIVE:  # the lease, not the role, says who leads
+        assert try_acquire_lease(process.pk)
+    return process
 
 
 def slashed(path: str, slash: bool) -> str:
@@ -180,6 +184,7 @@ def test_status_has_the_seed_shape(staff_client: Client) -> None:
     assert timezone.datetime.fromisoformat(nightly["next_run_at"].replace("Z", "+00:00")) == state.next_run_at
     tick = next(t for t in body["tasks"] if t["name"] == "tick")
     assert tick["schedule_type"] == "interval" and tick["interval_seconds"] == 1 and tick["cron_expression"] is None
+    assert tick["schedule_description"] == "every 1 second"  # the admin's words (describe.describe_schedule)
     assert tick["last_result"] is None and tick["next_run_at"] is None
     # What an operator needs besides.
     assert tick["enabled_source"] == "code" and tick["schedule_source"] == "code"

@@ -18,6 +18,7 @@ from django.test import Client
 from django.test.utils import override_settings
 from rest_framework.settings import api_settings
 
+from scheduler_app.coordination import try_acquire_lease
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
 from tests.users import operator
 
@@ -317,9 +318,10 @@ def _rest_framework() -> dict[str, Any]:
 
 
 def test_status_shows_hosts_and_pids_to_staff_only() -> None:
-    SchedulerProcess.objects.create(
+    leader = SchedulerProcess.objects.create(
         host="secret-host", pid=4242, kind=SchedulerProcess.Kind.SCHEDULER, role=SchedulerProcess.Role.ACTIVE
     )
+    assert try_acquire_lease(leader.pk)  # the lease says who leads
     reader = client_for(User.objects.create_user("reader"))
     body = reader.get("/scheduler/status").json()
     assert body["running"] is True and body["process_count"] == 1 and body["task_count"] == len(body["tasks"])

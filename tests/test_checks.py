@@ -74,4 +74,18 @@ def test_check_rejects_an_sqlite_without_returning(monkeypatch) -> None:
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
     [error] = sqlite_version_errors(databases)
-    assert error.id == "scheduler.E030" and "'default'" in error.msg and "SQLite 3.31.1" in error.msg
+    assert error.id == "scheduler.E040" and "'default'" in error.msg and "SQLite 3.31.1" in error.msg
+
+
+def test_each_check_id_has_one_home() -> None:
+    """An id names one kind of problem: the app's checks and the alert checks share none."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "scheduler_app"
+
+    def ids(module: str) -> set[str]:
+        return set(re.findall(r"\b[EW]0\d\d\b", (package / module).read_text()))
+
+    assert ids("checks.py") and ids("alerts.py")
+    assert not ids("checks.py") & ids("alerts.py")

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from scheduler_app.coordination import current_leader, release_lease, try_acquire_lease
-from scheduler_app.models import SchedulerLease
+from scheduler_app.coordination import alive, leader, leader_lease, release_lease, try_acquire_lease
+from scheduler_app.models import SchedulerLease, SchedulerProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,14 +22,14 @@ def move_expiry(seconds_from_now: float) -> None:
 def test_a_held_lease_is_refused_to_others_until_it_expires() -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
     assert try_acquire_lease(first)
-    lease = current_leader()
+    lease = leader_lease()
     assert lease is not None and lease.holder == first
     assert try_acquire_lease(second) is False
     move_expiry(0.5)
     assert try_acquire_lease(second) is False, "a lease that has not expired yet is not taken over"
     move_expiry(-0.001)
     assert try_acquire_lease(second) is True
-    lease = current_leader()
+    lease = leader_lease()
     assert lease is not None and lease.holder == second
     assert try_acquire_lease(first) is False, "the old holder has lost it"
 
@@ -60,3 +60,19 @@ def test_a_released_lease_is_free_at_once() -> None:
     assert try_acquire_lease(second) is False
     release_lease(first)
     assert try_acquire_lease(second) is True
+
+
+def test_the_lease_not_the_role_says_who_leads() -> None:
+    assert leader() is None and alive() is False
+    says_active = SchedulerProcess.objects.create(kind="scheduler", role="active", host="a", pid=1)
+    holder = SchedulerProcess.objects.create(kind="scheduler", role="standby", host="b", pid=2)
+    assert alive() is True
+    assert leader() is None, "a role of active without the lease leads nothing"
+    assert try_acquire_lease(holder.pk)
+    assert leader() == holder and leader([says_active, holder]) == holder
+    assert leader([says_active]) is None and leader([]) is None
+    # A holder whose heartbeat went stale is dead: it leads nothing, whatever its lease says.
+    SchedulerProcess.objects.filter(pk=holder.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    assert leader() is None
+    holder.refresh_from_db()
+    assert not holder.is_alive() and says_active.is_alive()

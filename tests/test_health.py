@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from scheduler_app.coordination import HOST
+from scheduler_app.coordination import HOST, try_acquire_lease
 from scheduler_app.models import SchedulerProcess
 from tests.processes import wait_for
 
@@ -52,8 +52,11 @@ def test_readiness_judges_heartbeats_and_roles(client: Client) -> None:
     # A `trigger_task` command is not a scheduler.
     SchedulerProcess.objects.create(kind="command", host="z", pid=3)
     assert client.get("/scheduler/health/ready").status_code == 503
+    # A role of "active" is only the process's own report: the lease says who leads.
     standby.role = "active"
     standby.save()
+    assert client.get("/scheduler/health/ready").status_code == 503
+    assert try_acquire_lease(standby.pk)
     response = client.get("/scheduler/health/ready/")
     assert response.status_code == 200
     body = response.json()
@@ -64,7 +67,7 @@ def test_readiness_judges_heartbeats_and_roles(client: Client) -> None:
 
 
 def test_readiness_max_age_setting(client: Client, settings) -> None:
-    SchedulerProcess.objects.create(
+    row = SchedulerProcess.objects.create(
         kind="scheduler",
         role="active",
         host="x",
@@ -72,6 +75,7 @@ def test_readiness_max_age_setting(client: Client, settings) -> None:
         last_heartbeat=timezone.now() - timedelta(seconds=30),
         progress_at=timezone.now() - timedelta(seconds=30),
     )
+    assert try_acquire_lease(row.pk)
     assert client.get("/scheduler/health/ready").status_code == 503  # LEASE_SECONDS is 3 in the tests
     settings.SCHEDULER = {**settings.SCHEDULER, "HEALTH_MAX_HEARTBEAT_AGE": 120}
     response = client.get("/scheduler/health/ready")
@@ -144,6 +148,7 @@ def test_alive_is_not_enough_the_active_scheduler_must_be_working(client: Client
     row = SchedulerProcess.objects.create(
         kind="scheduler", role="active", host=HOST, pid=1, progress_at=now, problem="thread(s) died: fire-dispatcher"
     )
+    assert try_acquire_lease(row.pk)
     response = client.get("/scheduler/health/ready")
     assert response.status_code == 503
     body = response.json()

@@ -206,7 +206,11 @@ def test_processes_alive_and_active(staff: Client) -> None:
     from scheduler_app.models import SchedulerProcess
 
     assert value(scrape(staff), "scheduler_up") == 0
-    SchedulerProcess.objects.create(kind="scheduler", role="active", host="a", pid=1)
+    from scheduler_app.coordination import try_acquire_lease
+
+    leader = SchedulerProcess.objects.create(kind="scheduler", role="active", host="a", pid=1)
+    assert value(scrape(staff), "scheduler_up") == 0  # its role is its own word; the lease says who leads
+    assert try_acquire_lease(leader.pk)
     SchedulerProcess.objects.create(kind="scheduler", role="standby", host="b", pid=2)
     SchedulerProcess.objects.create(
         kind="scheduler", role="active", host="c", pid=3, last_heartbeat=timezone.now() - timedelta(hours=1)

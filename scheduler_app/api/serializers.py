@@ -12,23 +12,21 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from scheduler_app import conf
-from scheduler_app.describe import describe_cron
+from scheduler_app.describe import describe_schedule
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
-from scheduler_app.tasks.base import CatchUp, OverlapPolicy, RetryBackoff, ScheduleType, TaskStatus
+from scheduler_app.options import CHOICE, DATETIME, OPTIONS, SECONDS, WHOLE, Option
+from scheduler_app.tasks.base import ScheduleType, TaskStatus
 from scheduler_app.validation import (
     ASCII_INTEGER,
     ASCII_NUMBER,
     CRON_EXPRESSION_MAX_LENGTH,
     DISABLED_REASON_MAX_LENGTH,
-    MAX_DURATION_SECONDS,
     MAX_INTERVAL_SECONDS,
-    MAX_JITTER_SECONDS,
-    MAX_RETRIES,
     MAX_TIMEOUT_SECONDS,
     MIN_SECONDS,
     TIMEZONE_MAX_LENGTH,
@@ -105,46 +103,23 @@ class DefaultScheduleSerializer(serializers.Serializer):
         return config.default_timezone or None
 
 
+def _option_field(option: Option) -> serializers.Field:
+    """The API field of one schedule option (options.py); null sends it back to the code's value."""
+    common: dict[str, Any] = {"allow_null": True, "required": False, "help_text": option.help_text}
+    if option.kind == CHOICE:
+        return serializers.ChoiceField(choices=option.choice_values, **common)
+    if option.kind == DATETIME:
+        return serializers.DateTimeField(**common)
+    field = StrictIntegerField if option.kind == WHOLE else StrictFloatField
+    return field(min_value=option.low, max_value=option.high, **common)
+
+
 class OptionsSerializer(serializers.Serializer):
     """The schedule's policies. In a PATCH, each key given replaces the code's value, ``null`` goes
     back to it, and keys left out stay as they are."""
 
-    jitter_seconds = StrictIntegerField(
-        min_value=0,
-        max_value=MAX_JITTER_SECONDS,
-        allow_null=True,
-        required=False,
-        help_text="Random delay, up to this many seconds, before each scheduled run.",
-    )
-    overlap = serializers.ChoiceField(
-        choices=[p.value for p in OverlapPolicy],
-        allow_null=True,
-        required=False,
-        help_text="A fire while the previous run goes on: skip it, allow it, or buffer one; null: allow_concurrent.",
-    )
-    catch_up = serializers.ChoiceField(
-        choices=[c.value for c in CatchUp],
-        allow_null=True,
-        required=False,
-        help_text="Fires missed within the catch-up window: run the newest `once`, or `none`.",
-    )
-    catch_up_window_seconds = StrictIntegerField(
-        min_value=0,
-        max_value=MAX_DURATION_SECONDS,
-        allow_null=True,
-        required=False,
-        help_text="How late a fire may still run; null: SCHEDULER['MISFIRE_GRACE_SECONDS'].",
-    )
-    max_retries = StrictIntegerField(min_value=0, max_value=MAX_RETRIES, allow_null=True, required=False)
-    retry_backoff = serializers.ChoiceField(choices=[b.value for b in RetryBackoff], allow_null=True, required=False)
-    retry_delay_seconds = StrictFloatField(
-        min_value=MIN_SECONDS, max_value=MAX_DURATION_SECONDS, allow_null=True, required=False
-    )
-    retry_max_delay_seconds = StrictFloatField(
-        min_value=MIN_SECONDS, max_value=MAX_DURATION_SECONDS, allow_null=True, required=False
-    )
-    start_date = serializers.DateTimeField(allow_null=True, required=False, help_text="No fire before this time.")
-    end_date = serializers.DateTimeField(allow_null=True, required=False, help_text="No fire after this time.")
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {option.name: _option_field(option) for option in OPTIONS}
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
@@ -165,6 +140,12 @@ class OptionsSerializer(serializers.Serializer):
         return attrs
 
 
+def record_path(record_id: int) -> str:
+    """Where one execution record lives (also the ``Location`` of a trigger's answer): reversed by
+    the route's name, so that the serializers need not import the URL module that imports them."""
+    return reverse("scheduler-api:record-detail", kwargs={"pk": record_id}).rstrip("/?")
+
+
 @lru_cache(maxsize=512)
 def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
@@ -175,19 +156,9 @@ def _username(user: Any) -> str | None:
 
 
 _DATETIME = serializers.DateTimeField()
+_RENDER: dict[str, Any] = {WHOLE: int, SECONDS: float, CHOICE: str, DATETIME: None}
 # How each schedule option renders (OptionsSerializer's field types), for the fast task rendering.
-_OPTION_TYPES: dict[str, Any] = {
-    "jitter_seconds": int,
-    "overlap": str,
-    "catch_up": str,
-    "catch_up_window_seconds": int,
-    "max_retries": int,
-    "retry_backoff": str,
-    "retry_delay_seconds": float,
-    "retry_max_delay_seconds": float,
-    "start_date": None,
-    "end_date": None,
-}
+_OPTION_TYPES: dict[str, Any] = {option.name: _RENDER[option.kind] for option in OPTIONS}
 
 
 def _options_representation(options: dict[str, Any]) -> dict[str, Any]:
@@ -329,11 +300,7 @@ class TaskSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.CharField())
     def get_schedule_description(self, config: TaskConfig) -> str:
-        if config.schedule_type == ScheduleType.INTERVAL:
-            return f"every {config.interval_seconds} seconds"
-        expression = config.cron_expression or ""
-        described = describe_cron(expression) or f"cron {expression}"
-        return f"{described} ({config.timezone})"
+        return describe_schedule(config.schedule_type, config.cron_expression, config.interval_seconds, config.timezone)
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_run_at_local(self, config: TaskConfig) -> str | None:
@@ -397,8 +364,6 @@ class RecordSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.CharField())
     def get_url(self, record: TaskExecutionRecord) -> str:
-        from scheduler_app.api.urls import record_path
-
         return record_path(record.pk)
 
 
@@ -452,7 +417,7 @@ class ProcessSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.BooleanField())
     def get_alive(self, process: SchedulerProcess) -> bool:
-        return self._age(process) <= float(conf.get("LEASE_SECONDS"))
+        return process.is_alive(self.context.get("now"))
 
     @extend_schema_field(serializers.FloatField())
     def get_heartbeat_age_seconds(self, process: SchedulerProcess) -> float:

@@ -114,8 +114,3 @@ urlpatterns = [
     *router.urls,
     re_path(r"^[\s\S]*$", views.NotFoundView.as_view(), name="not-found"),
 ]
-
-
-def record_path(record_id: int) -> str:
-    """Where one execution record lives: the ``Location`` of a trigger's answer."""
-    return reverse("scheduler-api:record-detail", kwargs={"pk": record_id}).rstrip("/?")

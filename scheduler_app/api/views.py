@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.viewsets import GenericViewSet
 
-from scheduler_app import conf, services
+from scheduler_app import conf, coordination, services
 from scheduler_app.api import permissions, throttling
 from scheduler_app.api.serializers import (
     RECORD_STATUSES,
@@ -247,10 +247,10 @@ class StatusView(SchedulerAPIMixin, APIView):
         processes = list(SchedulerProcess.objects.order_by("started_at"))
         context = {"request": request, "now": now}
         # Liveness is judged from the heartbeats just read, so `running` and `processes` agree.
-        cutoff = float(conf.get("LEASE_SECONDS"))
-        alive = [p for p in processes if (now - p.last_heartbeat).total_seconds() <= cutoff]
+        alive = [p for p in processes if p.is_alive(now)]
         schedulers = [p for p in alive if p.kind == SchedulerProcess.Kind.SCHEDULER]
-        leader = next((p.label for p in schedulers if p.role == SchedulerProcess.Role.ACTIVE), None)
+        leading = coordination.leader(schedulers)
+        leader = leading.label if leading else None
         # Hosts, pids and the processes' details are the operators' business: staff only.
         staff = bool(request.user and request.user.is_staff)
         body = {
@@ -264,7 +264,7 @@ class StatusView(SchedulerAPIMixin, APIView):
                 else {}
             ),
             "pending_runs": TaskExecutionRecord.objects.filter(status=TaskStatus.PENDING).count(),
-            "heartbeat_timeout_seconds": cutoff,
+            "heartbeat_timeout_seconds": float(conf.get("LEASE_SECONDS")),
             "server_time": serializers.DateTimeField().to_representation(now),
         }
         return Response(body)
@@ -331,7 +331,7 @@ class TaskViewSet(SchedulerAPIMixin, GenericViewSet):
     def trigger(self, request: Request, name: str) -> Response:
         record = services.request_run(name, user=request.user, origin="api")
         record = records_queryset().get(pk=record.pk)
-        context = {**self.get_serializer_context(), "scheduler_running": services.scheduler_alive()}
+        context = {**self.get_serializer_context(), "scheduler_running": coordination.alive()}
         data = TriggerResponseSerializer(record, context=context).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
 

@@ -9,45 +9,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-
-class ScheduleType(StrEnum):
-    CRON = "cron"
-    INTERVAL = "interval"
-
-
-class OverlapPolicy(StrEnum):
-    """What a fire does while the previous run of its task is still going."""
-
-    SKIP = "skip"  # record the fire as skipped (the seed's allow_concurrent=False)
-    ALLOW = "allow"  # run alongside (the seed's allow_concurrent=True)
-    BUFFER_ONE = "buffer_one"  # run once more right after the current run; further fires are skipped
-
-
-class CatchUp(StrEnum):
-    """What happens to fires missed within the catch-up window (downtime, a blocked scheduler)."""
-
-    ONCE = "once"  # the newest missed fire runs once; the others are recorded as missed
-    NONE = "none"  # no late fire runs; all are recorded as missed
-
-
-class RetryBackoff(StrEnum):
-    FIXED = "fixed"
-    EXPONENTIAL = "exponential"
-
-
-# The schedule's policy fields, stored as JSON in TaskConfig (code defaults and overrides).
-OPTION_DEFAULTS: dict[str, object] = {
-    "jitter_seconds": 0,
-    "overlap": None,
-    "catch_up": CatchUp.ONCE.value,
-    "catch_up_window_seconds": None,
-    "max_retries": 0,
-    "retry_backoff": RetryBackoff.EXPONENTIAL.value,
-    "retry_delay_seconds": 10,
-    "retry_max_delay_seconds": 3600,
-    "start_date": None,
-    "end_date": None,
-}
+# The schedule's enums and option defaults are declared in options.py; they are part of the task API.
+from scheduler_app.options import OPTION_DEFAULTS as OPTION_DEFAULTS
+from scheduler_app.options import CatchUp as CatchUp
+from scheduler_app.options import OverlapPolicy as OverlapPolicy
+from scheduler_app.options import RetryBackoff as RetryBackoff
+from scheduler_app.options import ScheduleType as ScheduleType
 
 
 @dataclass(frozen=True)
@@ -92,29 +59,9 @@ class TaskSchedule:
             values[key] = value
         return values
 
-    def validation_errors(self) -> dict[str, str]:
-        from scheduler_app.validation import options_errors, schedule_errors
-
-        errors = schedule_errors(
-            schedule_type=self.schedule_type,
-            cron_expression=self.cron_expression,
-            interval_seconds=self.interval_seconds,
-            timezone=self.timezone,
-        )
-        errors.update(options_errors({key: getattr(self, key) for key in OPTION_DEFAULTS}))
-        contradicts = self.overlap is not None and self.allow_concurrent and self.overlap != OverlapPolicy.ALLOW
-        if contradicts and "overlap" not in errors:
-            errors["overlap"] = f"overlap={str(self.overlap)!r} contradicts allow_concurrent=True; set only one"
-        return errors
-
     @property
     def type(self) -> ScheduleType:
         return ScheduleType(self.schedule_type)
-
-    def describe(self) -> str:
-        if self.type is ScheduleType.CRON:
-            return f"cron {self.cron_expression}" + (f" ({self.timezone})" if self.timezone else "")
-        return f"every {self.interval_seconds}s"
 
 
 class TaskStatus(StrEnum):
@@ -128,6 +75,10 @@ class TaskStatus(StrEnum):
     TIMEOUT = "timeout"
     INTERRUPTED = "interrupted"
     MISSED = "missed"
+
+
+# Statuses whose duration is the time a task's code ran (skipped and missed runs ran nothing).
+RAN_STATUSES = (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.INTERRUPTED)
 
 
 @dataclass
