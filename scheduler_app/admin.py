@@ -194,6 +194,33 @@ class EnabledFilter(admin.SimpleListFilter):
         return queryset
 
 
+class StoredWordFilter(admin.SimpleListFilter):
+    """A filter on a choices field that offers the stored words (``success``, ``manual``), as the
+    badges, the API and the other filters show them, instead of Django's capitalised labels. The
+    parameter keeps Django's own name (``status__exact``), so links made before stay valid."""
+
+    field_name = ""
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(value, value) for value, _ in model_admin.model._meta.get_field(self.field_name).choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(**{self.field_name: value}) if value else queryset
+
+
+class RecordStatusFilter(StoredWordFilter):
+    title = "status"
+    field_name = "status"
+    parameter_name = "status__exact"
+
+
+class RecordTriggerFilter(StoredWordFilter):
+    title = "trigger"
+    field_name = "trigger"
+    parameter_name = "trigger__exact"
+
+
 class ScheduleTypeFilter(admin.SimpleListFilter):
     title = "schedule type"
     parameter_name = "schedule_type"
@@ -913,7 +940,7 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
     list_display = [
         "id",
         "task_link",
-        "trigger",
+        "trigger_word",
         "status_display",
         "scheduled",
         "started",
@@ -923,7 +950,7 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
         "worker_label",
     ]
     list_display_links = ["id"]
-    list_filter = ["task", "status", "trigger", ("created_at", admin.DateFieldListFilter)]
+    list_filter = ["task", RecordStatusFilter, RecordTriggerFilter, ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=id", "message"]
     list_select_related = ["triggered_by"]
     show_full_result_count = False
@@ -985,6 +1012,15 @@ class TaskExecutionRecordAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: TaskExecutionRecord) -> SafeString:
         return result_badge(obj.status)
+
+    @admin.display(description="trigger", ordering="trigger")
+    def trigger_word(self, obj: TaskExecutionRecord) -> str:
+        return obj.trigger
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # Ten columns, as on the task list: the window's width, without the navigation sidebar.
+        context = {**(extra_context or {}), "is_nav_sidebar_enabled": False}
+        return super().changelist_view(request, context)
 
     @admin.display(description="duration", ordering="duration_seconds")
     def duration(self, obj: TaskExecutionRecord) -> str:

@@ -566,6 +566,12 @@ def test_history_list_and_filters(admin_client: Client) -> None:
     assert ids("?task__name__exact=tick") == {ok.pk, old.pk}
     assert ids("?status__exact=failed") == {failed.pk}
     assert ids("?trigger__exact=manual") == {manual.pk}
+    # Filters and the trigger column show the stored words, as the status badges and the API do.
+    page = admin_client.get(RECORDS).content.decode()
+    assert ">manual<" in page and ">Manual<" not in page
+    assert 'title="failed"' in page or ">failed<" in page
+    assert ">Pending<" not in page and ">Success<" not in page
+    assert admin_client.get(RECORDS).context["is_nav_sidebar_enabled"] is False
     # The "Past 7 days" link of the date filter.
     changelist = admin_client.get(RECORDS).context["cl"]
     date_filter = changelist.filter_specs[3]
