@@ -684,11 +684,12 @@ class TaskScheduler:
         return verdict.run
 
     def _pickup_loop(self) -> None:
-        """Start queued runs whenever woken (or every poll), while this process leads."""
+        """Start queued runs whenever woken (the control loop wakes it every poll), while this process leads."""
         interval = float(conf.get("POLL_INTERVAL"))
         try:
             while not self._stopping.is_set():
-                self._pickup_wake.wait(interval)
+                if not self._pickup_wake.wait(5.0):
+                    continue  # only to see `_stopping`; `stop()` wakes it too
                 self._pickup_wake.clear()
                 if self._stopping.is_set():
                     return
