@@ -2,8 +2,10 @@
 
 One control loop per process (every ``POLL_INTERVAL``) renews the heartbeat and competes for the
 leader lease. The leader runs APScheduler over the cached ``DjangoJobStore``, applies configuration
-changes made by other processes, runs manual triggers queued as ``pending``, reaps the runs of dead
-processes and flushes the job store. Standbys only heartbeat until the lease is free.
+changes made by other processes, reaps the runs of dead processes and flushes the job store.
+Standbys only heartbeat until the lease is free. Runs queued as ``pending`` (manual runs, retries,
+fires kept by ``buffer_one``) are started by the leader's pickup thread, woken at once when a run
+is queued (``notify.py``), when a run that a queued manual run waits for ends, and every poll.
 
 APScheduler's fires go through ``TaskExecutor`` to one dispatcher thread, which applies the
 missed-run policy and hands every fire due at once to the ``TaskRunner`` in one call (one
@@ -700,7 +702,10 @@ class TaskScheduler:
                     with fresh_connections():
                         self._dispatch_pending()
                 except (OperationalError, InterfaceError) as exc:
-                    logger.warning("cannot pick up queued runs yet (%s)", str(exc).strip().splitlines()[0] or exc)
+                    logger.warning(
+                        "cannot pick up queued runs yet (%s)",
+                        (str(exc).strip().splitlines() or [type(exc).__name__])[0],
+                    )
                     self._stopping.wait(interval)
                 except Exception:
                     logger.exception("picking up queued runs failed; going on")
