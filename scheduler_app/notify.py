@@ -3,9 +3,10 @@
 ``announce_pending()`` is called by whoever queues a run (``services.request_run``). On PostgreSQL
 it sends ``NOTIFY`` after the commit, and the scheduler's ``PendingWatcher`` thread, listening on a
 connection of its own, wakes the pickup. On SQLite (no notifications between processes) the watcher
-reads ``PRAGMA data_version`` every ``SQLITE_CHECK_SECONDS`` (it changes when another connection
-commits; reading it touches no table) and, when it changed, the id of the newest queued record
-through the pending index. Either way the control loop's poll stays the fallback: a lost
+reads ``PRAGMA data_version`` every ``SQLITE_CHECK_SECONDS`` on a connection of its own (it changes
+when another connection commits; reading it touches no table) and, when it changed, the id of the
+newest queued record through the pending index. Either way the control
+loop's poll stays the fallback: a lost
 connection or notification only costs the old latency, and the listener reconnects by itself.
 """
 
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
-from scheduler_app.records import newest_pending_id
+from scheduler_app.records import newest_pending_sql
 
 logger = logging.getLogger("scheduler_app.notify")
 
@@ -55,6 +58,8 @@ class PendingWatcher:
     def start(self) -> None:
         if self.vendor not in ("postgresql", "sqlite"):
             return  # the poll alone
+        if self.vendor == "sqlite" and not Path(str(connection.settings_dict["NAME"])).is_file():
+            return  # an in-memory database: no other process can queue a run
         target = self._listen if self.vendor == "postgresql" else self._check_sqlite
         self.thread = threading.Thread(target=target, name="pending-watcher", daemon=True)
         self.thread.start()
@@ -67,32 +72,40 @@ class PendingWatcher:
     # -- SQLite --------------------------------------------------------------------------------
 
     def _check_sqlite(self) -> None:
-        version: Any = None
+        # A connection of our own, in autocommit, outside Django: a read transaction left open
+        # would freeze data_version, and Django's cursor would triple the cost of each look.
+        import sqlite3
+
+        sql = newest_pending_sql()
+        database: sqlite3.Connection | None = None
+        version: int | None = None
         newest: int | None = None
-        primed = False  # the first look only learns what is queued already (the poll's business)
-        try:
-            while not self._stop.wait(SQLITE_CHECK_SECONDS):
-                try:
-                    with connection.cursor() as cursor:
-                        cursor.execute("PRAGMA data_version")
-                        now = cursor.fetchone()[0]
-                    if now == version:
-                        continue
-                    version = now
-                    latest = newest_pending_id()
-                    if latest is not None and (newest is None or latest > newest):
-                        if primed:
-                            self.wake()
-                        newest = latest
-                    primed = True
-                except Exception:
-                    # A locked or vanished file: the poll covers it; try again next round.
-                    logger.debug("pending check failed", exc_info=True)
-                    connection.close()
-                    version = None
-                    self._stop.wait(1.0)
-        finally:
-            connections.close_all()
+        while not self._stop.is_set():
+            # time.sleep, not Event.wait: the cheapest wake-up there is, and this loop's idle cost
+            # is nearly all wake-ups (stop() waits at most one round).
+            time.sleep(SQLITE_CHECK_SECONDS)
+            try:
+                if database is None:
+                    path = str(connection.settings_dict["NAME"])
+                    database = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=1)
+                now = database.execute("PRAGMA data_version").fetchone()[0]
+                if now == version:
+                    continue
+                version = now
+                latest = database.execute(sql).fetchone()[0]
+            except Exception:
+                # A locked or vanished file: the poll covers it; open it again next round.
+                logger.debug("pending check failed", exc_info=True)
+                if database is not None:
+                    database.close()
+                database, version = None, None
+                continue
+            if latest is not None and (newest is None or latest > newest):
+                # The first look too: a run queued before it would otherwise wait for the poll.
+                self.wake()
+                newest = latest
+        if database is not None:
+            database.close()
 
     # -- PostgreSQL ----------------------------------------------------------------------------
 

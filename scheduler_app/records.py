@@ -363,13 +363,17 @@ def tasks_with_queued_manual_runs() -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def newest_pending_id() -> int | None:
-    """The id of the newest queued record: a cheap sign (one index probe) that a run was queued."""
+def newest_pending_sql() -> str:
+    """The id of the newest queued record, one index probe: a cheap sign that a run was queued."""
     record = TaskExecutionRecord
+    return (
+        f"SELECT MAX({_column(record, 'id')}) FROM {_table(record)} "
+        f"WHERE {_column(record, 'status')} = {_pending_literal()}"
+    )
+
+
+def newest_pending_id() -> int | None:
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT MAX({_column(record, 'id')}) FROM {_table(record)} "
-            f"WHERE {_column(record, 'status')} = {_pending_literal()}"
-        )
+        cursor.execute(newest_pending_sql())
         row = cursor.fetchone()
     return row[0] if row else None
