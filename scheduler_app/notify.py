@@ -26,7 +26,7 @@ from scheduler_app.records import newest_pending_sql
 logger = logging.getLogger("scheduler_app.notify")
 
 CHANNEL = "scheduler_app_pending"
-SQLITE_CHECK_SECONDS = 0.05
+SQLITE_CHECK_SECONDS = 0.1
 # Seconds between two attempts to get the PostgreSQL listener back after its connection was lost.
 RECONNECT_SECONDS = (0.5, 30.0)
 
