@@ -7,6 +7,7 @@ module when it is imported: ``BENCH_TASKS`` of them, firing every ``BENCH_INTERV
 from __future__ import annotations
 
 import os
+import time
 
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
 
@@ -14,6 +15,8 @@ COUNT = int(os.environ.get("BENCH_TASKS", "0"))
 INTERVAL = int(os.environ.get("BENCH_INTERVAL", "1"))
 # "async" is the form the design prefers; "sync" is a plain def.
 KIND = os.environ.get("BENCH_TASK_KIND", "async")
+# Seconds a "sync" task's run takes (the pickup scenario's 50 ms task); 0 returns at once.
+SLEEP = float(os.environ.get("BENCH_TASK_SLEEP", "0"))
 
 
 class _AsyncNoop(BaseTask):
@@ -27,6 +30,8 @@ class _SyncNoop(BaseTask):
     description = "Benchmark no-op."
 
     def run(self) -> TaskResult:
+        if SLEEP:
+            time.sleep(SLEEP)
         return TaskResult.success("ok")
 
 

@@ -20,6 +20,10 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 10.0,
     # Seconds a stopping scheduler waits for running tasks before marking them `interrupted`.
     "SHUTDOWN_GRACE": 10.0,
+    # Seconds an accepted manual run waits for its task's current run to end (when the task does
+    # not allow concurrent runs) before it is recorded `skipped`; counted from when it was queued,
+    # or from when this scheduler began to lead if that was later.
+    "MANUAL_RUN_MAX_WAIT": 600.0,
     # Threads that run tasks in one scheduler process.
     "MAX_WORKERS": 20,
     # Default catch-up window: a fire processed later than this many seconds after its time is

@@ -1,6 +1,6 @@
 """A test-only hook that kills one long-lived thread, to prove that a dead thread is noticed.
 
-Each long-lived loop (``dispatcher``, ``watchdog``, ``finisher``) guards every item it handles, so
+Each long-lived loop (``dispatcher``, ``watchdog``, ``finisher``, ``pickup``) guards every item it handles, so
 that one bad task or value cannot end it. Should a loop end anyway (a bug outside that guard), the
 scheduler must say so, turn unhealthy and exit for its supervisor to restart it. Tests prove that
 by naming the thread in the environment variable ``SCHEDULER_TEST_KILL_THREAD`` (comma-separated):

@@ -305,3 +305,75 @@ def _write_states(cursor: Any, outcomes: list[RunOutcome]) -> None:
     for kind, rows in params.items():
         if rows:
             cursor.executemany(statements[kind], rows)
+
+
+def _pending_literal() -> str:
+    # A literal, not a parameter: SQLite uses the partial index `record_pending` only when the
+    # query's own condition implies the index's, which a bound parameter never does.
+    return f"'{TaskStatus.PENDING.value}'"
+
+
+def ready_runs(
+    *, now: datetime, limit: int, allow_overlap: Sequence[str] = (), expired_before: datetime | None = None
+) -> list[tuple[int, str, str, datetime]]:
+    """Queued runs that can start now, oldest first: (record id, task, trigger, created_at).
+
+    One query on the pending index, so that queued work that cannot start yet (retries not due,
+    fires kept by ``buffer_one`` or manual runs whose task is busy) never fills the ``limit`` and
+    holds back what can. Ready are: retries that are due (they are skipped if their task is busy);
+    a fire kept by ``buffer_one`` once its task is idle (normally the run it waits for starts it);
+    a manual run when its task is idle, allows overlap (``allow_overlap``: task names), or when it
+    was created before ``expired_before`` (it waited long enough: it starts or is given up).
+    """
+    record, state = TaskExecutionRecord, TaskState
+    r_task, r_trigger = f"r.{_column(record, 'task')}", f"r.{_column(record, 'trigger')}"
+    idle = f"COALESCE(s.{_column(state, 'running_count')}, 0) = 0"
+    manual = [idle]
+    params: list[Any] = [Trigger.RETRY.value, _datetime(now), Trigger.SCHEDULED.value, Trigger.MANUAL.value]
+    if allow_overlap:
+        manual.append(f"{r_task} IN ({_placeholders(len(allow_overlap))})")
+        params += list(allow_overlap)
+    if expired_before is not None:
+        manual.append(f"r.{_column(record, 'created_at')} <= %s")
+        params.append(_datetime(expired_before))
+    scheduled_at = f"r.{_column(record, 'scheduled_at')}"
+    sql = (
+        f"SELECT r.{_column(record, 'id')}, {r_task}, {r_trigger}, r.{_column(record, 'created_at')} "
+        f"FROM {_table(record)} r LEFT JOIN {_table(state)} s ON s.{_column(state, 'task')} = {r_task} "
+        f"WHERE r.{_column(record, 'status')} = {_pending_literal()} AND ("
+        f"({r_trigger} = %s AND ({scheduled_at} IS NULL OR {scheduled_at} <= %s)) "
+        f"OR ({r_trigger} = %s AND {idle}) "
+        f"OR ({r_trigger} = %s AND ({' OR '.join(manual)}))"
+        f") ORDER BY r.{_column(record, 'id')} LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, limit])
+        return [(row[0], row[1], row[2], _instant(row[3])) for row in cursor.fetchall()]
+
+
+def tasks_with_queued_manual_runs() -> set[str]:
+    """Tasks with a queued manual run (one that waits for its task's current run, or about to start)."""
+    record = TaskExecutionRecord
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT {_column(record, 'task')} FROM {_table(record)} "
+            f"WHERE {_column(record, 'status')} = {_pending_literal()} AND {_column(record, 'trigger')} = %s",
+            [Trigger.MANUAL.value],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def newest_pending_sql() -> str:
+    """The id of the newest queued record, one index probe: a cheap sign that a run was queued."""
+    record = TaskExecutionRecord
+    return (
+        f"SELECT MAX({_column(record, 'id')}) FROM {_table(record)} "
+        f"WHERE {_column(record, 'status')} = {_pending_literal()}"
+    )
+
+
+def newest_pending_id() -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute(newest_pending_sql())
+        row = cursor.fetchone()
+    return row[0] if row else None

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +60,10 @@ FINISH_DEFER_SECONDS = 0.05
 BUSY_MESSAGE = "skipped: the previous run is still running and the task does not allow concurrent runs"
 BUFFERED_MESSAGE = "buffered: runs right after the current run ends (overlap policy buffer_one)"
 ALREADY_BUFFERED_MESSAGE = "skipped: the previous run is still running and one fire is already buffered"
+WAITED_MESSAGE = (
+    "skipped: waited {waited:.0f}s for run #{blocking} to end (the task does not allow concurrent runs; "
+    "SCHEDULER['MANUAL_RUN_MAX_WAIT'] is {limit:g}s)"
+)
 
 
 def retry_delay(options: dict[str, Any], attempt: int) -> float:
@@ -122,6 +126,9 @@ class TaskRunner:
         self._finish_cond = threading.Condition()
         self._finisher: threading.Thread | None = None
         self._finisher_stop = False
+        # Told the names of the tasks whose runs just ended (after their outcomes are written),
+        # so that a manual run waiting for one of them starts right after it.
+        self.on_runs_ended: Callable[[set[str]], None] | None = None
 
     @property
     def pool(self) -> WorkerPool:
@@ -179,9 +186,14 @@ class TaskRunner:
                 self._launch(fire.config, record)
         return records
 
-    def launch_pending(self, record_id: int, config: TaskConfig | None = None) -> bool:
-        """Claim a queued manual run or retry and start it; False if it did not start."""
-        claimed = self._begin_pending(record_id, config)
+    def launch_pending(self, record_id: int, config: TaskConfig | None = None, *, waited: float | None = None) -> bool:
+        """Claim a queued manual run or retry and start it; False if it did not start.
+
+        A manual run whose task is busy (and does not allow overlap) stays ``pending``: it waits
+        for the current run to end. ``waited``: seconds it has waited already, once that is past
+        ``MANUAL_RUN_MAX_WAIT``; then a busy task makes it ``skipped``, with that reason.
+        """
+        claimed = self._begin_pending(record_id, config, waited)
         if claimed is None or claimed[1].status != TaskStatus.RUNNING:
             return False
         self._launch(*claimed)
@@ -411,11 +423,21 @@ class TaskRunner:
         user: Any = None,
         origin: str = "scheduler",
         jitter: float | None = None,
+        waited: float | None = None,
     ) -> TaskExecutionRecord | None:
         now = timezone.now()
         buffered = False
         with write_transaction():
             claimed = self._claim(config)
+            if not claimed and pending_id is not None and trigger == Trigger.MANUAL:
+                # An accepted manual run is not dropped for a collision: it waits for the current run.
+                if waited is None:
+                    return TaskExecutionRecord.objects.filter(pk=pending_id, status=TaskStatus.PENDING).first()
+                busy_message = WAITED_MESSAGE.format(
+                    waited=waited, blocking=self._running_run(config.name), limit=float(conf.get("MANUAL_RUN_MAX_WAIT"))
+                )
+            else:
+                busy_message = BUSY_MESSAGE
             status = TaskStatus.RUNNING if claimed else TaskStatus.SKIPPED
             fields: dict[str, Any] = {
                 "status": status,
@@ -426,7 +448,7 @@ class TaskRunner:
             if jitter is not None:
                 fields["jitter_seconds"] = jitter
             if not claimed:
-                fields.update(finished_at=now, duration_seconds=0.0, message=BUSY_MESSAGE)
+                fields.update(finished_at=now, duration_seconds=0.0, message=busy_message)
                 if trigger == Trigger.SCHEDULED and config.overlap_policy == OverlapPolicy.BUFFER_ONE:
                     fields.update(
                         status=TaskStatus.PENDING,
@@ -467,7 +489,7 @@ class TaskRunner:
         return record
 
     def _begin_pending(
-        self, record_id: int, config: TaskConfig | None
+        self, record_id: int, config: TaskConfig | None, waited: float | None = None
     ) -> tuple[TaskConfig, TaskExecutionRecord] | None:
         record = TaskExecutionRecord.objects.filter(pk=record_id).only("task_id", "trigger").first()
         if record is None:
@@ -476,8 +498,14 @@ class TaskRunner:
         if record.trigger == Trigger.RETRY and not config.enabled:
             self.drop_pending(record_id, "skipped: the task was disabled, so its retries stopped")
             return None
-        claimed = self._begin(config, trigger=record.trigger, pending_id=record_id)
+        claimed = self._begin(config, trigger=record.trigger, pending_id=record_id, waited=waited)
         return None if claimed is None else (config, claimed)
+
+    @staticmethod
+    def _running_run(name: str) -> str:
+        """The id of the task's current run (for a message), or "?" when none is recorded."""
+        running = TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING, task_id=name)
+        return str(running.order_by("-id").values_list("pk", flat=True).first() or "?")
 
     def _claim_buffered(self, config: TaskConfig) -> TaskExecutionRecord | None:
         state = TaskState.objects.filter(task_id=config.name)
@@ -586,6 +614,11 @@ class TaskRunner:
                 with self._finish_cond:
                     self._unrecorded_runs -= len(batch)
                     self._finish_cond.notify_all()
+            if self.on_runs_ended is not None:
+                try:
+                    self.on_runs_ended({run.config.name for run in batch})
+                except Exception:
+                    logger.exception("telling the scheduler that %d run(s) ended failed", len(batch))
 
     def _launch_buffered_after(self, runs: list[_Run]) -> None:
         """Start the fire that ``buffer_one`` kept behind each run that just ended."""

@@ -2,8 +2,10 @@
 
 One control loop per process (every ``POLL_INTERVAL``) renews the heartbeat and competes for the
 leader lease. The leader runs APScheduler over the cached ``DjangoJobStore``, applies configuration
-changes made by other processes, runs manual triggers queued as ``pending``, reaps the runs of dead
-processes and flushes the job store. Standbys only heartbeat until the lease is free.
+changes made by other processes, reaps the runs of dead processes and flushes the job store.
+Standbys only heartbeat until the lease is free. Runs queued as ``pending`` (manual runs, retries,
+fires kept by ``buffer_one``) are started by the leader's pickup thread, woken at once when a run
+is queued (``notify.py``), when a run that a queued manual run waits for ends, and every poll.
 
 APScheduler's fires go through ``TaskExecutor`` to one dispatcher thread, which applies the
 missed-run policy and hands every fire due at once to the ``TaskRunner`` in one call (one
@@ -21,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.base import BaseExecutor
@@ -46,10 +48,11 @@ from scheduler_app.db import close_thread_connections, fresh_connections
 from scheduler_app.execution import thread_ended
 from scheduler_app.jobstore import CachedDjangoJobStore
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
-from scheduler_app.records import MissedFire
+from scheduler_app.notify import PendingWatcher
+from scheduler_app.records import MissedFire, ready_runs, tasks_with_queued_manual_runs
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.runner import Fire, TaskRunner
-from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.tasks.base import OverlapPolicy, ScheduleType, TaskStatus
 from scheduler_app.triggers import CronTrigger, make_interval_trigger
 from scheduler_app.validation import config_errors, parse_datetime_option
 
@@ -57,6 +60,8 @@ logger = logging.getLogger("scheduler_app.scheduler")
 
 JOB_FUNC = "scheduler_app.scheduler:fire"
 REAP_EVERY_TICKS = 3
+# Queued runs started per look; a full batch is followed by another look at once.
+PENDING_BATCH = 100
 # Exit status of `runscheduler` when a long-lived thread died: its supervisor should restart it.
 EXIT_THREAD_DIED = 70
 
@@ -215,6 +220,17 @@ class TaskScheduler:
         self.problem = ""
         # Per task: (revision judged, why it cannot be scheduled or "").
         self._judged: dict[str, tuple[int, str]] = {}
+        # Queued runs (manual, retries, buffered fires) are started by the pickup thread, woken by
+        # the control loop's poll, by a notification that a run was queued (PendingWatcher), and
+        # when a run of a task with a queued manual run ends (it waits for that moment).
+        self._pickup_wake = threading.Event()
+        self._pickup: threading.Thread | None = None
+        self._watcher: PendingWatcher | None = None
+        self._leading_since: datetime | None = None
+        self._allow_overlap: list[str] = []
+        self._waiting_lock = threading.Lock()
+        self._waiting_tasks: set[str] = set()
+        self._ended_since_pickup: set[str] = set()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -262,6 +278,13 @@ class TaskScheduler:
         if self._aps is not None:
             self._aps.shutdown(wait=False)
         delayed = self._delayed.close()
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        self._pickup_wake.set()
+        if self._pickup is not None:
+            self._pickup.join(timeout=30)
+            self._pickup = None
         # Fires already handed over are recorded as missed (we are stopping), then the dispatcher ends.
         with self._fires_cond:
             self._fires_cond.notify_all()
@@ -315,6 +338,12 @@ class TaskScheduler:
         self.runner.process = self.process.row
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="fire-dispatcher", daemon=True)
         self._dispatcher.start()
+        self.runner.on_runs_ended = self._runs_ended
+        self._pickup_wake.clear()
+        self._pickup = threading.Thread(target=self._pickup_loop, name="run-pickup", daemon=True)
+        self._pickup.start()
+        self._watcher = PendingWatcher(self._pickup_wake.set)
+        self._watcher.start()
         logger.info(
             "scheduler process %s started with %d task(s): %s",
             self.process.row.label,
@@ -391,7 +420,9 @@ class TaskScheduler:
         """Names of the long-lived threads that should be running and are not."""
         if self._stopping.is_set():
             return []
-        threads = [self._dispatcher, self._delayed._thread]
+        threads = [self._dispatcher, self._delayed._thread, self._pickup]
+        if self._watcher is not None:
+            threads.append(self._watcher.thread)
         if self._aps is not None:
             threads.append(getattr(self._aps, "_thread", None))
         dead = [thread.name for thread in threads if thread is not None and thread_ended(thread)]
@@ -413,7 +444,9 @@ class TaskScheduler:
         self._aps.start(paused=True)
         self._sync_jobs()
         self._jobstore.flush()
+        self._leading_since = timezone.now()
         self._aps.resume()
+        self._pickup_wake.set()
 
     def _step_down(self, reason: str) -> None:
         logger.warning("stepping down as active scheduler: %s", reason)
@@ -421,12 +454,13 @@ class TaskScheduler:
             self._aps.shutdown(wait=False)
         self._aps = None
         self._jobstore = None
+        self._leading_since = None
 
     def _lead(self) -> None:
         if self._load_configs():
             self._sync_jobs()
         self._leave_out_failed_triggers()
-        self._dispatch_pending()
+        self._pickup_wake.set()  # the poll: retries that came due, and anything a notification missed
         now = time.monotonic()
         if self._jobstore is not None and now - self._last_flush >= float(conf.get("JOBSTORE_FLUSH_INTERVAL")):
             self._jobstore.flush()
@@ -444,6 +478,7 @@ class TaskScheduler:
             return False
         self._configs = {config.name: config for config in TaskConfig.objects.all()}
         self._config_key = key
+        self._allow_overlap = sorted(name for name, config in self._configs.items() if _allows_overlap(config))
         return True
 
     def _sync_jobs(self) -> None:
@@ -650,13 +685,60 @@ class TaskScheduler:
         missed += [MissedFire(config.name, scheduled_at, reason) for scheduled_at, reason in verdict.missed]
         return verdict.run
 
+    def _pickup_loop(self) -> None:
+        """Start queued runs whenever woken (the control loop wakes it every poll), while this process leads."""
+        interval = float(conf.get("POLL_INTERVAL"))
+        try:
+            while not self._stopping.is_set():
+                if not self._pickup_wake.wait(5.0):
+                    continue  # only to see `_stopping`; `stop()` wakes it too
+                self._pickup_wake.clear()
+                if self._stopping.is_set():
+                    return
+                if self._aps is None or time.monotonic() >= self._lease_valid_until:
+                    continue
+                faults.maybe_die("pickup")
+                try:
+                    with fresh_connections():
+                        self._dispatch_pending()
+                except (OperationalError, InterfaceError) as exc:
+                    logger.warning(
+                        "cannot pick up queued runs yet (%s)",
+                        (str(exc).strip().splitlines() or [type(exc).__name__])[0],
+                    )
+                    self._stopping.wait(interval)
+                except Exception:
+                    logger.exception("picking up queued runs failed; going on")
+                    self._stopping.wait(interval)
+        finally:
+            close_thread_connections()
+
+    def _runs_ended(self, names: set[str]) -> None:
+        """Called by the runner's finisher: a manual run waiting for one of these tasks can start."""
+        with self._waiting_lock:
+            self._ended_since_pickup |= names
+            waiting = bool(self._waiting_tasks & names)
+        if waiting:
+            self._pickup_wake.set()
+
     def _dispatch_pending(self) -> None:
-        """Start queued work: manual runs, retries that are due, and fires kept by ``buffer_one``."""
+        """Start queued work that can start now: manual runs, due retries, fires kept by ``buffer_one``.
+
+        "What can start" is one query (``records.ready_runs``): work that cannot start yet is left
+        out in SQL, so it never holds back what can. A manual run whose task is busy waits (see
+        ``TaskRunner.launch_pending``) until that run ends, or at most ``MANUAL_RUN_MAX_WAIT``.
+        """
+        with self._waiting_lock:
+            self._ended_since_pickup = set()
         now = timezone.now()
-        pending = TaskExecutionRecord.objects.filter(status=TaskStatus.PENDING).order_by("id")
-        for record_id, name, trigger, due in pending.values_list("id", "task_id", "trigger", "scheduled_at")[:100]:
-            if trigger == Trigger.RETRY and due is not None and due > now:
-                continue
+        since = self._leading_since or now
+        max_wait = timedelta(seconds=float(conf.get("MANUAL_RUN_MAX_WAIT")))
+        # A run queued while no scheduler led has waited only since this one began to.
+        expired_before = now - max_wait if since <= now - max_wait else None
+        ready = ready_runs(
+            now=now, limit=PENDING_BATCH, allow_overlap=self._allow_overlap, expired_before=expired_before
+        )
+        for record_id, name, trigger, created_at in ready:
             if name not in self.registry:
                 TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
                     status=TaskStatus.SKIPPED,
@@ -668,14 +750,31 @@ class TaskScheduler:
                 if trigger == Trigger.SCHEDULED:
                     # Normally the run it waits for starts it; this covers a run whose process died.
                     self.runner.launch_buffered(name, self._configs.get(name))
-                else:
-                    self.runner.launch_pending(record_id, self._configs.get(name))
+                    continue
+                waited = None
+                if trigger == Trigger.MANUAL and expired_before is not None and created_at <= expired_before:
+                    waited = (now - max(created_at, since)).total_seconds()
+                self.runner.launch_pending(record_id, self._configs.get(name), waited=waited)
             except (OperationalError, InterfaceError):
                 raise
             except Exception as exc:
                 # Dropped, so that one record that cannot start does not hold up every other one.
                 logger.exception("task %s: queued run %s could not be started", name, record_id)
                 self.runner.drop_pending(record_id, f"skipped: could not be started: {type(exc).__name__}: {exc}")
+        waiting = tasks_with_queued_manual_runs()
+        with self._waiting_lock:
+            self._waiting_tasks = waiting
+            # A run of one of these ended while we looked: look again rather than wait for the poll.
+            again = bool(waiting & self._ended_since_pickup)
+        if again or len(ready) == PENDING_BATCH:
+            self._pickup_wake.set()
+
+
+def _allows_overlap(config: TaskConfig) -> bool:
+    try:
+        return config.overlap_policy == OverlapPolicy.ALLOW
+    except ValueError:  # a stored value no rule allows: the task is left out anyway (config_error)
+        return False
 
 
 task_scheduler = TaskScheduler()

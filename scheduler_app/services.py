@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, Trigger
+from scheduler_app.notify import announce_pending
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.task_rows import sync_task_rows as sync_task_rows
 from scheduler_app.tasks.base import OPTION_DEFAULTS, OverlapPolicy, ScheduleType, TaskStatus
@@ -183,10 +184,12 @@ def clear_options(name: str, user: Any = None) -> TaskConfig:
 
 
 def request_run(name: str, user: Any = None, origin: str = "api") -> TaskExecutionRecord:
-    """Queue a manual run as a ``pending`` record; a scheduler process runs it within seconds.
+    """Queue a manual run as a ``pending`` record; the active scheduler starts it at once.
 
     It never runs the task in the calling process. A task that is running and does not allow
-    concurrent runs is refused with ``TaskBusy``; a disabled task may still be run by hand.
+    concurrent runs is refused with ``TaskBusy``; a disabled task may still be run by hand. A run
+    accepted here always runs: if a scheduled fire took the task by the time the scheduler picks
+    it up, it waits for that run to end (at most ``MANUAL_RUN_MAX_WAIT``).
     """
     config = get_task(name)
     if config.overlap_policy != OverlapPolicy.ALLOW and config.state.running_count:
@@ -207,4 +210,5 @@ def request_run(name: str, user: Any = None, origin: str = "api") -> TaskExecuti
             single_object=True,
         )
     logger.info("task %s: manual run %s queued by %s", name, record.pk, getattr(user, "username", origin))
+    announce_pending()
     return record

@@ -54,6 +54,7 @@ SCHEDULER = {
     "SHUTDOWN_GRACE": float(os.environ.get("TEST_SHUTDOWN_GRACE", "3")),
     "MISFIRE_GRACE_SECONDS": float(os.environ.get("TEST_MISFIRE_GRACE_SECONDS", "60")),
     "DEFAULT_TIMEOUT": float(os.environ.get("TEST_DEFAULT_TIMEOUT", "3600")),
+    "MANUAL_RUN_MAX_WAIT": float(os.environ.get("TEST_MANUAL_RUN_MAX_WAIT", "600")),
 }
 
 LOGGING = {

@@ -98,7 +98,10 @@ def test_a_bad_stored_configuration_is_left_out_and_shown_while_the_rest_goes_on
 
 
 @pytest.mark.process
-@pytest.mark.parametrize(("thread", "tasks"), [("dispatcher", ["TickTask"]), ("watchdog", ["TickTask", "HangTask"])])
+@pytest.mark.parametrize(
+    ("thread", "tasks"),
+    [("dispatcher", ["TickTask"]), ("watchdog", ["TickTask", "HangTask"]), ("pickup", ["TickTask"])],
+)
 def test_a_dead_thread_turns_health_red_and_the_process_exits_for_its_supervisor(
     processes, client: Client, thread: str, tasks: list[str]
 ) -> None:

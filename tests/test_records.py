@@ -123,3 +123,62 @@ def test_missed_fires_are_recorded_together_once_each(runner: TaskRunner) -> Non
     assert TaskExecutionRecord.objects.get(pk=ran.pk).status == "success"
     # Recording them again changes nothing.
     assert runner.record_missed_fires(fires[1:]) == [None, None]
+
+
+# -- what is ready to run ------------------------------------------------------------------------
+
+
+def queue(task: str, trigger: str, **fields: object) -> TaskExecutionRecord:
+    return TaskExecutionRecord.objects.create(task_id=task, trigger=trigger, status="pending", **fields)
+
+
+def test_ready_runs_skip_what_cannot_start_in_sql_so_it_never_starves_the_rest() -> None:
+    from scheduler_app.records import ready_runs, tasks_with_queued_manual_runs
+
+    now = timezone.now()
+    later = now + timedelta(hours=1)
+    # 150 retries not due yet, and a fire kept by buffer_one behind a run still going: ahead in id order.
+    waiting_retries = [queue("boom", "retry", scheduled_at=later, attempt=2) for _ in range(150)]
+    TaskState.objects.filter(task_id="slow").update(running_count=1)
+    buffered = queue("slow", "scheduled", scheduled_at=now)
+    busy_manual = queue("slow", "manual")
+    due_retry = queue("boom", "retry", scheduled_at=now - timedelta(seconds=1), attempt=2)
+    manual = queue("tick", "manual")
+
+    ready = ready_runs(now=now, limit=100)
+    assert [row[0] for row in ready] == [due_retry.pk, manual.pk]
+    assert [row[1:3] for row in ready] == [("boom", "retry"), ("tick", "manual")]
+    assert ready[1][3] == TaskExecutionRecord.objects.get(pk=manual.pk).created_at
+    assert waiting_retries[0].pk < buffered.pk < busy_manual.pk < due_retry.pk
+    # A limit of one still yields the oldest ready run, not a waiting one.
+    assert [row[0] for row in ready_runs(now=now, limit=1)] == [due_retry.pk]
+    # A manual run of a busy task is ready when the task allows overlap, or once it waited too long.
+    assert busy_manual.pk in [row[0] for row in ready_runs(now=now, limit=100, allow_overlap=["slow"])]
+    expired = ready_runs(now=now, limit=100, expired_before=timezone.now())
+    assert busy_manual.pk in [row[0] for row in expired]
+    assert busy_manual.pk not in [row[0] for row in ready_runs(now=now, limit=100, expired_before=now - timedelta(1))]
+    # Once the task is idle, its kept fire and its manual run are ready, in id order.
+    TaskState.objects.filter(task_id="slow").update(running_count=0)
+    ids = [row[0] for row in ready_runs(now=now, limit=100)]
+    assert ids == [buffered.pk, busy_manual.pk, due_retry.pk, manual.pk]
+    assert tasks_with_queued_manual_runs() == {"slow", "tick"}
+
+
+def test_ready_runs_use_the_pending_index_on_sqlite() -> None:
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's query plan")
+    from scheduler_app import records
+
+    captured: list[str] = []
+    with connection.execute_wrapper(
+        lambda execute, sql, params, many, context: captured.append(sql) or execute(sql, params, many, context)
+    ):
+        records.ready_runs(now=timezone.now(), limit=10)
+        records.newest_pending_id()
+    for sql in captured:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "NULL"))
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+        assert "record_pending" in plan, plan

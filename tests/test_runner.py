@@ -146,3 +146,44 @@ def test_interrupt_marks_only_running_records() -> None:
     assert running.status == "interrupted" and running.error == "gone"
     assert done.status == "success"
     assert state("tick").running_count == 0
+
+
+def test_a_queued_manual_run_of_a_busy_task_waits_then_runs_once() -> None:
+    queued = request_run("slow", origin="api")
+    TaskState.objects.filter(task_id="slow").update(running_count=1)  # a scheduled run took it meanwhile
+    runner = TaskRunner()
+    try:
+        assert runner.launch_pending(queued.pk) is False
+        queued.refresh_from_db()
+        assert queued.status == "pending" and queued.message == "", "an accepted run is not dropped"
+        TaskState.objects.filter(task_id="slow").update(running_count=0)
+        assert runner.launch_pending(queued.pk) is True
+        assert runner.launch_pending(queued.pk) is False, "claimed once"
+        assert runner.drain(10)
+    finally:
+        runner.close()
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+    assert TaskExecutionRecord.objects.filter(task_id="slow").count() == 1
+
+
+def test_a_manual_run_that_waited_too_long_is_skipped_naming_the_run_it_waited_for() -> None:
+    blocking = TaskExecutionRecord.objects.create(task_id="slow", trigger="scheduled", status="running")
+    TaskState.objects.filter(task_id="slow").update(running_count=1)
+    # Accepted while the task was idle (request_run refuses a busy task).
+    queued = TaskExecutionRecord.objects.create(task_id="slow", trigger="manual", status="pending", origin="api")
+    assert TaskRunner().launch_pending(queued.pk, waited=612.4) is False
+    queued.refresh_from_db()
+    assert queued.status == "skipped"
+    assert queued.message == (
+        f"skipped: waited 612s for run #{blocking.pk} to end (the task does not allow concurrent runs; "
+        "SCHEDULER['MANUAL_RUN_MAX_WAIT'] is 600s)"
+    )
+    assert TaskState.objects.get(task_id="slow").running_count == 1, "the run it waited for keeps its slot"
+
+
+def test_a_retry_of_a_busy_task_is_still_skipped() -> None:
+    TaskState.objects.filter(task_id="slow").update(running_count=1)
+    retry = TaskExecutionRecord.objects.create(task_id="slow", trigger="retry", status="pending", attempt=2)
+    assert TaskRunner().launch_pending(retry.pk) is False
+    retry.refresh_from_db()
+    assert retry.status == "skipped" and "previous run is still running" in retry.message

@@ -211,3 +211,86 @@ def test_a_burst_of_simultaneous_fires_runs_each_fire_once(processes) -> None:
         assert all(abs((b - a).total_seconds() - 1.0) < 1e-3 for a, b in pairwise(fires)), (name, fires)
         state = TaskState.objects.get(task_id=name)
         assert (state.run_count, state.running_count, state.last_result) == (len(task_runs), 0, "success")
+
+
+# -- queued runs: "run now" always runs, and nothing waiting holds it back ------------------------
+
+
+def accepted_while_idle(task: str) -> TaskExecutionRecord:
+    """A manual run as the API queued it a moment before a scheduled fire took the task.
+
+    Written directly: through ``request_run`` now, a busy task answers 409 (nothing is queued).
+    """
+    return TaskExecutionRecord.objects.create(task_id=task, trigger="manual", status="pending", origin="api")
+
+
+def test_a_manual_run_that_meets_a_scheduled_run_waits_for_it_and_runs_right_after(processes) -> None:
+    processes.scheduler(["SlowTask"])
+    blocking = wait_for(
+        lambda: TaskExecutionRecord.objects.filter(task_id="slow", trigger="scheduled", status="running").first(),
+        timeout=10,
+        message="a scheduled slow run",
+    )
+    queued = accepted_while_idle("slow")
+    done = wait_for(
+        lambda: (r := TaskExecutionRecord.objects.get(pk=queued.pk)).status not in ("pending", "running") and r,
+        timeout=15,
+        message="the manual run to end",
+    )
+    assert done.status == "success", (done.status, done.message)
+    blocking.refresh_from_db()
+    assert blocking.status == "success" and done.started_at >= blocking.finished_at
+    # The next run after the one it met: no scheduled run came in between.
+    between = TaskExecutionRecord.objects.filter(
+        task_id="slow", trigger="scheduled", started_at__gt=blocking.started_at, started_at__lt=done.started_at
+    ).exclude(status__in=["skipped", "missed"])
+    assert not between.exists(), list(between.values("id", "status", "started_at"))
+    # One record for the accepted run, run once.
+    assert TaskExecutionRecord.objects.filter(task_id="slow", trigger="manual").count() == 1
+    assert TaskState.objects.get(task_id="slow").running_count in (0, 1)
+
+
+def test_a_run_queued_while_no_scheduler_ran_runs_beside_the_catch_up_fire(processes) -> None:
+    first = processes.scheduler(["SlowTask"])
+    wait_for(lambda: count("slow", status="success") >= 1, timeout=10, message="a slow run")
+    assert first.stop() == 0
+    queued = [services.request_run("slow", origin="api") for _ in range(3)]
+    processes.scheduler(["SlowTask"])
+    ids = [record.pk for record in queued]
+    wait_for(
+        lambda: TaskExecutionRecord.objects.filter(pk__in=ids, status="success").count() == 3,
+        timeout=30,
+        message="the three queued runs to succeed",
+    )
+    runs = list(TaskExecutionRecord.objects.filter(pk__in=ids).order_by("started_at"))
+    assert [r.pk for r in runs] == ids, "queued runs start in the order they were accepted"
+    for earlier, later in pairwise(runs):
+        assert later.started_at >= earlier.finished_at, "runs of a non-concurrent task overlapped"
+
+
+def test_a_manual_run_gives_up_after_the_documented_wait_and_says_why(processes) -> None:
+    processes.scheduler(["LongTask"], TEST_LONG_TASK_SECONDS="20", TEST_MANUAL_RUN_MAX_WAIT="1")
+    blocking = services.request_run("long", origin="api")
+    wait_for(lambda: TaskExecutionRecord.objects.get(pk=blocking.pk).status == "running", timeout=5, message="run")
+    queued = accepted_while_idle("long")
+    wait_for(lambda: TaskExecutionRecord.objects.get(pk=queued.pk).status == "skipped", timeout=10, message="a give-up")
+    skipped = TaskExecutionRecord.objects.get(pk=queued.pk)
+    assert f"for run #{blocking.pk} to end" in skipped.message and "MANUAL_RUN_MAX_WAIT" in skipped.message
+    assert skipped.message.startswith("skipped: waited ")
+    assert TaskExecutionRecord.objects.get(pk=blocking.pk).status == "running", "the run it waited for goes on"
+
+
+def test_a_manual_run_starts_at_once_behind_150_retries_not_yet_due(processes) -> None:
+    later = timezone.now() + timedelta(hours=1)
+    TaskExecutionRecord.objects.bulk_create(
+        [
+            TaskExecutionRecord(task_id="boom", trigger="retry", status="pending", scheduled_at=later, attempt=2)
+            for _ in range(150)
+        ]
+    )
+    processes.scheduler(["BoomTask", "CronTask"], TEST_POLL_INTERVAL="1")
+    queued = services.request_run("nightly", origin="api")
+    wait_for(
+        lambda: TaskExecutionRecord.objects.get(pk=queued.pk).status == "success", timeout=5, message="the manual run"
+    )
+    assert count("boom", trigger="retry", status="pending") == 150, "a retry ran before it was due"
