@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
-from scheduler_app.coordination import current_leader, release_lease, try_acquire_lease
-from scheduler_app.models import SchedulerLease
+from scheduler_app.coordination import (
+    HOST,
+    current_leader,
+    pid_is_alive,
+    reap_dead_processes,
+    release_lease,
+    try_acquire_lease,
+)
+from scheduler_app.models import SchedulerLease, SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.runner import TaskRunner
+from scheduler_app.tasks.base import TaskStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,4 +75,88 @@ def test_a_released_lease_is_free_at_once() -> None:
     release_lease(second)  # someone else's release changes nothing
     assert try_acquire_lease(second) is False
     release_lease(first)
+    assert current_leader() is None
     assert try_acquire_lease(second) is True
+
+
+# -- process liveness and the reaper -----------------------------------------------------------------
+
+
+def ended_pid() -> int:
+    """The id of a process that has exited and been reaped: no process has it (for now)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_pid_is_alive_for_live_processes_only() -> None:
+    assert pid_is_alive(os.getpid())
+    assert not pid_is_alive(ended_pid())
+    zombie = subprocess.Popen(["true"])  # exits and stays a zombie until waited for
+    try:
+        state = Path(f"/proc/{zombie.pid}/stat")
+        deadline = time.monotonic() + 10
+        while state.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.01)
+        assert not pid_is_alive(zombie.pid)
+    finally:
+        zombie.wait()
+
+
+def running_record(worker: SchedulerProcess | None = None, label: str = "") -> TaskExecutionRecord:
+    TaskState.objects.filter(task_id="tick").update(running_count=F("running_count") + 1)
+    return TaskExecutionRecord.objects.create(
+        task_id="tick",
+        trigger=Trigger.SCHEDULED,
+        status=TaskStatus.RUNNING,
+        started_at=timezone.now() - timedelta(seconds=3),
+        worker=worker,
+        worker_label=label or (worker.label if worker else ""),
+    )
+
+
+def test_the_reaper_interrupts_exactly_the_runs_of_dead_processes(caplog: pytest.LogCaptureFixture) -> None:
+    stale = timezone.now() - timedelta(hours=1)
+    me = SchedulerProcess.objects.create(kind="scheduler", host=HOST, pid=os.getpid())
+    silent = SchedulerProcess.objects.create(kind="scheduler", host="elsewhere", pid=7, last_heartbeat=stale)
+    far_alive = SchedulerProcess.objects.create(kind="command", host="elsewhere", pid=8)
+    gone_here = SchedulerProcess.objects.create(kind="command", host=HOST, pid=ended_pid())  # fresh heartbeat
+    old_me = SchedulerProcess.objects.create(kind="scheduler", host=HOST, pid=os.getpid())  # a former incarnation
+    doomed = [
+        running_record(silent),
+        running_record(gone_here),
+        running_record(old_me),
+        running_record(label=f"{HOST}:{ended_pid()}"),  # its process row is already gone
+    ]
+    spared = [
+        running_record(me),
+        running_record(far_alive),
+        running_record(label=f"elsewhere:{ended_pid()}"),  # not ours to judge: wait for its heartbeat
+        running_record(label=f"{HOST}:{os.getpid()}"),
+        running_record(label=f"{HOST}:notapid"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.coordination"):
+        assert reap_dead_processes(TaskRunner(), me=me.pk) == 4
+    assert {r.pk for r in TaskExecutionRecord.objects.filter(status=TaskStatus.INTERRUPTED)} == {r.pk for r in doomed}
+    interrupted = TaskExecutionRecord.objects.get(pk=doomed[0].pk)
+    assert interrupted.finished_at is not None and "process running it died" in interrupted.error
+    assert all(TaskExecutionRecord.objects.get(pk=r.pk).status == TaskStatus.RUNNING for r in spared)
+    assert set(SchedulerProcess.objects.values_list("pk", flat=True)) == {me.pk, far_alive.pk}
+    assert TaskState.objects.get(task_id="tick").running_count == len(spared)
+    assert "marked 4 run(s) of dead processes as interrupted" in caplog.text
+    # Nothing more to do: nothing changes, nothing is logged.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.coordination"):
+        assert reap_dead_processes(TaskRunner(), me=me.pk) == 0
+    assert caplog.text == ""
+    assert SchedulerProcess.objects.count() == 2
+
+
+def test_without_me_the_reaper_judges_every_row() -> None:
+    stale = timezone.now() - timedelta(hours=1)
+    silent = SchedulerProcess.objects.create(kind="scheduler", host="elsewhere", pid=7, last_heartbeat=stale)
+    record = running_record(silent)
+    assert reap_dead_processes(TaskRunner()) == 1
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == TaskStatus.INTERRUPTED
+    assert not SchedulerProcess.objects.exists()
