@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from django.utils import timezone
 
-from scheduler_app.models import TaskExecutionRecord, TaskState
+from scheduler_app import signals
+from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
 from scheduler_app.runner import TaskRunner
 from scheduler_app.services import request_run, sync_task_rows
-from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,13 +127,45 @@ def test_pending_run_is_claimed_once() -> None:
     assert runner.run_pending(queued.pk) is None
 
 
-def test_seed_helpers_history_and_state() -> None:
+def test_seed_helpers_history_and_state(django_assert_num_queries: Any) -> None:
     runner = TaskRunner()
     for _ in range(3):
         runner.run_now("tick")
     history = runner.get_history("tick", limit=2)
     assert len(history) == 2 and history[0].pk > history[1].pk
     assert runner.get_state("tick").run_count == 3
+    TaskExecutionRecord.objects.bulk_create(
+        TaskExecutionRecord(task_id="tick", trigger=Trigger.MANUAL, status=TaskStatus.SUCCESS) for _ in range(10)
+    )
+    newest = list(TaskExecutionRecord.objects.filter(task_id="tick").order_by("-id").values_list("pk", flat=True))
+    assert [r.pk for r in runner.get_history("tick")] == newest[:10], "ten by default, newest first"
+    with django_assert_num_queries(1):  # the state comes with its task's configuration
+        assert runner.get_state("tick").task.name == "tick"
+
+
+def test_a_missed_fire_is_recorded_and_announced_as_stored() -> None:
+    process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    runner = TaskRunner(process=process)
+    announced: list[TaskExecutionRecord] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        announced.append(record)
+
+    at = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    signals.run_finished.connect(receiver)
+    try:
+        # In whatever zone is active: the fire is matched to its record by its instant.
+        with timezone.override("Asia/Tokyo"):
+            record = runner.record_missed("tick", at, "outside the grace window")
+            assert runner.record_missed("tick", at, "again") is None, "a fire never gets two records"
+    finally:
+        signals.run_finished.disconnect(receiver)
+    assert record is not None and announced == [record]
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    fields = ("task_id", "trigger", "status", "scheduled_at", "created_at", "finished_at", "message", "worker_id")
+    assert [getattr(record, f) for f in fields] == [getattr(stored, f) for f in fields]
+    assert (stored.status, stored.scheduled_at, stored.message) == ("missed", at, "outside the grace window")
+    assert stored.worker_id == process.pk and stored.finished_at == stored.created_at is not None
 
 
 def test_interrupt_marks_only_running_records() -> None:
