@@ -243,7 +243,7 @@ class TaskRunner:
         with write_transaction():
             ids = record_missed(fires, now=now, worker=self.process, worker_label=self.worker_label)
         records: list[TaskExecutionRecord | None] = []
-        for fire, record_id in zip(fires, ids, strict=True):
+        for fire, record_id in zip(fires, ids, strict=True):  # pragma: no mutate (strict only asserts)
             if record_id is None:
                 records.append(None)
                 continue

@@ -74,9 +74,11 @@ def test_a_released_lease_is_free_at_once() -> None:
     assert try_acquire_lease(first)
     release_lease(second)  # someone else's release changes nothing
     assert try_acquire_lease(second) is False
+    SchedulerLease.objects.create(name="another", holder=first, expires_at=timezone.now() + timedelta(minutes=1))
     release_lease(first)
     assert current_leader() is None
     assert try_acquire_lease(second) is True
+    assert SchedulerLease.objects.get(name="another").holder == first, "only the scheduler's lease is released"
 
 
 # -- process liveness and the reaper -----------------------------------------------------------------

@@ -90,6 +90,9 @@ def test_validation_error_carries_fields_and_subject() -> None:
     error = ScheduleValidationError({"cron_expression": "bad"}, subject="task 'x'")
     assert error.errors == {"cron_expression": "bad"}
     assert str(error) == "task 'x': cron_expression: bad"
+    assert error.subject == "task 'x'"
+    bare = ScheduleValidationError({"timezone": "unknown", "timeout": "too long"})
+    assert str(bare) == "timezone: unknown; timeout: too long" and bare.subject is None
 
 
 # -- the bounds --------------------------------------------------------------------------------------
