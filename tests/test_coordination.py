@@ -40,6 +40,9 @@ def test_a_held_lease_is_refused_to_others_until_it_expires() -> None:
     assert try_acquire_lease(first)
     lease = current_leader()
     assert lease is not None and lease.holder == first
+    acquired = lease.acquired_at
+    assert acquired is not None
+    assert try_acquire_lease(first), "the holder renews its lease while it holds it"
     assert try_acquire_lease(second) is False
     move_expiry(0.5)
     assert try_acquire_lease(second) is False, "a lease that has not expired yet is not taken over"
@@ -47,6 +50,7 @@ def test_a_held_lease_is_refused_to_others_until_it_expires() -> None:
     assert try_acquire_lease(second) is True
     lease = current_leader()
     assert lease is not None and lease.holder == second
+    assert lease.acquired_at is not None and lease.acquired_at > acquired, "a new holder's lease starts anew"
     assert try_acquire_lease(first) is False, "the old holder has lost it"
 
 

@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 
-from scheduler_app import services
+from scheduler_app import services, signals
 from scheduler_app.models import TaskExecutionRecord, TaskState
 from scheduler_app.runner import ALREADY_BUFFERED_MESSAGE, TaskRunner, retry_delay
 from scheduler_app.scheduler import build_trigger
@@ -79,8 +79,19 @@ def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
     assert second.status == "skipped" and second.message == ALREADY_BUFFERED_MESSAGE
     assert runner.run_buffered("tick") is None  # still busy
     TaskState.objects.filter(task_id="tick").update(running_count=0)
-    ran = runner.run_buffered("tick")
+    slots: list[int] = []
+
+    def on_start(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        slots.append(TaskState.objects.get(task_id="tick").running_count)
+
+    signals.run_started.connect(on_start)
+    try:
+        ran = runner.run_buffered("tick")
+    finally:
+        signals.run_started.disconnect(on_start)
     assert ran.pk == first.pk and ran.status == "success"
+    assert slots == [1], "the buffered run holds its task's slot while it runs"
+    assert TaskState.objects.get(task_id="tick").running_count == 0
     assert TaskState.objects.get(task_id="tick").buffered_record_id is None
 
 
