@@ -143,7 +143,7 @@ def test_seed_helpers_history_and_state(django_assert_num_queries: Any) -> None:
         assert runner.get_state("tick").task.name == "tick"
 
 
-def test_a_missed_fire_is_recorded_and_announced_as_stored() -> None:
+def test_a_missed_fire_is_recorded_and_announced_as_stored(caplog: pytest.LogCaptureFixture) -> None:
     process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
     runner = TaskRunner(process=process)
     announced: list[TaskExecutionRecord] = []
@@ -166,6 +166,28 @@ def test_a_missed_fire_is_recorded_and_announced_as_stored() -> None:
     assert [getattr(record, f) for f in fields] == [getattr(stored, f) for f in fields]
     assert (stored.status, stored.scheduled_at, stored.message) == ("missed", at, "outside the grace window")
     assert stored.worker_id == process.pk and stored.finished_at == stored.created_at is not None
+    assert f"task tick: fire at {at.isoformat()} missed: outside the grace window" in caplog.text
+
+
+def test_drop_pending_settles_only_that_queued_run() -> None:
+    runner = TaskRunner()
+    dropped, other = request_run("tick"), request_run("tick")
+    running = TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.MANUAL, status=TaskStatus.RUNNING)
+    announced: list[int] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        announced.append(record.pk)
+
+    signals.run_finished.connect(receiver)
+    try:
+        runner.drop_pending(dropped.pk, "skipped: no longer wanted")
+        runner.drop_pending(running.pk, "skipped: no longer wanted")  # not queued: left alone
+    finally:
+        signals.run_finished.disconnect(receiver)
+    assert announced == [dropped.pk]
+    statuses = dict(TaskExecutionRecord.objects.values_list("pk", "status"))
+    assert (statuses[dropped.pk], statuses[other.pk], statuses[running.pk]) == ("skipped", "pending", "running")
+    assert TaskExecutionRecord.objects.get(pk=dropped.pk).message == "skipped: no longer wanted"
 
 
 def test_interrupt_marks_only_running_records() -> None:

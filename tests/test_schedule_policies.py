@@ -9,10 +9,10 @@ from itertools import pairwise
 import pytest
 
 from scheduler_app import services, signals
-from scheduler_app.models import TaskExecutionRecord, TaskState
+from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState
 from scheduler_app.runner import ALREADY_BUFFERED_MESSAGE, TaskRunner, retry_delay
 from scheduler_app.scheduler import build_trigger
-from scheduler_app.tasks.base import OPTION_DEFAULTS
+from scheduler_app.tasks.base import OPTION_DEFAULTS, BaseTask
 from scheduler_app.triggers import CronTrigger, next_fire_times
 from scheduler_app.validation import ScheduleValidationError
 from tests.processes import wait_for
@@ -72,7 +72,8 @@ def test_end_date_changes_the_job_trigger() -> None:
 def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
     services.set_options("tick", {"overlap": "buffer_one"})
     TaskState.objects.filter(task_id="tick").update(running_count=1)  # a run elsewhere holds the slot
-    runner = TaskRunner()
+    process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    runner = TaskRunner(process=process)
     first = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))
     second = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC))
     assert first.status == "pending" and "buffered" in first.message
@@ -80,9 +81,12 @@ def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
     assert runner.run_buffered("tick") is None  # still busy
     TaskState.objects.filter(task_id="tick").update(running_count=0)
     slots: list[int] = []
+    started: list[tuple[object, ...]] = []
 
-    def on_start(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+    def on_start(sender: object, record: TaskExecutionRecord, task: BaseTask, **kwargs: object) -> None:
         slots.append(TaskState.objects.get(task_id="tick").running_count)
+        row = TaskExecutionRecord.objects.get(pk=record.pk)
+        started.append((sender, record.pk, task.name, row.status, row.message, row.worker_id, row.started_at is None))
 
     signals.run_started.connect(on_start)
     try:
@@ -91,8 +95,23 @@ def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
         signals.run_started.disconnect(on_start)
     assert ran.pk == first.pk and ran.status == "success"
     assert slots == [1], "the buffered run holds its task's slot while it runs"
+    assert started == [(TaskRunner, first.pk, "tick", "running", "", process.pk, False)]
     assert TaskState.objects.get(task_id="tick").running_count == 0
     assert TaskState.objects.get(task_id="tick").buffered_record_id is None
+
+
+@db
+def test_a_buffered_fire_settled_meanwhile_gives_its_slot_back() -> None:
+    services.set_options("tick", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    runner = TaskRunner()
+    kept = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))
+    TaskExecutionRecord.objects.filter(pk=kept.pk).update(status="skipped", message="settled elsewhere")
+    TaskState.objects.filter(task_id="tick").update(running_count=0)
+    assert runner.run_buffered("tick") is None
+    state = TaskState.objects.get(task_id="tick")
+    assert (state.running_count, state.buffered_record_id) == (0, None)
+    assert TaskExecutionRecord.objects.get(pk=kept.pk).message == "settled elsewhere", "not run after all"
 
 
 @db
