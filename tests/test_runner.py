@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from scheduler_app import signals
+from scheduler_app import services, signals
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
-from scheduler_app.runner import TaskRunner
+from scheduler_app.runner import BUSY_MESSAGE, TaskRunner
 from scheduler_app.services import request_run, sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -203,3 +205,65 @@ def test_interrupt_marks_only_running_records() -> None:
     assert running.status == "interrupted" and running.error == "gone"
     assert done.status == "success"
     assert state("tick").running_count == 0
+
+
+# -- the scheduler's asynchronous entry points ---------------------------------------------------
+
+
+@pytest.fixture
+def runner() -> Iterator[TaskRunner]:
+    runner = TaskRunner()
+    yield runner
+    runner.close()
+
+
+def test_launch_pending_starts_a_queued_run_that_the_finisher_records(runner: TaskRunner) -> None:
+    queued = request_run("tick")
+    assert runner.launch_pending(queued.pk) is True
+    assert runner.launch_pending(queued.pk) is False, "claimed once"
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+    assert runner.dead_threads() == []
+
+
+def test_launch_pending_of_a_busy_task_settles_it_without_starting(runner: TaskRunner) -> None:
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    queued = TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.MANUAL, status=TaskStatus.PENDING)
+    assert runner.launch_pending(queued.pk) is False
+    assert runner.launch_pending(10**9) is False, "a record that does not exist"
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).message == BUSY_MESSAGE
+    assert runner.drain(0.1)  # nothing was launched
+
+
+def test_launch_buffered_starts_the_kept_fire_once(runner: TaskRunner) -> None:
+    services.set_options("tick", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    kept = runner.run_scheduled("tick", datetime(2027, 1, 1, tzinfo=UTC))
+    assert kept is not None and kept.status == "pending"
+    assert runner.launch_buffered("tick") is False, "the task is still busy"
+    TaskState.objects.filter(task_id="tick").update(running_count=0)
+    assert runner.launch_buffered("tick") is True
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=kept.pk).status == "success"
+    assert runner.launch_buffered("tick") is False, "nothing kept any more"
+
+
+def test_interrupt_launched_settles_runs_still_going(runner: TaskRunner) -> None:
+    assert runner.interrupt_launched("stopping") == 0, "nothing launched yet"
+    queued = request_run("hang")
+    assert runner.launch_pending(queued.pk)
+    wait_for(
+        lambda: runner.interrupt_launched("the scheduler stopped") == 1, timeout=10, message="the run to be in flight"
+    )
+    assert runner.drain(30)
+    record = TaskExecutionRecord.objects.get(pk=queued.pk)
+    assert (record.status, record.error) == ("interrupted", "the scheduler stopped")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # its death is the point
+def test_a_dead_finisher_is_reported(runner: TaskRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler_app import faults
+
+    monkeypatch.setattr(faults, "_KILL", frozenset({"finisher"}))
+    assert runner.launch_pending(request_run("tick").pk)
+    wait_for(lambda: runner.dead_threads() == ["run-finisher"], timeout=30, message="the finisher to die")
