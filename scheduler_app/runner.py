@@ -154,7 +154,7 @@ class TaskRunner:
     def run_pending(self, record_id: int, config: TaskConfig | None = None) -> TaskExecutionRecord | None:
         """Claim and run a manual run or a retry queued as ``pending``; None if another process claimed it."""
         with fresh_connections():
-            claimed = self._begin_pending(record_id, config)
+            claimed = self._begin_pending(record_id, config)  # pragma: no mutate (config only saves a read)
             return None if claimed is None else self._complete(*claimed)
 
     def run_buffered(self, name: str, config: TaskConfig | None = None) -> TaskExecutionRecord | None:
@@ -470,14 +470,17 @@ class TaskRunner:
     def _begin_pending(
         self, record_id: int, config: TaskConfig | None
     ) -> tuple[TaskConfig, TaskExecutionRecord] | None:
+        # pragma: no mutate start (only() saves reading columns, deferred ones load on use)
         record = TaskExecutionRecord.objects.filter(pk=record_id).only("task_id", "trigger").first()
+        # pragma: no mutate end
         if record is None:
             return None
         config = config or self._config(record.task_id)
         if record.trigger == Trigger.RETRY and not config.enabled:
             self.drop_pending(record_id, "skipped: the task was disabled, so its retries stopped")
             return None
-        claimed = self._begin(config, trigger=record.trigger, pending_id=record_id)
+        # A queued run is never a scheduled fire: its trigger changes nothing in _begin.
+        claimed = self._begin(config, trigger=record.trigger, pending_id=record_id)  # pragma: no mutate
         return None if claimed is None else (config, claimed)
 
     def _claim_buffered(self, config: TaskConfig) -> TaskExecutionRecord | None:

@@ -145,6 +145,12 @@ def test_seed_helpers_history_and_state(django_assert_num_queries: Any) -> None:
         assert runner.get_state("tick").task.name == "tick"
 
 
+def test_a_scheduled_fire_keeps_its_jitter() -> None:
+    record = TaskRunner().run_scheduled("tick", datetime(2027, 1, 1, tzinfo=UTC), jitter=2.5)
+    assert record is not None and record.status == "success"
+    assert TaskExecutionRecord.objects.get(pk=record.pk).jitter_seconds == 2.5
+
+
 def test_a_missed_fire_is_recorded_and_announced_as_stored(caplog: pytest.LogCaptureFixture) -> None:
     process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
     runner = TaskRunner(process=process)

@@ -139,7 +139,7 @@ def test_retries_stop_when_the_task_is_disabled() -> None:
     services.disable_task("boom")
     assert runner.run_pending(retry.pk) is None
     retry.refresh_from_db()
-    assert retry.status == "skipped" and "retries stopped" in retry.message
+    assert retry.status == "skipped" and retry.message == "skipped: the task was disabled, so its retries stopped"
     # Settled as a run that ended as it began: it has a start, an end and no duration.
     assert retry.started_at is not None and retry.finished_at == retry.started_at and retry.duration_seconds == 0.0
 

@@ -1,0 +1,39 @@
+"""The operations of services.py that the API and admin tests reach only in part."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler_app import services
+from scheduler_app.models import TaskConfig
+from scheduler_app.tasks.base import OverlapPolicy
+from scheduler_app.validation import ScheduleValidationError
+
+pytestmark = pytest.mark.django_db
+
+
+def test_clear_schedule_drops_every_override() -> None:
+    services.set_schedule("tick", schedule_type="cron", cron_expression="*/5 * * * *", timezone_name="Europe/Berlin")
+    services.clear_schedule("tick")
+    tick = TaskConfig.objects.get(name="tick")
+    overrides = (
+        tick.schedule_type_override,
+        tick.cron_expression_override,
+        tick.interval_seconds_override,
+        tick.timezone_override,
+    )
+    assert overrides == ("", "", None, "")
+    assert (tick.schedule_type, tick.interval_seconds) == (tick.default_schedule_type, tick.default_interval_seconds)
+
+
+def test_set_options_stores_choices_as_their_values_and_resets_keys() -> None:
+    services.set_options("tick", {"overlap": OverlapPolicy.BUFFER_ONE, "jitter_seconds": 3})
+    assert TaskConfig.objects.get(name="tick").options_override == {"overlap": "buffer_one", "jitter_seconds": 3}
+    services.set_options("tick", {"jitter_seconds": None, "max_retries": None})  # max_retries was never set
+    assert TaskConfig.objects.get(name="tick").options_override == {"overlap": "buffer_one"}
+
+
+def test_set_options_refuses_an_unknown_key_even_as_a_reset() -> None:
+    with pytest.raises(ScheduleValidationError, match="nonsense: unknown schedule option"):
+        services.set_options("tick", {"nonsense": None})
+    assert TaskConfig.objects.get(name="tick").options_override in ({}, None)
