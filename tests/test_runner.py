@@ -203,12 +203,28 @@ def test_interrupt_marks_only_running_records() -> None:
     done = runner.run_now("tick")
     TaskState.objects.filter(task_id="tick").update(running_count=1)
     running = TaskExecutionRecord.objects.create(
-        task_id="tick", trigger="manual", status="running", started_at=done.finished_at
+        task_id="tick", trigger="manual", status="running", started_at=done.finished_at, data={"step": 3}
     )
-    assert runner.interrupt([done, running], "gone") == 1
+    unstarted = TaskExecutionRecord.objects.create(task_id="tick", trigger="manual", status="running")
+    announced: list[tuple[int, str]] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        announced.append((record.pk, record.status))
+
+    assert runner.interrupt([], "nothing") == 0
+    signals.run_finished.connect(receiver)
+    try:
+        assert runner.interrupt([done, running, unstarted], "gone") == 2
+    finally:
+        signals.run_finished.disconnect(receiver)
+    assert announced == [(running.pk, "interrupted"), (unstarted.pk, "interrupted")]
     running.refresh_from_db()
     done.refresh_from_db()
+    unstarted.refresh_from_db()
     assert running.status == "interrupted" and running.error == "gone"
+    assert running.started_at == done.finished_at and running.data == {"step": 3}, "what it had is kept"
+    assert running.duration_seconds == (running.finished_at - running.started_at).total_seconds() > 0
+    assert unstarted.finished_at is not None and unstarted.duration_seconds is None and unstarted.data == {}
     assert done.status == "success"
     assert state("tick").running_count == 0
 
