@@ -289,3 +289,13 @@ def test_a_dead_finisher_is_reported(runner: TaskRunner, monkeypatch: pytest.Mon
     monkeypatch.setattr(faults, "_KILL", frozenset({"finisher"}))
     assert runner.launch_pending(request_run("tick").pk)
     wait_for(lambda: runner.dead_threads() == ["run-finisher"], timeout=30, message="the finisher to die")
+
+
+def test_drain_gives_up_at_its_timeout_while_a_run_goes_on(runner: TaskRunner) -> None:
+    assert runner.drain(0), "nothing launched: drained at once"
+    queued = request_run("slow")  # 2.5 s
+    assert runner.launch_pending(queued.pk)
+    assert runner.drain(0.1) is False
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running"
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
