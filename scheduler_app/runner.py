@@ -180,7 +180,7 @@ class TaskRunner:
 
     def launch_pending(self, record_id: int, config: TaskConfig | None = None) -> bool:
         """Claim a queued manual run or retry and start it; False if it did not start."""
-        claimed = self._begin_pending(record_id, config)
+        claimed = self._begin_pending(record_id, config)  # pragma: no mutate (config only saves a read)
         if claimed is None or claimed[1].status != TaskStatus.RUNNING:
             return False
         self._launch(*claimed)

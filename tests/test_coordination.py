@@ -124,7 +124,8 @@ def running_record(worker: SchedulerProcess | None = None, label: str = "") -> T
 
 def test_the_reaper_interrupts_exactly_the_runs_of_dead_processes(caplog: pytest.LogCaptureFixture) -> None:
     stale = timezone.now() - timedelta(hours=1)
-    me = SchedulerProcess.objects.create(kind="scheduler", host=HOST, pid=os.getpid())
+    # Even with a stale heartbeat of its own (it missed some), the reaper never reaps itself.
+    me = SchedulerProcess.objects.create(kind="scheduler", host=HOST, pid=os.getpid(), last_heartbeat=stale)
     silent = SchedulerProcess.objects.create(kind="scheduler", host="elsewhere", pid=7, last_heartbeat=stale)
     far_alive = SchedulerProcess.objects.create(kind="command", host="elsewhere", pid=8)
     gone_here = SchedulerProcess.objects.create(kind="command", host=HOST, pid=ended_pid())  # fresh heartbeat
@@ -146,11 +147,12 @@ def test_the_reaper_interrupts_exactly_the_runs_of_dead_processes(caplog: pytest
         assert reap_dead_processes(TaskRunner(), me=me.pk) == 4
     assert {r.pk for r in TaskExecutionRecord.objects.filter(status=TaskStatus.INTERRUPTED)} == {r.pk for r in doomed}
     interrupted = TaskExecutionRecord.objects.get(pk=doomed[0].pk)
-    assert interrupted.finished_at is not None and "process running it died" in interrupted.error
+    assert interrupted.finished_at is not None
+    assert interrupted.error == "the process running it died (no heartbeat) before the run finished"
     assert all(TaskExecutionRecord.objects.get(pk=r.pk).status == TaskStatus.RUNNING for r in spared)
     assert set(SchedulerProcess.objects.values_list("pk", flat=True)) == {me.pk, far_alive.pk}
     assert TaskState.objects.get(task_id="tick").running_count == len(spared)
-    assert "marked 4 run(s) of dead processes as interrupted" in caplog.text
+    assert "marked 4 run(s) of dead processes as interrupted" in caplog.messages
     # Nothing more to do: nothing changes, nothing is logged.
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="scheduler_app.coordination"):

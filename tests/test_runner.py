@@ -286,6 +286,7 @@ def test_interrupt_launched_settles_runs_still_going(runner: TaskRunner) -> None
 def test_a_dead_finisher_is_reported(runner: TaskRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     from scheduler_app import faults
 
+    assert TaskRunner().dead_threads() == [], "a runner that never ran anything"
     monkeypatch.setattr(faults, "_KILL", frozenset({"finisher"}))
     assert runner.launch_pending(request_run("tick").pk)
     wait_for(lambda: runner.dead_threads() == ["run-finisher"], timeout=30, message="the finisher to die")

@@ -80,6 +80,10 @@ def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
     assert second.status == "skipped" and second.message == ALREADY_BUFFERED_MESSAGE
     assert runner.run_buffered("tick") is None  # still busy
     TaskState.objects.filter(task_id="tick").update(running_count=0)
+    other = services.request_run("boom")  # another queued run: not this claim's
+    # Another process runs the kept fire: the record says which.
+    runner = TaskRunner(process=SchedulerProcess.objects.create(kind="scheduler", host="there", pid=2))
+    process = runner.process
     slots: list[int] = []
     started: list[tuple[object, ...]] = []
 
@@ -95,6 +99,8 @@ def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
         signals.run_started.disconnect(on_start)
     assert ran.pk == first.pk and ran.status == "success"
     assert slots == [1], "the buffered run holds its task's slot while it runs"
+    assert TaskExecutionRecord.objects.get(pk=ran.pk).worker_label == runner.worker_label
+    assert TaskExecutionRecord.objects.get(pk=other.pk).status == "pending"
     assert started == [(TaskRunner, first.pk, "tick", "running", "", process.pk, False)]
     assert TaskState.objects.get(task_id="tick").running_count == 0
     assert TaskState.objects.get(task_id="tick").buffered_record_id is None

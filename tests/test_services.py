@@ -13,6 +13,9 @@ pytestmark = pytest.mark.django_db
 
 
 def test_clear_schedule_drops_every_override() -> None:
+    services.set_schedule("tick", schedule_type="interval", interval_seconds=300)
+    services.clear_schedule("tick")
+    assert TaskConfig.objects.get(name="tick").interval_seconds_override is None
     services.set_schedule("tick", schedule_type="cron", cron_expression="*/5 * * * *", timezone_name="Europe/Berlin")
     services.clear_schedule("tick")
     tick = TaskConfig.objects.get(name="tick")
