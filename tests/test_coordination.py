@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -95,10 +96,13 @@ def ended_pid() -> int:
     return child.pid
 
 
-def test_pid_is_alive_for_live_processes_only() -> None:
+def test_pid_is_alive_for_live_processes_only(tmp_path: Path) -> None:
     assert pid_is_alive(os.getpid())
     assert not pid_is_alive(ended_pid())
-    zombie = subprocess.Popen(["true"])  # exits and stays a zombie until waited for
+    # A command name may hold ") R (": the state is the field after the last ')'.
+    tricky = tmp_path / "a) R (b"
+    tricky.symlink_to(shutil.which("true") or "/bin/true")
+    zombie = subprocess.Popen([str(tricky)])  # exits and stays a zombie until waited for
     try:
         state = Path(f"/proc/{zombie.pid}/stat")
         deadline = time.monotonic() + 10
