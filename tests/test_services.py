@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from scheduler_app import services
@@ -40,3 +42,19 @@ def test_set_options_refuses_an_unknown_key_even_as_a_reset() -> None:
     with pytest.raises(ScheduleValidationError, match="nonsense: unknown schedule option"):
         services.set_options("tick", {"nonsense": None})
     assert TaskConfig.objects.get(name="tick").options_override in ({}, None)
+
+
+def test_set_options_judges_the_result_with_the_code_defaults(caplog: pytest.LogCaptureFixture) -> None:
+    TaskConfig.objects.filter(name="tick").update(default_options={"retry_delay_seconds": 60})
+    with pytest.raises(ScheduleValidationError) as caught:
+        services.set_options("tick", {"retry_max_delay_seconds": 10})  # below the code's delay
+    assert caught.value.subject == "task 'tick'"
+    assert caught.value.errors == {
+        "retry_max_delay_seconds": "retry_max_delay_seconds must be at least retry_delay_seconds"
+    }
+    with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
+        services.set_options("tick", {"retry_max_delay_seconds": 120, "end_date": "2030-01-01T00:00:00Z"})
+    stored = TaskConfig.objects.get(name="tick").options_override
+    assert stored == {"retry_max_delay_seconds": 120, "end_date": "2030-01-01T00:00:00+00:00"}  # normalised
+    expected = "task tick: Schedule options set: end_date=2030-01-01T00:00:00Z, retry_max_delay_seconds=120. (by code)"
+    assert expected in caplog.messages
