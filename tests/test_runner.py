@@ -300,3 +300,12 @@ def test_drain_gives_up_at_its_timeout_while_a_run_goes_on(runner: TaskRunner) -
     assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running"
     assert runner.drain(30)
     assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+
+
+def test_a_launched_run_that_fails_queues_its_retry(runner: TaskRunner) -> None:
+    services.set_options("boom", {"max_retries": 1, "retry_delay_seconds": 60})
+    queued = request_run("boom")
+    assert runner.launch_pending(queued.pk)
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "failed"
+    assert TaskExecutionRecord.objects.filter(retry_of_id=queued.pk, status="pending").count() == 1
