@@ -18,6 +18,8 @@ from django.utils import timezone
 
 from scheduler_app.coordination import (
     HOST,
+    HeartbeatThread,
+    ProcessHandle,
     current_leader,
     pid_is_alive,
     reap_dead_processes,
@@ -172,3 +174,50 @@ def test_without_me_the_reaper_judges_every_row() -> None:
     assert reap_dead_processes(TaskRunner()) == 1
     assert TaskExecutionRecord.objects.get(pk=record.pk).status == TaskStatus.INTERRUPTED
     assert not SchedulerProcess.objects.exists()
+
+
+def test_a_process_handle_registers_beats_comes_back_and_leaves(caplog: pytest.LogCaptureFixture) -> None:
+    handle = ProcessHandle("scheduler")
+    row = handle.register()
+    assert (row.kind, row.host, row.pid, row.role) == ("scheduler", HOST, os.getpid(), "")
+    assert handle.id == row.pk and SchedulerProcess.objects.filter(pk=row.pk).exists()
+    SchedulerProcess.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    progress = timezone.now()
+    handle.heartbeat("leader", progress_at=progress, problem="")
+    stored = SchedulerProcess.objects.get(pk=row.pk)
+    assert (stored.role, stored.progress_at, handle.row.role) == ("leader", progress, "leader")
+    assert stored.last_heartbeat == handle.row.last_heartbeat > progress - timedelta(seconds=1)
+    handle.heartbeat(problem="the dispatcher thread died")  # no role: the role stays
+    stored = SchedulerProcess.objects.get(pk=row.pk)
+    assert (stored.role, stored.problem) == ("leader", "the dispatcher thread died")
+    # Reaped while alive (it missed heartbeats): the next heartbeat registers it again, as it was.
+    SchedulerProcess.objects.filter(pk=row.pk).delete()
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.coordination"):
+        handle.heartbeat()
+    assert f"process row {row.pk} was reaped while alive; registering again" in caplog.messages
+    again = SchedulerProcess.objects.get(pk=row.pk)
+    assert (again.role, again.problem, again.last_heartbeat) == (
+        "leader",
+        "the dispatcher thread died",
+        handle.row.last_heartbeat,
+    )
+    handle.unregister()
+    assert not SchedulerProcess.objects.exists()
+
+
+def test_the_heartbeat_thread_beats_until_stopped(settings: object) -> None:
+    settings.SCHEDULER = {**settings.SCHEDULER, "POLL_INTERVAL": 0.05}  # type: ignore[attr-defined]
+    handle = ProcessHandle("command")
+    handle.register()
+    first = handle.row.last_heartbeat
+    thread = HeartbeatThread(handle)
+    assert (thread.name, thread.daemon) == ("heartbeat", True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while SchedulerProcess.objects.get(pk=handle.id).last_heartbeat == first:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.01)
+    finally:
+        thread.stop()
+    assert not thread.is_alive()
