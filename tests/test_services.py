@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,21 @@ def test_set_options_judges_the_result_with_the_code_defaults(caplog: pytest.Log
     assert stored == {"retry_max_delay_seconds": 120, "end_date": "2030-01-01T00:00:00+00:00"}  # normalised
     expected = "task tick: Schedule options set: end_date=2030-01-01T00:00:00Z, retry_max_delay_seconds=120. (by code)"
     assert expected in caplog.messages
+
+
+def test_set_schedule_keeps_only_the_fields_of_its_type(caplog: pytest.LogCaptureFixture, settings: Any) -> None:
+    with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
+        services.set_schedule("tick", schedule_type="interval", interval_seconds=300, cron_expression="0 2 * * *")
+        tick = TaskConfig.objects.get(name="tick")
+        assert (tick.cron_expression_override, tick.interval_seconds_override) == ("", 300)
+        services.set_schedule("tick", schedule_type="cron", cron_expression=" 0 2 * * * ", interval_seconds=300)
+        tick = TaskConfig.objects.get(name="tick")
+        assert (tick.cron_expression_override, tick.interval_seconds_override) == ("0 2 * * *", None)
+    zone = tick.default_timezone or settings.TIME_ZONE
+    assert caplog.messages[-2:] == [
+        "task tick: Schedule overridden: every 300s. (by code)",
+        f"task tick: Schedule overridden: cron '0 2 * * *' in {zone}. (by code)",
+    ]
+    with pytest.raises(ScheduleValidationError) as caught:
+        services.set_schedule("tick", schedule_type="interval", interval_seconds=0)
+    assert caught.value.subject == "task 'tick'" and list(caught.value.errors) == ["interval_seconds"]
