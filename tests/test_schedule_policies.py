@@ -74,9 +74,11 @@ def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
     TaskState.objects.filter(task_id="tick").update(running_count=1)  # a run elsewhere holds the slot
     process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
     runner = TaskRunner(process=process)
-    first = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))
+    first = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), jitter=1.5)
     second = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC))
     assert first.status == "pending" and "buffered" in first.message
+    kept = TaskExecutionRecord.objects.get(pk=first.pk)
+    assert (kept.scheduled_at, kept.jitter_seconds) == (datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), 1.5)
     assert second.status == "skipped" and second.message == ALREADY_BUFFERED_MESSAGE
     assert runner.run_buffered("tick") is None  # still busy
     TaskState.objects.filter(task_id="tick").update(running_count=0)
