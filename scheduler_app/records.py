@@ -178,7 +178,7 @@ def record_missed(
 def _instant(value: Any) -> datetime:
     """A stored datetime as the driver returns it (SQLite: text or naive UTC) as an aware datetime."""
     if isinstance(value, str):
-        value = parse_datetime(value)
+        value = parse_datetime(value)  # pragma: no mutate (Django gives datetimes; for text drivers)
     if timezone.is_naive(value):
         value = timezone.make_aware(value, UTC)
     return value

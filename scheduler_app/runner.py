@@ -162,7 +162,7 @@ class TaskRunner:
     def run_pending(self, record_id: int, config: TaskConfig | None = None) -> TaskExecutionRecord | None:
         """Claim and run a manual run or a retry queued as ``pending``; None if another process claimed it."""
         with fresh_connections():
-            claimed = self._begin_pending(record_id, config)
+            claimed = self._begin_pending(record_id, config)  # pragma: no mutate (config only saves a read)
             return None if claimed is None else self._complete(*claimed)
 
     def run_buffered(self, name: str, config: TaskConfig | None = None) -> TaskExecutionRecord | None:
@@ -181,7 +181,7 @@ class TaskRunner:
         when another process recorded that fire. A database error propagates with nothing started.
         """
         records = self._begin_fires(fires)
-        for fire, record in zip(fires, records, strict=True):
+        for fire, record in zip(fires, records, strict=True):  # pragma: no mutate (strict only asserts)
             if record is not None and record.status == TaskStatus.RUNNING:
                 self._launch(fire.config, record)
         return records
@@ -193,7 +193,7 @@ class TaskRunner:
         for the current run to end. ``waited``: seconds it has waited already, once that is past
         ``MANUAL_RUN_MAX_WAIT``; then a busy task makes it ``skipped``, with that reason.
         """
-        claimed = self._begin_pending(record_id, config, waited)
+        claimed = self._begin_pending(record_id, config, waited)  # pragma: no mutate (config only saves a read)
         if claimed is None or claimed[1].status != TaskStatus.RUNNING:
             return False
         self._launch(*claimed)
@@ -256,7 +256,7 @@ class TaskRunner:
         with write_transaction():
             ids = record_missed(fires, now=now, worker=self.process, worker_label=self.worker_label)
         records: list[TaskExecutionRecord | None] = []
-        for fire, record_id in zip(fires, ids, strict=True):
+        for fire, record_id in zip(fires, ids, strict=True):  # pragma: no mutate (strict only asserts)
             if record_id is None:
                 records.append(None)
                 continue
@@ -297,7 +297,7 @@ class TaskRunner:
         # Written only where the record is still `running`: a run that ended meanwhile keeps its outcome.
         with write_transaction():
             written = finish_runs(outcomes)
-        for record, changed in zip(records, written, strict=True):
+        for record, changed in zip(records, written, strict=True):  # pragma: no mutate (strict only asserts)
             if changed:
                 record.refresh_from_db()
                 self._send_finished(record)
@@ -491,7 +491,9 @@ class TaskRunner:
     def _begin_pending(
         self, record_id: int, config: TaskConfig | None, waited: float | None = None
     ) -> tuple[TaskConfig, TaskExecutionRecord] | None:
+        # pragma: no mutate start (only() saves reading columns, deferred ones load on use)
         record = TaskExecutionRecord.objects.filter(pk=record_id).only("task_id", "trigger").first()
+        # pragma: no mutate end
         if record is None:
             return None
         config = config or self._config(record.task_id)

@@ -157,7 +157,7 @@ def set_options(name: str, options: dict[str, Any], user: Any = None) -> TaskCon
     retry_backoff, retry_delay_seconds, retry_max_delay_seconds, start_date, end_date); a key set
     to None goes back to the code's value. Raises ``ScheduleValidationError`` naming each bad field."""
     config = get_task(name)
-    changes = {key: value.value if hasattr(value, "value") else value for key, value in options.items()}
+    changes = dict(options)  # the choices are StrEnums: stored and shown as their values
     override = dict(config.options_override or {})
     for key, value in changes.items():
         if value is None:

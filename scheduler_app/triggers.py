@@ -321,13 +321,16 @@ def resolve_wall_time(wall: datetime, zone: tzinfo) -> datetime:
     becomes its first occurrence (fold=0).
     """
     first = wall.replace(tzinfo=zone, fold=0)
-    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall:
+    # Through any other zone: UTC, or the host's (astimezone(None)), is the same round trip.
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall:  # pragma: no mutate
         return first
     # The gap time read with the offsets before and after the gap: the jump lies between.
-    before, after = wall.replace(tzinfo=zone, fold=1).astimezone(UTC), first.astimezone(UTC)
+    # Instants: in UTC or in the host's zone (astimezone(None)) compare the same.
+    before, after = wall.replace(tzinfo=zone, fold=1).astimezone(UTC), first.astimezone(UTC)  # pragma: no mutate
     jump_at = _next_transition(zone, before, after)
     if jump_at is None:
-        raise ValueError(f"no valid wall time after {wall} in {zone}")
+        # Unreachable (a time that does not round-trip lies in a gap, which ends in a transition).
+        raise ValueError(f"no valid wall time after {wall} in {zone}")  # pragma: no mutate
     return jump_at.astimezone(zone)
 
 

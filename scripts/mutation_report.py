@@ -23,9 +23,9 @@ def main() -> int:
             continue
         module = name.split(".x")[0].split(".xǁ")[0]
         by_module[module][status] += 1
-        if status == "survived":
-            survivors.append(name)
-    print(f"{'module':40} {'mutants':>8} {'killed':>8} {'survived':>9} {'other':>6} {'kill ratio':>10}")
+        if status in ("survived", "no tests"):
+            survivors.append(f"{name} ({status})")
+    print(f"{'module':40} {'mutants':>8} {'killed':>8} {'survived':>9} {'no tests':>9} {'other':>6} {'kill ratio':>10}")
     total: Counter[str] = Counter()
     for module in sorted(by_module):
         counts = by_module[module]
@@ -39,11 +39,16 @@ def main() -> int:
 
 
 def _row(label: str, counts: Counter[str]) -> str:
+    # A mutant no fast test reaches ("no tests") is as unkilled as a survivor; "other" (not checked,
+    # suspicious, skipped) is left out of the ratio.
     killed = counts["killed"] + counts["timeout"]
-    judged = killed + counts["survived"]
+    judged = killed + counts["survived"] + counts["no tests"]
     other = sum(counts.values()) - judged
     ratio = f"{100 * killed / judged:.1f} %" if judged else "-"
-    return f"{label:40} {sum(counts.values()):>8} {killed:>8} {counts['survived']:>9} {other:>6} {ratio:>10}"
+    return (
+        f"{label:40} {sum(counts.values()):>8} {killed:>8} {counts['survived']:>9} {counts['no tests']:>9}"
+        f" {other:>6} {ratio:>10}"
+    )
 
 
 if __name__ == "__main__":

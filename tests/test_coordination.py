@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
-from scheduler_app.coordination import alive, leader, leader_lease, release_lease, try_acquire_lease
-from scheduler_app.models import SchedulerLease, SchedulerProcess
+from scheduler_app.coordination import (
+    HOST,
+    HeartbeatThread,
+    ProcessHandle,
+    alive,
+    leader,
+    leader_lease,
+    pid_is_alive,
+    reap_dead_processes,
+    release_lease,
+    try_acquire_lease,
+)
+from scheduler_app.models import SchedulerLease, SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.runner import TaskRunner
+from scheduler_app.tasks.base import TaskStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,6 +45,9 @@ def test_a_held_lease_is_refused_to_others_until_it_expires() -> None:
     assert try_acquire_lease(first)
     lease = leader_lease()
     assert lease is not None and lease.holder == first
+    acquired = lease.acquired_at
+    assert acquired is not None
+    assert try_acquire_lease(first), "the holder renews its lease while it holds it"
     assert try_acquire_lease(second) is False
     move_expiry(0.5)
     assert try_acquire_lease(second) is False, "a lease that has not expired yet is not taken over"
@@ -31,6 +55,7 @@ def test_a_held_lease_is_refused_to_others_until_it_expires() -> None:
     assert try_acquire_lease(second) is True
     lease = leader_lease()
     assert lease is not None and lease.holder == second
+    assert lease.acquired_at is not None and lease.acquired_at > acquired, "a new holder's lease starts anew"
     assert try_acquire_lease(first) is False, "the old holder has lost it"
 
 
@@ -58,8 +83,146 @@ def test_a_released_lease_is_free_at_once() -> None:
     assert try_acquire_lease(first)
     release_lease(second)  # someone else's release changes nothing
     assert try_acquire_lease(second) is False
+    SchedulerLease.objects.create(name="another", holder=first, expires_at=timezone.now() + timedelta(minutes=1))
     release_lease(first)
+    assert leader_lease() is None
     assert try_acquire_lease(second) is True
+    assert SchedulerLease.objects.get(name="another").holder == first, "only the scheduler's lease is released"
+
+
+# -- process liveness and the reaper -----------------------------------------------------------------
+
+
+def ended_pid() -> int:
+    """The id of a process that has exited and been reaped: no process has it (for now)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_pid_is_alive_for_live_processes_only(tmp_path: Path) -> None:
+    assert pid_is_alive(os.getpid())
+    assert not pid_is_alive(ended_pid())
+    # A command name may hold ") R (": the state is the field after the last ')'.
+    tricky = tmp_path / "a) R (b"
+    tricky.symlink_to(shutil.which("true") or "/bin/true")
+    zombie = subprocess.Popen([str(tricky)])  # exits and stays a zombie until waited for
+    try:
+        state = Path(f"/proc/{zombie.pid}/stat")
+        deadline = time.monotonic() + 10
+        while state.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.01)
+        assert not pid_is_alive(zombie.pid)
+    finally:
+        zombie.wait()
+
+
+def running_record(worker: SchedulerProcess | None = None, label: str = "") -> TaskExecutionRecord:
+    TaskState.objects.filter(task_id="tick").update(running_count=F("running_count") + 1)
+    return TaskExecutionRecord.objects.create(
+        task_id="tick",
+        trigger=Trigger.SCHEDULED,
+        status=TaskStatus.RUNNING,
+        started_at=timezone.now() - timedelta(seconds=3),
+        worker=worker,
+        worker_label=label or (worker.label if worker else ""),
+    )
+
+
+def test_the_reaper_interrupts_exactly_the_runs_of_dead_processes(caplog: pytest.LogCaptureFixture) -> None:
+    stale = timezone.now() - timedelta(hours=1)
+    # Even with a stale heartbeat of its own (it missed some), the reaper never reaps itself.
+    me = SchedulerProcess.objects.create(kind="scheduler", host=HOST, pid=os.getpid(), last_heartbeat=stale)
+    silent = SchedulerProcess.objects.create(kind="scheduler", host="elsewhere", pid=7, last_heartbeat=stale)
+    far_alive = SchedulerProcess.objects.create(kind="command", host="elsewhere", pid=8)
+    gone_here = SchedulerProcess.objects.create(kind="command", host=HOST, pid=ended_pid())  # fresh heartbeat
+    old_me = SchedulerProcess.objects.create(kind="scheduler", host=HOST, pid=os.getpid())  # a former incarnation
+    doomed = [
+        running_record(silent),
+        running_record(gone_here),
+        running_record(old_me),
+        running_record(label=f"{HOST}:{ended_pid()}"),  # its process row is already gone
+    ]
+    spared = [
+        running_record(me),
+        running_record(far_alive),
+        running_record(label=f"elsewhere:{ended_pid()}"),  # not ours to judge: wait for its heartbeat
+        running_record(label=f"{HOST}:{os.getpid()}"),
+        running_record(label=f"{HOST}:notapid"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.coordination"):
+        assert reap_dead_processes(TaskRunner().interrupt, me=me.pk) == 4
+    assert {r.pk for r in TaskExecutionRecord.objects.filter(status=TaskStatus.INTERRUPTED)} == {r.pk for r in doomed}
+    interrupted = TaskExecutionRecord.objects.get(pk=doomed[0].pk)
+    assert interrupted.finished_at is not None
+    assert interrupted.error == "the process running it died (no heartbeat) before the run finished"
+    assert all(TaskExecutionRecord.objects.get(pk=r.pk).status == TaskStatus.RUNNING for r in spared)
+    assert set(SchedulerProcess.objects.values_list("pk", flat=True)) == {me.pk, far_alive.pk}
+    assert TaskState.objects.get(task_id="tick").running_count == len(spared)
+    assert "marked 4 run(s) of dead processes as interrupted" in caplog.messages
+    # Nothing more to do: nothing changes, nothing is logged.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.coordination"):
+        assert reap_dead_processes(TaskRunner().interrupt, me=me.pk) == 0
+    assert caplog.text == ""
+    assert SchedulerProcess.objects.count() == 2
+
+
+def test_without_me_the_reaper_judges_every_row() -> None:
+    stale = timezone.now() - timedelta(hours=1)
+    silent = SchedulerProcess.objects.create(kind="scheduler", host="elsewhere", pid=7, last_heartbeat=stale)
+    record = running_record(silent)
+    assert reap_dead_processes(TaskRunner().interrupt) == 1
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == TaskStatus.INTERRUPTED
+    assert not SchedulerProcess.objects.exists()
+
+
+def test_a_process_handle_registers_beats_comes_back_and_leaves(caplog: pytest.LogCaptureFixture) -> None:
+    handle = ProcessHandle("scheduler")
+    row = handle.register()
+    assert (row.kind, row.host, row.pid, row.role) == ("scheduler", HOST, os.getpid(), "")
+    assert handle.id == row.pk and SchedulerProcess.objects.filter(pk=row.pk).exists()
+    SchedulerProcess.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    progress = timezone.now()
+    handle.heartbeat("leader", progress_at=progress, problem="")
+    stored = SchedulerProcess.objects.get(pk=row.pk)
+    assert (stored.role, stored.progress_at, handle.row.role) == ("leader", progress, "leader")
+    assert stored.last_heartbeat == handle.row.last_heartbeat > progress - timedelta(seconds=1)
+    handle.heartbeat(problem="the dispatcher thread died")  # no role: the role stays
+    stored = SchedulerProcess.objects.get(pk=row.pk)
+    assert (stored.role, stored.problem) == ("leader", "the dispatcher thread died")
+    # Reaped while alive (it missed heartbeats): the next heartbeat registers it again, as it was.
+    SchedulerProcess.objects.filter(pk=row.pk).delete()
+    with caplog.at_level(logging.WARNING, logger="scheduler_app.coordination"):
+        handle.heartbeat()
+    assert f"process row {row.pk} was reaped while alive; registering again" in caplog.messages
+    again = SchedulerProcess.objects.get(pk=row.pk)
+    assert (again.role, again.problem, again.last_heartbeat) == (
+        "leader",
+        "the dispatcher thread died",
+        handle.row.last_heartbeat,
+    )
+    handle.unregister()
+    assert not SchedulerProcess.objects.exists()
+
+
+def test_the_heartbeat_thread_beats_until_stopped(settings: object) -> None:
+    settings.SCHEDULER = {**settings.SCHEDULER, "POLL_INTERVAL": 0.05}  # type: ignore[attr-defined]
+    handle = ProcessHandle("command")
+    handle.register()
+    first = handle.row.last_heartbeat
+    thread = HeartbeatThread(handle)
+    assert (thread.name, thread.daemon) == ("heartbeat", True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while SchedulerProcess.objects.get(pk=handle.id).last_heartbeat == first:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.01)
+    finally:
+        thread.stop()
+    assert not thread.is_alive()
 
 
 def test_the_lease_not_the_role_says_who_leads() -> None:

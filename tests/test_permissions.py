@@ -103,3 +103,41 @@ def test_a_non_staff_operator_cannot_enter_the_admin() -> None:
     response = client.post(reverse("admin:scheduler_app_taskconfig_run", args=["tick"]))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     assert not TaskExecutionRecord.objects.exists()
+
+
+# -- the API's permission settings (scheduler_app/api/permissions.py) ----------------------------
+
+
+def test_unsafe_methods_add_authentication_and_the_write_classes_to_the_read_ones() -> None:
+    from rest_framework.permissions import IsAuthenticated
+
+    from scheduler_app.api.permissions import CanOperateTasks, permissions_for
+
+    for method in ("GET", "HEAD", "OPTIONS"):
+        assert [type(p) for p in permissions_for(method)] == [IsAuthenticated]
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert [type(p) for p in permissions_for(method)] == [IsAuthenticated, IsAuthenticated, CanOperateTasks]
+
+
+def test_a_single_permission_class_may_be_given_as_a_string(settings: Any) -> None:
+    from rest_framework.permissions import AllowAny
+
+    from scheduler_app.api.permissions import permissions_for
+
+    settings.SCHEDULER = {**settings.SCHEDULER, "API_READ_PERMISSION_CLASSES": "rest_framework.permissions.AllowAny"}
+    assert [type(p) for p in permissions_for("GET")] == [AllowAny]
+    assert Client().get("/scheduler/status").status_code == 200
+    # Still no anonymous writes.
+    assert Client().post("/scheduler/tasks/tick/trigger").status_code in (401, 403)
+    assert not TaskExecutionRecord.objects.exists()
+
+
+def test_a_permission_class_that_cannot_be_imported_is_named(settings: Any) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from scheduler_app.api.permissions import permissions_for
+
+    settings.SCHEDULER = {**settings.SCHEDULER, "API_WRITE_PERMISSION_CLASSES": ["scheduler_app.api.permissions.Nope"]}
+    assert permissions_for("GET")  # reads do not load the write classes
+    with pytest.raises(ImproperlyConfigured, match=r"'scheduler_app\.api\.permissions\.Nope' cannot be imported"):
+        permissions_for("POST")

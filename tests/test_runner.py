@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from django.utils import timezone
 
-from scheduler_app.models import TaskExecutionRecord, TaskState
+from scheduler_app import services, signals
+from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
-from scheduler_app.runner import TaskRunner
+from scheduler_app.runner import BUSY_MESSAGE, TaskRunner
 from scheduler_app.services import request_run, sync_task_rows
-from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,13 +129,73 @@ def test_pending_run_is_claimed_once() -> None:
     assert runner.run_pending(queued.pk) is None
 
 
-def test_seed_helpers_history_and_state() -> None:
+def test_seed_helpers_history_and_state(django_assert_num_queries: Any) -> None:
     runner = TaskRunner()
     for _ in range(3):
         runner.run_now("tick")
     history = runner.get_history("tick", limit=2)
     assert len(history) == 2 and history[0].pk > history[1].pk
     assert runner.get_state("tick").run_count == 3
+    TaskExecutionRecord.objects.bulk_create(
+        TaskExecutionRecord(task_id="tick", trigger=Trigger.MANUAL, status=TaskStatus.SUCCESS) for _ in range(10)
+    )
+    newest = list(TaskExecutionRecord.objects.filter(task_id="tick").order_by("-id").values_list("pk", flat=True))
+    assert [r.pk for r in runner.get_history("tick")] == newest[:10], "ten by default, newest first"
+    with django_assert_num_queries(1):  # the state comes with its task's configuration
+        assert runner.get_state("tick").task.name == "tick"
+
+
+def test_a_scheduled_fire_keeps_its_jitter() -> None:
+    record = TaskRunner().run_scheduled("tick", datetime(2027, 1, 1, tzinfo=UTC), jitter=2.5)
+    assert record is not None and record.status == "success"
+    assert TaskExecutionRecord.objects.get(pk=record.pk).jitter_seconds == 2.5
+
+
+def test_a_missed_fire_is_recorded_and_announced_as_stored(caplog: pytest.LogCaptureFixture) -> None:
+    process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    runner = TaskRunner(process=process)
+    announced: list[TaskExecutionRecord] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        announced.append(record)
+
+    at = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    signals.run_finished.connect(receiver)
+    try:
+        # In whatever zone is active: the fire is matched to its record by its instant.
+        with timezone.override("Asia/Tokyo"):
+            record = runner.record_missed("tick", at, "outside the grace window")
+            assert runner.record_missed("tick", at, "again") is None, "a fire never gets two records"
+    finally:
+        signals.run_finished.disconnect(receiver)
+    assert record is not None and announced == [record]
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    fields = ("task_id", "trigger", "status", "scheduled_at", "created_at", "finished_at", "message", "worker_id")
+    assert [getattr(record, f) for f in fields] == [getattr(stored, f) for f in fields]
+    assert (stored.status, stored.scheduled_at, stored.message) == ("missed", at, "outside the grace window")
+    assert stored.worker_id == process.pk and stored.finished_at == stored.created_at is not None
+    assert f"task tick: fire at {at.isoformat()} missed: outside the grace window" in caplog.messages
+
+
+def test_drop_pending_settles_only_that_queued_run() -> None:
+    runner = TaskRunner()
+    dropped, other = request_run("tick"), request_run("tick")
+    running = TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.MANUAL, status=TaskStatus.RUNNING)
+    announced: list[int] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        announced.append(record.pk)
+
+    signals.run_finished.connect(receiver)
+    try:
+        runner.drop_pending(dropped.pk, "skipped: no longer wanted")
+        runner.drop_pending(running.pk, "skipped: no longer wanted")  # not queued: left alone
+    finally:
+        signals.run_finished.disconnect(receiver)
+    assert announced == [dropped.pk]
+    statuses = dict(TaskExecutionRecord.objects.values_list("pk", "status"))
+    assert (statuses[dropped.pk], statuses[other.pk], statuses[running.pk]) == ("skipped", "pending", "running")
+    assert TaskExecutionRecord.objects.get(pk=dropped.pk).message == "skipped: no longer wanted"
 
 
 def test_interrupt_marks_only_running_records() -> None:
@@ -138,12 +203,28 @@ def test_interrupt_marks_only_running_records() -> None:
     done = runner.run_now("tick")
     TaskState.objects.filter(task_id="tick").update(running_count=1)
     running = TaskExecutionRecord.objects.create(
-        task_id="tick", trigger="manual", status="running", started_at=done.finished_at
+        task_id="tick", trigger="manual", status="running", started_at=done.finished_at, data={"step": 3}
     )
-    assert runner.interrupt([done, running], "gone") == 1
+    unstarted = TaskExecutionRecord.objects.create(task_id="tick", trigger="manual", status="running")
+    announced: list[tuple[int, str]] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        announced.append((record.pk, record.status))
+
+    assert runner.interrupt([], "nothing") == 0
+    signals.run_finished.connect(receiver)
+    try:
+        assert runner.interrupt([done, running, unstarted], "gone") == 2
+    finally:
+        signals.run_finished.disconnect(receiver)
+    assert announced == [(running.pk, "interrupted"), (unstarted.pk, "interrupted")]
     running.refresh_from_db()
     done.refresh_from_db()
+    unstarted.refresh_from_db()
     assert running.status == "interrupted" and running.error == "gone"
+    assert running.started_at == done.finished_at and running.data == {"step": 3}, "what it had is kept"
+    assert running.duration_seconds == (running.finished_at - running.started_at).total_seconds() > 0
+    assert unstarted.finished_at is not None and unstarted.duration_seconds is None and unstarted.data == {}
     assert done.status == "success"
     assert state("tick").running_count == 0
 
@@ -187,3 +268,85 @@ def test_a_retry_of_a_busy_task_is_still_skipped() -> None:
     assert TaskRunner().launch_pending(retry.pk) is False
     retry.refresh_from_db()
     assert retry.status == "skipped" and "previous run is still running" in retry.message
+
+
+# -- the scheduler's asynchronous entry points ---------------------------------------------------
+
+
+@pytest.fixture
+def runner() -> Iterator[TaskRunner]:
+    runner = TaskRunner()
+    yield runner
+    runner.close()
+
+
+def test_launch_pending_starts_a_queued_run_that_the_finisher_records(runner: TaskRunner) -> None:
+    queued = request_run("tick")
+    assert runner.launch_pending(queued.pk) is True
+    assert runner.launch_pending(queued.pk) is False, "claimed once"
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+    assert runner.dead_threads() == []
+
+
+def test_launch_pending_of_a_retry_of_a_busy_task_settles_it_without_starting(runner: TaskRunner) -> None:
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    queued = TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.RETRY, status=TaskStatus.PENDING)
+    assert runner.launch_pending(queued.pk) is False
+    assert runner.launch_pending(10**9) is False, "a record that does not exist"
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).message == BUSY_MESSAGE
+    assert runner.drain(0.1)  # nothing was launched
+
+
+def test_launch_buffered_starts_the_kept_fire_once(runner: TaskRunner) -> None:
+    services.set_options("tick", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    kept = runner.run_scheduled("tick", datetime(2027, 1, 1, tzinfo=UTC))
+    assert kept is not None and kept.status == "pending"
+    assert runner.launch_buffered("tick") is False, "the task is still busy"
+    TaskState.objects.filter(task_id="tick").update(running_count=0)
+    assert runner.launch_buffered("tick") is True
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=kept.pk).status == "success"
+    assert runner.launch_buffered("tick") is False, "nothing kept any more"
+
+
+def test_interrupt_launched_settles_runs_still_going(runner: TaskRunner) -> None:
+    assert runner.interrupt_launched("stopping") == 0, "nothing launched yet"
+    queued = request_run("hang")
+    assert runner.launch_pending(queued.pk)
+    wait_for(
+        lambda: runner.interrupt_launched("the scheduler stopped") == 1, timeout=10, message="the run to be in flight"
+    )
+    assert runner.drain(30)
+    record = TaskExecutionRecord.objects.get(pk=queued.pk)
+    assert (record.status, record.error) == ("interrupted", "the scheduler stopped")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # its death is the point
+def test_a_dead_finisher_is_reported(runner: TaskRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler_app import faults
+
+    assert TaskRunner().dead_threads() == [], "a runner that never ran anything"
+    monkeypatch.setattr(faults, "_KILL", frozenset({"finisher"}))
+    assert runner.launch_pending(request_run("tick").pk)
+    wait_for(lambda: runner.dead_threads() == ["run-finisher"], timeout=30, message="the finisher to die")
+
+
+def test_drain_gives_up_at_its_timeout_while_a_run_goes_on(runner: TaskRunner) -> None:
+    assert runner.drain(0), "nothing launched: drained at once"
+    queued = request_run("slow")  # 2.5 s
+    assert runner.launch_pending(queued.pk)
+    assert runner.drain(0.1) is False
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running"
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+
+
+def test_a_launched_run_that_fails_queues_its_retry(runner: TaskRunner) -> None:
+    services.set_options("boom", {"max_retries": 1, "retry_delay_seconds": 60})
+    queued = request_run("boom")
+    assert runner.launch_pending(queued.pk)
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "failed"
+    assert TaskExecutionRecord.objects.filter(retry_of_id=queued.pk, status="pending").count() == 1

@@ -8,11 +8,11 @@ from itertools import pairwise
 
 import pytest
 
-from scheduler_app import services
-from scheduler_app.models import TaskExecutionRecord, TaskState
+from scheduler_app import services, signals
+from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState
 from scheduler_app.runner import ALREADY_BUFFERED_MESSAGE, TaskRunner, retry_delay
 from scheduler_app.scheduler import build_trigger
-from scheduler_app.tasks.base import OPTION_DEFAULTS
+from scheduler_app.tasks.base import OPTION_DEFAULTS, BaseTask
 from scheduler_app.triggers import CronTrigger, next_fire_times
 from scheduler_app.validation import ScheduleValidationError
 from tests.processes import wait_for
@@ -72,16 +72,54 @@ def test_end_date_changes_the_job_trigger() -> None:
 def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
     services.set_options("tick", {"overlap": "buffer_one"})
     TaskState.objects.filter(task_id="tick").update(running_count=1)  # a run elsewhere holds the slot
-    runner = TaskRunner()
-    first = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))
+    process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    runner = TaskRunner(process=process)
+    first = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), jitter=1.5)
     second = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC))
     assert first.status == "pending" and "buffered" in first.message
+    kept = TaskExecutionRecord.objects.get(pk=first.pk)
+    assert (kept.scheduled_at, kept.jitter_seconds) == (datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), 1.5)
     assert second.status == "skipped" and second.message == ALREADY_BUFFERED_MESSAGE
     assert runner.run_buffered("tick") is None  # still busy
     TaskState.objects.filter(task_id="tick").update(running_count=0)
-    ran = runner.run_buffered("tick")
+    other = services.request_run("boom")  # another queued run: not this claim's
+    # Another process runs the kept fire: the record says which.
+    runner = TaskRunner(process=SchedulerProcess.objects.create(kind="scheduler", host="there", pid=2))
+    process = runner.process
+    slots: list[int] = []
+    started: list[tuple[object, ...]] = []
+
+    def on_start(sender: object, record: TaskExecutionRecord, task: BaseTask, **kwargs: object) -> None:
+        slots.append(TaskState.objects.get(task_id="tick").running_count)
+        row = TaskExecutionRecord.objects.get(pk=record.pk)
+        started.append((sender, record.pk, task.name, row.status, row.message, row.worker_id, row.started_at is None))
+
+    signals.run_started.connect(on_start)
+    try:
+        ran = runner.run_buffered("tick")
+    finally:
+        signals.run_started.disconnect(on_start)
     assert ran.pk == first.pk and ran.status == "success"
+    assert slots == [1], "the buffered run holds its task's slot while it runs"
+    assert TaskExecutionRecord.objects.get(pk=ran.pk).worker_label == runner.worker_label
+    assert TaskExecutionRecord.objects.get(pk=other.pk).status == "pending"
+    assert started == [(TaskRunner, first.pk, "tick", "running", "", process.pk, False)]
+    assert TaskState.objects.get(task_id="tick").running_count == 0
     assert TaskState.objects.get(task_id="tick").buffered_record_id is None
+
+
+@db
+def test_a_buffered_fire_settled_meanwhile_gives_its_slot_back() -> None:
+    services.set_options("tick", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    runner = TaskRunner()
+    kept = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))
+    TaskExecutionRecord.objects.filter(pk=kept.pk).update(status="skipped", message="settled elsewhere")
+    TaskState.objects.filter(task_id="tick").update(running_count=0)
+    assert runner.run_buffered("tick") is None
+    state = TaskState.objects.get(task_id="tick")
+    assert (state.running_count, state.buffered_record_id) == (0, None)
+    assert TaskExecutionRecord.objects.get(pk=kept.pk).message == "settled elsewhere", "not run after all"
 
 
 @db
@@ -109,7 +147,9 @@ def test_retries_stop_when_the_task_is_disabled() -> None:
     services.disable_task("boom")
     assert runner.run_pending(retry.pk) is None
     retry.refresh_from_db()
-    assert retry.status == "skipped" and "retries stopped" in retry.message
+    assert retry.status == "skipped" and retry.message == "skipped: the task was disabled, so its retries stopped"
+    # Settled as a run that ended as it began: it has a start, an end and no duration.
+    assert retry.started_at is not None and retry.finished_at == retry.started_at and retry.duration_seconds == 0.0
 
 
 # -- real scheduler processes ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -250,6 +251,11 @@ def test_resolve_wall_time() -> None:
     assert resolve_wall_time(datetime(2026, 9, 27, 3, 0), CHATHAM) == datetime(2026, 9, 26, 14, 0, tzinfo=UTC)
     repeated = resolve_wall_time(datetime(2026, 10, 25, 2, 30), BERLIN)
     assert repeated.astimezone(UTC) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # the first pass
+    # The first pass even when the wall time comes marked as the second one (fold=1).
+    assert resolve_wall_time(datetime(2026, 10, 25, 2, 30, fold=1), BERLIN).utcoffset() == timedelta(hours=2)
+    # In the task's zone, as its wall clock reads it: a time in the gap runs when the gap ends.
+    gap = resolve_wall_time(datetime(2026, 3, 29, 2, 30), BERLIN)
+    assert (gap.replace(tzinfo=None), gap.utcoffset()) == (datetime(2026, 3, 29, 3, 0), timedelta(hours=2))
 
 
 def test_cron_trigger_pickles_for_the_job_store() -> None:
@@ -278,6 +284,26 @@ def test_a_stored_version_2_trigger_loads_and_follows_the_new_rules() -> None:
     got = next_fire_times(trigger, datetime(2026, 11, 1, 5, 40, tzinfo=UTC), 2)
     assert walls(got, NEW_YORK) == ["01:45-0400", "01:00-0500"]
     assert pickle.loads(pickle.dumps(trigger)).__getstate__() == trigger.__getstate__()
+
+
+def test_a_trigger_pickles_in_the_stored_format_with_its_dates() -> None:
+    """What the job store holds keeps its format (the version-2 keys and values), end_date included."""
+
+    class Raw:
+        def __setstate__(self, state: dict[str, object]) -> None:
+            self.state = state
+
+    class RawUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> object:
+            return Raw if name == "CronTrigger" else super().find_class(module, name)
+
+    stored = RawUnpickler(io.BytesIO(STORED_VERSION_2)).load().state
+    fresh = CronTrigger("*/15 * * * *", "America/New_York", start_date=datetime(2026, 1, 1, tzinfo=UTC))
+    assert fresh.__getstate__() == stored
+    end = datetime(2027, 6, 1, tzinfo=UTC)
+    bounded = pickle.loads(pickle.dumps(CronTrigger("0 2 * * *", "UTC", end_date=end)))
+    assert bounded.end_date == end
+    assert bounded.get_next_fire_time(None, datetime(2027, 5, 31, 3, 0, tzinfo=UTC)) is None
 
 
 def test_interval_trigger_still_built_here() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from scheduler_app.validation import (
     MAX_DURATION_SECONDS,
     MAX_TIMEOUT_SECONDS,
     ScheduleValidationError,
+    config_errors,
     cron_expression_error,
     disabled_reason_error,
     interval_error,
@@ -86,10 +88,39 @@ def test_names_timeouts_and_zones() -> None:
     assert timezone_error("America/New_York") is None and timezone_error("Nowhere/City") is not None
 
 
+def test_config_errors_judge_every_stored_field() -> None:
+    """What the scheduler asks of a stored configuration: every field, by the same rules as on input."""
+    broken = SimpleNamespace(
+        schedule_type="cron",
+        cron_expression="61 * * * *",
+        interval_seconds=None,
+        timezone="Nowhere/City",
+        options={"jitter_seconds": -1},
+        timeout_seconds=0,
+    )
+    assert config_errors(broken) == {
+        "cron_expression": cron_expression_error("61 * * * *"),
+        "timezone": timezone_error("Nowhere/City"),
+        "jitter_seconds": options_errors({"jitter_seconds": -1})["jitter_seconds"],
+        "timeout": timeout_error(0),
+    }
+    interval = SimpleNamespace(
+        schedule_type="interval", cron_expression="", interval_seconds=0, timezone="", options={}, timeout_seconds=5
+    )
+    assert config_errors(interval) == {"interval_seconds": interval_error(0)}
+    fine = SimpleNamespace(
+        schedule_type="interval", cron_expression="", interval_seconds=60, timezone="UTC", options={}, timeout_seconds=5
+    )
+    assert config_errors(fine) == {}
+
+
 def test_validation_error_carries_fields_and_subject() -> None:
     error = ScheduleValidationError({"cron_expression": "bad"}, subject="task 'x'")
     assert error.errors == {"cron_expression": "bad"}
     assert str(error) == "task 'x': cron_expression: bad"
+    assert error.subject == "task 'x'"
+    bare = ScheduleValidationError({"timezone": "unknown", "timeout": "too long"})
+    assert str(bare) == "timezone: unknown; timeout: too long" and bare.subject is None
 
 
 # -- the bounds --------------------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""The operations of services.py that the API and admin tests reach only in part."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from scheduler_app import services
+from scheduler_app.models import TaskConfig
+from scheduler_app.tasks.base import OverlapPolicy
+from scheduler_app.validation import ScheduleValidationError
+
+pytestmark = pytest.mark.django_db
+
+
+def test_clear_schedule_drops_every_override() -> None:
+    services.set_schedule("tick", schedule_type="interval", interval_seconds=300)
+    services.clear_schedule("tick")
+    assert TaskConfig.objects.get(name="tick").interval_seconds_override is None
+    services.set_schedule("tick", schedule_type="cron", cron_expression="*/5 * * * *", timezone_name="Europe/Berlin")
+    services.clear_schedule("tick")
+    tick = TaskConfig.objects.get(name="tick")
+    overrides = (
+        tick.schedule_type_override,
+        tick.cron_expression_override,
+        tick.interval_seconds_override,
+        tick.timezone_override,
+    )
+    assert overrides == ("", "", None, "")
+    assert (tick.schedule_type, tick.interval_seconds) == (tick.default_schedule_type, tick.default_interval_seconds)
+
+
+def test_set_options_stores_choices_as_their_values_and_resets_keys() -> None:
+    services.set_options("tick", {"overlap": OverlapPolicy.BUFFER_ONE, "jitter_seconds": 3})
+    assert TaskConfig.objects.get(name="tick").options_override == {"overlap": "buffer_one", "jitter_seconds": 3}
+    services.set_options("tick", {"jitter_seconds": None, "max_retries": None})  # max_retries was never set
+    assert TaskConfig.objects.get(name="tick").options_override == {"overlap": "buffer_one"}
+
+
+def test_set_options_refuses_an_unknown_key_even_as_a_reset() -> None:
+    with pytest.raises(ScheduleValidationError, match="nonsense: unknown schedule option"):
+        services.set_options("tick", {"nonsense": None})
+    assert TaskConfig.objects.get(name="tick").options_override in ({}, None)
+
+
+def test_set_options_judges_the_result_with_the_code_defaults(caplog: pytest.LogCaptureFixture) -> None:
+    TaskConfig.objects.filter(name="tick").update(default_options={"retry_delay_seconds": 60})
+    with pytest.raises(ScheduleValidationError) as caught:
+        services.set_options("tick", {"retry_max_delay_seconds": 10})  # below the code's delay
+    assert caught.value.subject == "task 'tick'"
+    assert caught.value.errors == {
+        "retry_max_delay_seconds": "retry_max_delay_seconds must be at least retry_delay_seconds"
+    }
+    with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
+        services.set_options("tick", {"retry_max_delay_seconds": 120, "end_date": "2030-01-01T00:00:00Z"})
+    stored = TaskConfig.objects.get(name="tick").options_override
+    assert stored == {"retry_max_delay_seconds": 120, "end_date": "2030-01-01T00:00:00+00:00"}  # normalised
+    expected = "task tick: Schedule options set: end_date=2030-01-01T00:00:00Z, retry_max_delay_seconds=120. (by code)"
+    assert expected in caplog.messages
+
+
+def test_set_schedule_keeps_only_the_fields_of_its_type(caplog: pytest.LogCaptureFixture, settings: Any) -> None:
+    with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
+        services.set_schedule("tick", schedule_type="interval", interval_seconds=300, cron_expression="0 2 * * *")
+        tick = TaskConfig.objects.get(name="tick")
+        assert (tick.cron_expression_override, tick.interval_seconds_override) == ("", 300)
+        services.set_schedule("tick", schedule_type="cron", cron_expression=" 0 2 * * * ", interval_seconds=300)
+        tick = TaskConfig.objects.get(name="tick")
+        assert (tick.cron_expression_override, tick.interval_seconds_override) == ("0 2 * * *", None)
+    zone = tick.default_timezone or settings.TIME_ZONE
+    assert caplog.messages[-2:] == [
+        "task tick: Schedule overridden: every 300s. (by code)",
+        f"task tick: Schedule overridden: cron '0 2 * * *' in {zone}. (by code)",
+    ]
+    with pytest.raises(ScheduleValidationError) as caught:
+        services.set_schedule("tick", schedule_type="interval", interval_seconds=0)
+    assert caught.value.subject == "task 'tick'" and list(caught.value.errors) == ["interval_seconds"]
