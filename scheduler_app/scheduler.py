@@ -754,7 +754,10 @@ class TaskScheduler:
                 waited = None
                 if trigger == Trigger.MANUAL and expired_before is not None and created_at <= expired_before:
                     waited = (now - max(created_at, since)).total_seconds()
-                self.runner.launch_pending(record_id, self._configs.get(name), waited=waited)
+                # The configuration is read afresh, not taken from this scheduler's cache: a pickup
+                # woken at once can come before the next reload, and a timeout or policy changed just
+                # before the trigger must apply to the run.
+                self.runner.launch_pending(record_id, None, waited=waited)
             except (OperationalError, InterfaceError):
                 raise
             except Exception as exc:

@@ -71,7 +71,10 @@ def test_the_scheduler_applies_the_settings_default_timeout(processes) -> None:
 
 @pytest.mark.process
 def test_a_timeout_set_through_the_api_stops_the_run_in_the_scheduler(processes) -> None:
-    processes.scheduler(["LongTask"])
+    # A slow configuration poll: the queued run is picked up at once (SQLite's data_version check,
+    # PostgreSQL's NOTIFY), long before the scheduler reloads its configuration; the run must still
+    # get the timeout set a moment before the trigger.
+    processes.scheduler(["LongTask"], TEST_POLL_INTERVAL="5", TEST_LEASE_SECONDS="30")
     client = Client()
     client.force_login(User.objects.create_superuser("root", password="pw"))
     response = client.put("/scheduler/tasks/long/timeout", {"timeout_seconds": 0.6}, content_type="application/json")
