@@ -23,7 +23,6 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +31,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from scheduler_app import faults
+from scheduler_app.abc import Executor, Outcome, Submission
 from scheduler_app.db import close_thread_connections
 from scheduler_app.tasks.base import BaseTask, TaskResult, TaskStatus
 
@@ -42,14 +42,6 @@ CANCEL_GRACE_SECONDS = 1.0
 # The watchdog looks again at least this often: a wait of any length (a huge timeout stored before
 # timeouts were bounded) never reaches Condition.wait, which refuses waits beyond threading.TIMEOUT_MAX.
 LONGEST_WATCHDOG_WAIT = 3600.0
-
-
-@dataclass
-class Outcome:
-    status: TaskStatus
-    message: str = ""
-    error: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 def interrupted_outcome(reason: str) -> Outcome:
@@ -226,8 +218,8 @@ class _Worker:
         execution.settle(outcome)
 
 
-class WorkerPool:
-    """``size`` threads running task code; runs beyond that wait in order for a free worker."""
+class WorkerPool(Executor):
+    """The in-process executor: ``size`` threads running task code; runs beyond that wait in order for a free worker."""
 
     def __init__(self, size: int, name: str = "task-worker") -> None:
         self.size = max(1, size)
@@ -266,6 +258,9 @@ class WorkerPool:
                 self._spawn()
             self._cond.notify()
         return execution
+
+    def submit(self, run: Submission, on_settled: Callable[[Execution], None] | None = None) -> Execution:
+        return self.start(run.task, run.timeout, on_settled)
 
     def backlog(self) -> int:
         """Runs waiting for a worker."""

@@ -291,7 +291,7 @@ class TaskScheduler:
         if self._dispatcher is not None:
             self._dispatcher.join(timeout=30)
             self._dispatcher = None
-        in_flight = len(self.runner.pool.in_flight())
+        in_flight = self.runner.in_flight()
         if in_flight:
             logger.info("waiting up to %.0fs for %d running task(s)", grace, in_flight)
         drained = self.runner.drain(grace)
@@ -740,11 +740,7 @@ class TaskScheduler:
         )
         for record_id, name, trigger, created_at in ready:
             if name not in self.registry:
-                TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
-                    status=TaskStatus.SKIPPED,
-                    finished_at=timezone.now(),
-                    message=f"task {name!r} is not registered in this scheduler",
-                )
+                self.runner.drop_pending(record_id, f"skipped: task {name!r} is not registered in this scheduler")
                 continue
             try:
                 if trigger == Trigger.SCHEDULED:

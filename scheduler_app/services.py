@@ -13,11 +13,12 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
-from scheduler_app.models import TaskConfig, TaskExecutionRecord, Trigger
+from scheduler_app.ledger import Ledger
+from scheduler_app.models import TaskConfig, TaskExecutionRecord
 from scheduler_app.notify import announce_pending
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.task_rows import sync_task_rows as sync_task_rows
-from scheduler_app.tasks.base import OPTION_DEFAULTS, OverlapPolicy, ScheduleType, TaskStatus
+from scheduler_app.tasks.base import OPTION_DEFAULTS, OverlapPolicy, ScheduleType
 from scheduler_app.validation import (
     ScheduleValidationError,
     disabled_reason_error,
@@ -194,13 +195,7 @@ def request_run(name: str, user: Any = None, origin: str = "api") -> TaskExecuti
     config = get_task(name)
     if config.overlap_policy != OverlapPolicy.ALLOW and config.state.running_count:
         raise TaskBusy(name)
-    record = TaskExecutionRecord.objects.create(
-        task_id=name,
-        trigger=Trigger.MANUAL,
-        status=TaskStatus.PENDING,
-        triggered_by=user if getattr(user, "is_authenticated", False) else None,
-        origin=origin,
-    )
+    record = Ledger().queue_manual(name, user=user, origin=origin)
     if getattr(user, "is_authenticated", False):
         LogEntry.objects.log_actions(
             user_id=user.pk,

@@ -21,6 +21,7 @@ from scheduler_app.models import TaskExecutionRecord
 from scheduler_app.runner import TaskRunner
 from scheduler_app.services import sync_task_rows
 from tests.processes import wait_for
+from tests.runs import run_fire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -101,8 +102,8 @@ def test_fire_lateness_histogram_of_scheduled_runs(staff: Client) -> None:
     runner = TaskRunner()
     now = timezone.now()
     # Fires processed 0.3 s and 4 s after their time: started_at - scheduled_at is the lateness.
-    runner.run_scheduled("tick", now - timedelta(seconds=0.3))
-    runner.run_scheduled("tick", now - timedelta(seconds=4))
+    run_fire(runner, "tick", now - timedelta(seconds=0.3))
+    run_fire(runner, "tick", now - timedelta(seconds=4))
     after = scrape(staff)
 
     def moved(le: str) -> float:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState
 from scheduler_app.runner import BUSY_MESSAGE, Fire, TaskRunner
 from scheduler_app.services import set_options, sync_task_rows
+from tests.runs import run_fire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,7 +108,7 @@ def test_an_outcome_does_not_overwrite_a_verdict_of_interrupted(
 def test_missed_fires_are_recorded_together_once_each(runner: TaskRunner) -> None:
     from scheduler_app.records import MissedFire
 
-    ran = runner.run_scheduled("tick", MOMENT)
+    ran = run_fire(runner, "tick", MOMENT)
     assert ran is not None and ran.status == "success"
     fires = [
         MissedFire("tick", MOMENT, "late"),  # already ran: keeps its record

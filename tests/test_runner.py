@@ -12,10 +12,11 @@ from django.utils import timezone
 from scheduler_app import services, signals
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
-from scheduler_app.runner import BUSY_MESSAGE, TaskRunner
+from scheduler_app.runner import BUSY_MESSAGE, MissedFire, TaskRunner
 from scheduler_app.services import request_run, sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 from tests.processes import wait_for
+from tests.runs import run_fire, run_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,11 +113,11 @@ def test_busy_task_is_skipped_with_a_reason_and_not_run() -> None:
 
 def test_each_scheduled_fire_is_recorded_once() -> None:
     fire = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    first = TaskRunner().run_scheduled("tick", fire)
-    second = TaskRunner().run_scheduled("tick", fire)
+    first = run_fire(TaskRunner(), "tick", fire)
+    second = run_fire(TaskRunner(), "tick", fire)
     assert first is not None and first.status == "success" and first.scheduled_at == fire
     assert second is None
-    assert TaskRunner().record_missed("tick", fire, "late") is None
+    assert TaskRunner().record_missed_fires([MissedFire("tick", fire, "late")])[0] is None
     assert TaskExecutionRecord.objects.filter(task_id="tick").count() == 1
 
 
@@ -124,9 +125,9 @@ def test_pending_run_is_claimed_once() -> None:
     queued = request_run("tick", origin="api")
     assert queued.status == "pending" and queued.started_at is None
     runner = TaskRunner()
-    done = runner.run_pending(queued.pk)
+    done = run_queued(runner, queued.pk)
     assert done is not None and done.pk == queued.pk and done.status == "success"
-    assert runner.run_pending(queued.pk) is None
+    assert run_queued(runner, queued.pk) is None
 
 
 def test_seed_helpers_history_and_state(django_assert_num_queries: Any) -> None:
@@ -146,7 +147,7 @@ def test_seed_helpers_history_and_state(django_assert_num_queries: Any) -> None:
 
 
 def test_a_scheduled_fire_keeps_its_jitter() -> None:
-    record = TaskRunner().run_scheduled("tick", datetime(2027, 1, 1, tzinfo=UTC), jitter=2.5)
+    record = run_fire(TaskRunner(), "tick", datetime(2027, 1, 1, tzinfo=UTC), jitter=2.5)
     assert record is not None and record.status == "success"
     assert TaskExecutionRecord.objects.get(pk=record.pk).jitter_seconds == 2.5
 
@@ -164,8 +165,10 @@ def test_a_missed_fire_is_recorded_and_announced_as_stored(caplog: pytest.LogCap
     try:
         # In whatever zone is active: the fire is matched to its record by its instant.
         with timezone.override("Asia/Tokyo"):
-            record = runner.record_missed("tick", at, "outside the grace window")
-            assert runner.record_missed("tick", at, "again") is None, "a fire never gets two records"
+            record = runner.record_missed_fires([MissedFire("tick", at, "outside the grace window")])[0]
+            assert runner.record_missed_fires([MissedFire("tick", at, "again")])[0] is None, (
+                "a fire never gets two records"
+            )
     finally:
         signals.run_finished.disconnect(receiver)
     assert record is not None and announced == [record]
@@ -301,7 +304,7 @@ def test_launch_pending_of_a_retry_of_a_busy_task_settles_it_without_starting(ru
 def test_launch_buffered_starts_the_kept_fire_once(runner: TaskRunner) -> None:
     services.set_options("tick", {"overlap": "buffer_one"})
     TaskState.objects.filter(task_id="tick").update(running_count=1)
-    kept = runner.run_scheduled("tick", datetime(2027, 1, 1, tzinfo=UTC))
+    kept = run_fire(runner, "tick", datetime(2027, 1, 1, tzinfo=UTC))
     assert kept is not None and kept.status == "pending"
     assert runner.launch_buffered("tick") is False, "the task is still busy"
     TaskState.objects.filter(task_id="tick").update(running_count=0)

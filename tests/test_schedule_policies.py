@@ -9,6 +9,7 @@ from itertools import pairwise
 import pytest
 
 from scheduler_app import services, signals
+from scheduler_app.ledger import Ledger
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState
 from scheduler_app.runner import ALREADY_BUFFERED_MESSAGE, TaskRunner, retry_delay
 from scheduler_app.scheduler import build_trigger
@@ -16,6 +17,7 @@ from scheduler_app.tasks.base import OPTION_DEFAULTS, BaseTask
 from scheduler_app.triggers import CronTrigger, next_fire_times
 from scheduler_app.validation import ScheduleValidationError
 from tests.processes import wait_for
+from tests.runs import run_buffered, run_fire, run_queued
 
 db = pytest.mark.django_db(transaction=True)
 
@@ -74,13 +76,13 @@ def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
     TaskState.objects.filter(task_id="tick").update(running_count=1)  # a run elsewhere holds the slot
     process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
     runner = TaskRunner(process=process)
-    first = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), jitter=1.5)
-    second = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC))
+    first = run_fire(runner, "tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), jitter=1.5)
+    second = run_fire(runner, "tick", datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC))
     assert first.status == "pending" and "buffered" in first.message
     kept = TaskExecutionRecord.objects.get(pk=first.pk)
     assert (kept.scheduled_at, kept.jitter_seconds) == (datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), 1.5)
     assert second.status == "skipped" and second.message == ALREADY_BUFFERED_MESSAGE
-    assert runner.run_buffered("tick") is None  # still busy
+    assert run_buffered(runner, "tick") is None  # still busy
     TaskState.objects.filter(task_id="tick").update(running_count=0)
     other = services.request_run("boom")  # another queued run: not this claim's
     # Another process runs the kept fire: the record says which.
@@ -96,14 +98,14 @@ def test_buffer_one_keeps_exactly_one_fire_while_busy() -> None:
 
     signals.run_started.connect(on_start)
     try:
-        ran = runner.run_buffered("tick")
+        ran = run_buffered(runner, "tick")
     finally:
         signals.run_started.disconnect(on_start)
     assert ran.pk == first.pk and ran.status == "success"
     assert slots == [1], "the buffered run holds its task's slot while it runs"
     assert TaskExecutionRecord.objects.get(pk=ran.pk).worker_label == runner.worker_label
     assert TaskExecutionRecord.objects.get(pk=other.pk).status == "pending"
-    assert started == [(TaskRunner, first.pk, "tick", "running", "", process.pk, False)]
+    assert started == [(Ledger, first.pk, "tick", "running", "", process.pk, False)]
     assert TaskState.objects.get(task_id="tick").running_count == 0
     assert TaskState.objects.get(task_id="tick").buffered_record_id is None
 
@@ -113,10 +115,10 @@ def test_a_buffered_fire_settled_meanwhile_gives_its_slot_back() -> None:
     services.set_options("tick", {"overlap": "buffer_one"})
     TaskState.objects.filter(task_id="tick").update(running_count=1)
     runner = TaskRunner()
-    kept = runner.run_scheduled("tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))
+    kept = run_fire(runner, "tick", datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))
     TaskExecutionRecord.objects.filter(pk=kept.pk).update(status="skipped", message="settled elsewhere")
     TaskState.objects.filter(task_id="tick").update(running_count=0)
-    assert runner.run_buffered("tick") is None
+    assert run_buffered(runner, "tick") is None
     state = TaskState.objects.get(task_id="tick")
     assert (state.running_count, state.buffered_record_id) == (0, None)
     assert TaskExecutionRecord.objects.get(pk=kept.pk).message == "settled elsewhere", "not run after all"
@@ -130,10 +132,10 @@ def test_failed_runs_are_retried_as_linked_records_until_max_retries() -> None:
     retry = TaskExecutionRecord.objects.get(retry_of=first, status="pending")
     assert retry.trigger == "retry" and retry.attempt == 2
     assert abs((retry.scheduled_at - first.finished_at).total_seconds() - 30) < 2
-    second = runner.run_pending(retry.pk)
+    second = run_queued(runner, retry.pk)
     assert second.status == "failed"
     third = TaskExecutionRecord.objects.get(retry_of=first, attempt=3)
-    assert runner.run_pending(third.pk).status == "failed"
+    assert run_queued(runner, third.pk).status == "failed"
     assert not TaskExecutionRecord.objects.filter(status="pending").exists(), "no attempt past max_retries"
     assert TaskState.objects.get(task_id="boom").consecutive_failures == 3
 
@@ -145,7 +147,7 @@ def test_retries_stop_when_the_task_is_disabled() -> None:
     first = runner.run_now("boom")
     retry = TaskExecutionRecord.objects.get(retry_of=first)
     services.disable_task("boom")
-    assert runner.run_pending(retry.pk) is None
+    assert run_queued(runner, retry.pk) is None
     retry.refresh_from_db()
     assert retry.status == "skipped" and retry.message == "skipped: the task was disabled, so its retries stopped"
     # Settled as a run that ended as it began: it has a start, an end and no duration.

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from scheduler_app import conf
-from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule
 
 BATCH_SIZE = 5000
 
@@ -21,17 +21,11 @@ class PruneHistoryTask(BaseTask):
     timeout = 1800
 
     def run(self) -> TaskResult:
-        from scheduler_app.models import TaskExecutionRecord
+        from scheduler_app.ledger import Ledger
 
         days = float(conf.get("HISTORY_RETENTION_DAYS"))
         cutoff = timezone.now() - timedelta(days=days)
-        old = TaskExecutionRecord.objects.filter(created_at__lt=cutoff).exclude(
-            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING]
-        )
-        deleted = 0
-        # Small batches keep each write transaction short, so the scheduler never waits long.
-        while ids := list(old.values_list("pk", flat=True)[:BATCH_SIZE]):
-            deleted += TaskExecutionRecord.objects.filter(pk__in=ids).delete()[0]
+        deleted = Ledger.prune(cutoff, BATCH_SIZE)
         return TaskResult.success(
             f"deleted {deleted} record(s) older than {days:g} day(s)", deleted=deleted, cutoff=cutoff.isoformat()
         )

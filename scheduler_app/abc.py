@@ -1,0 +1,82 @@
+"""The seams of the scheduler: what a component must do, not how.
+
+``Executor``: where task code runs. The runner records and claims a run through the ledger
+(``ledger.py``), then submits it to its executor; how the run ended comes back through
+``on_settled``, and the runner records it. The in-process ``WorkerPool`` (``execution.py``) is the
+first executor. Where code runs is this one decision: the runner, the scheduler and the ledger do
+not change with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from scheduler_app.tasks.base import BaseTask, TaskStatus
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A claimed run to execute: its record (already ``running``), the task's code and its time limit."""
+
+    record_id: int
+    task: BaseTask
+    timeout: float
+
+
+@dataclass
+class Outcome:
+    """How a run's code ended, as the executor saw it."""
+
+    status: TaskStatus
+    message: str = ""
+    error: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class RunHandle(Protocol):
+    """An executor's handle on one submitted run, settled exactly once."""
+
+    started_at: datetime | None  # when the code began (a run may wait for a free worker)
+    duration: float
+    outcome: Outcome | None
+    settled: threading.Event
+
+    def wait(self, cancel: threading.Event | None = None, reason: str = "") -> Outcome:
+        """Block until settled; a set ``cancel`` settles the run as interrupted."""
+        ...
+
+
+class Executor(ABC):
+    """Runs the code of claimed runs, each within its timeout, and settles each exactly once."""
+
+    @abstractmethod
+    def submit(self, run: Submission, on_settled: Callable[[RunHandle], None] | None = None) -> RunHandle:
+        """Hand ``run`` over and return at once; ``on_settled`` is called (in some thread) once it ended.
+
+        Raises when nothing can be started (the executor is closed): the caller still owns the run.
+        """
+
+    @abstractmethod
+    def backlog(self) -> int:
+        """Runs handed over that wait for a worker."""
+
+    @abstractmethod
+    def in_flight(self) -> list[RunHandle]:
+        """Runs handed over and not settled yet."""
+
+    @abstractmethod
+    def interrupt_all(self, reason: str) -> int:
+        """Settle every run not ended yet as ``interrupted``; returns how many."""
+
+    @abstractmethod
+    def dead_threads(self) -> list[str]:
+        """Names of the executor's long-lived threads that should run and do not (health)."""
+
+    @abstractmethod
+    def close(self, wait: float = 0.0) -> None:
+        """Stop taking runs; wait up to ``wait`` seconds for the workers to end."""

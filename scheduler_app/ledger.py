@@ -1,0 +1,496 @@
+"""The ledger: the one module that changes runs' records and their tasks' state.
+
+Every transition of a run is a method of ``Ledger``: record a burst of fires (claiming their tasks'
+running slots), record fires that will not run, queue a manual run, start one, claim a queued run
+or a buffered fire, skip a queued run, write outcomes, queue a retry, interrupt runs that can no
+longer finish, prune old history. Whoever moves a run on (the runner, the scheduler, the services,
+the reaper, ``prune_history``) asks the ledger. The statements of the hot path are hand-written SQL
+in ``records.py``, which only this module calls for writing.
+
+The ledger announces what it changed, after the commit: ``signals.run_started`` for a run that
+started, ``signals.run_finished`` for a record that reached a final status, with a log line each.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from scheduler_app import conf, signals
+from scheduler_app.db import write_transaction
+from scheduler_app.logging import log_context
+from scheduler_app.models import FAILURE_STATUSES, SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.records import (
+    MissedFire,
+    NewRun,
+    RunOutcome,
+    begin_scheduled,
+    claim_slots,
+    finish_runs,
+    record_missed,
+)
+from scheduler_app.registry import TaskRegistry, task_registry
+from scheduler_app.task_rows import sync_task_rows
+from scheduler_app.tasks.base import OverlapPolicy, RetryBackoff, TaskStatus
+from scheduler_app.validation import MAX_DURATION_SECONDS
+
+__all__ = ["Fire", "Ledger", "MissedFire", "RunOutcome", "retry_delay"]
+
+logger = logging.getLogger("scheduler_app.ledger")
+# A run's outcome line keeps the logger name that log filters and the README's Logging section use.
+outcome_logger = logging.getLogger("scheduler_app.runner")
+
+BUSY_MESSAGE = "skipped: the previous run is still running and the task does not allow concurrent runs"
+BUFFERED_MESSAGE = "buffered: runs right after the current run ends (overlap policy buffer_one)"
+ALREADY_BUFFERED_MESSAGE = "skipped: the previous run is still running and one fire is already buffered"
+WAITED_MESSAGE = (
+    "skipped: waited {waited:.0f}s for run #{blocking} to end (the task does not allow concurrent runs; "
+    "SCHEDULER['MANUAL_RUN_MAX_WAIT'] is {limit:g}s)"
+)
+DISABLED_RETRY_MESSAGE = "skipped: the task was disabled, so its retries stopped"
+
+
+@dataclass
+class Fire:
+    """A scheduled fire to run: the task's configuration, the time it was meant for, its jitter."""
+
+    config: TaskConfig
+    scheduled_at: datetime
+    jitter: float | None = None
+
+
+def retry_delay(options: dict[str, Any], attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1 for the first retry), capped.
+
+    Also capped at validation's MAX_DURATION_SECONDS, for values stored before that bound existed.
+    """
+    delay = float(options["retry_delay_seconds"])  # type: ignore[arg-type]
+    if options["retry_backoff"] == RetryBackoff.EXPONENTIAL:
+        delay *= 2 ** (attempt - 1)
+    return min(delay, float(options["retry_max_delay_seconds"]), MAX_DURATION_SECONDS)  # type: ignore[arg-type]
+
+
+class Ledger:
+    """Writes the life of runs: each method is one transition, in one short transaction.
+
+    ``process`` and ``worker_label`` name who runs what this ledger starts (the records' ``worker``
+    and ``worker_label``), so that a dead process's runs can be found and reaped.
+    """
+
+    def __init__(
+        self, registry: TaskRegistry | None = None, process: SchedulerProcess | None = None, worker_label: str = ""
+    ) -> None:
+        self.registry = registry or task_registry
+        self.process = process
+        self.worker_label = worker_label
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def config(self, name: str) -> TaskConfig:
+        """The task's configuration row, created from the code's defaults if it is not there yet."""
+        config = TaskConfig.objects.filter(name=name).first()
+        if config is None:
+            sync_task_rows(self.registry)
+            config = TaskConfig.objects.get(name=name)
+        return config
+
+    @staticmethod
+    def buffered_record_id(name: str) -> int | None:
+        """The record of the fire that ``buffer_one`` keeps for the task, if any."""
+        return TaskState.objects.filter(task_id=name).values_list("buffered_record_id", flat=True).first()
+
+    # -- fires ---------------------------------------------------------------------------------
+
+    def record_fires(self, fires: Sequence[Fire]) -> list[TaskExecutionRecord | None]:
+        """Record scheduled fires and claim their tasks' slots: one transaction for all of them.
+
+        Returns each fire's record (``running``; ``skipped`` when its task is busy; ``pending`` when
+        kept by ``buffer_one``), or None when another process recorded that fire already.
+        """
+        now = timezone.now()
+        records: list[TaskExecutionRecord | None] = [None] * len(fires)
+        # Read once per fire: each read merges the task's option layers.
+        policies = [fire.config.overlap_policy for fire in fires]
+        # buffer_one reads and writes the task's state row per fire: the ORM path, below. For the
+        # rest, a statement claims each task once: a task's n-th fire in this batch goes in round n.
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for i, fire in enumerate(fires):
+            if policies[i] != OverlapPolicy.BUFFER_ONE:
+                n = seen[fire.config.name] = seen.get(fire.config.name, -1) + 1
+                if n == len(rounds):
+                    rounds.append([])
+                rounds[n].append(i)
+        if rounds:
+            with write_transaction():
+                for round_ in rounds:
+                    result = begin_scheduled(
+                        [
+                            NewRun(
+                                fires[i].config.name,
+                                fires[i].scheduled_at,
+                                policies[i] == OverlapPolicy.ALLOW,
+                                fires[i].jitter,
+                            )
+                            for i in round_
+                        ],
+                        now=now,
+                        worker=self.process,
+                        worker_label=self.worker_label,
+                        busy_message=BUSY_MESSAGE,
+                    )
+                    for i in round_:
+                        if fires[i].config.name in result:
+                            record_id, claimed = result[fires[i].config.name]
+                            records[i] = self._scheduled_record(fires[i], record_id, claimed, now)
+        for i, fire in enumerate(fires):
+            if policies[i] != OverlapPolicy.BUFFER_ONE:
+                continue
+            try:
+                # _begin announces the record itself (after its own commit).
+                records[i] = self._begin(
+                    fire.config, trigger=Trigger.SCHEDULED, scheduled_at=fire.scheduled_at, jitter=fire.jitter
+                )
+            except IntegrityError:
+                records[i] = None
+        for i, (fire, record) in enumerate(zip(fires, records, strict=True)):
+            if record is None:
+                logger.info("fire of %s at %s already recorded by another process", fire.config.name, fire.scheduled_at)
+            elif policies[i] != OverlapPolicy.BUFFER_ONE:
+                self._announce(record)
+        return records
+
+    def record_missed(self, fires: Sequence[MissedFire]) -> list[TaskExecutionRecord | None]:
+        """Record fires that will not run, in one transaction; None for a fire that already has a record."""
+        if not fires:
+            return []
+        now = timezone.now()
+        with write_transaction():
+            ids = record_missed(fires, now=now, worker=self.process, worker_label=self.worker_label)
+        records: list[TaskExecutionRecord | None] = []
+        for fire, record_id in zip(fires, ids, strict=True):  # pragma: no mutate (strict only asserts)
+            if record_id is None:
+                records.append(None)
+                continue
+            record = self._fire_record(
+                record_id,
+                fire.task_name,
+                fire.scheduled_at,
+                now,
+                status=TaskStatus.MISSED,
+                finished_at=now,
+                message=fire.reason,
+            )
+            logger.warning("task %s: fire at %s missed: %s", fire.task_name, fire.scheduled_at.isoformat(), fire.reason)
+            self._send_finished(record)
+            records.append(record)
+        return records
+
+    def _fire_record(
+        self, record_id: int, task_name: str, scheduled_at: datetime, now: datetime, **fields: Any
+    ) -> TaskExecutionRecord:
+        """A scheduled fire's record as ``records.py`` wrote it, as a model instance (not read back)."""
+        return TaskExecutionRecord(
+            id=record_id,
+            task_id=task_name,
+            trigger=Trigger.SCHEDULED,
+            scheduled_at=scheduled_at,
+            created_at=now,
+            origin="scheduler",
+            worker=self.process,
+            worker_label=self.worker_label,
+            **fields,
+        )
+
+    def _scheduled_record(self, fire: Fire, record_id: int, claimed: bool, now: datetime) -> TaskExecutionRecord:
+        fields: dict[str, Any] = {"status": TaskStatus.RUNNING, "started_at": now, "jitter_seconds": fire.jitter}
+        if not claimed:
+            fields.update(status=TaskStatus.SKIPPED, finished_at=now, duration_seconds=0.0, message=BUSY_MESSAGE)
+        return self._fire_record(record_id, fire.config.name, fire.scheduled_at, now, **fields)
+
+    # -- manual runs and queued work -----------------------------------------------------------
+
+    def queue_manual(self, name: str, *, user: Any = None, origin: str = "api") -> TaskExecutionRecord:
+        """Queue a manual run as ``pending``, for the active scheduler to start."""
+        return TaskExecutionRecord.objects.create(
+            task_id=name,
+            trigger=Trigger.MANUAL,
+            status=TaskStatus.PENDING,
+            triggered_by=user if getattr(user, "is_authenticated", False) else None,
+            origin=origin,
+        )
+
+    def start_manual(self, config: TaskConfig, *, user: Any = None, origin: str = "command") -> TaskExecutionRecord:
+        """Record a manual run that starts at once here (``running``, or ``skipped`` if its task is busy)."""
+        record = self._begin(config, trigger=Trigger.MANUAL, user=user, origin=origin)
+        assert record is not None
+        return record
+
+    def claim_queued(
+        self, record_id: int, config: TaskConfig | None = None, *, waited: float | None = None
+    ) -> tuple[TaskConfig, TaskExecutionRecord] | None:
+        """Claim a queued manual run or retry; None if another process claimed it or it was dropped.
+
+        The record comes back ``running`` when it starts. A manual run whose task is busy (and does
+        not allow overlap) stays ``pending``: it waits for the current run to end. ``waited``: seconds
+        it has waited already, once past ``MANUAL_RUN_MAX_WAIT``; then a busy task makes it ``skipped``.
+        """
+        # pragma: no mutate start (only() saves reading columns, deferred ones load on use)
+        record = TaskExecutionRecord.objects.filter(pk=record_id).only("task_id", "trigger").first()
+        # pragma: no mutate end
+        if record is None:
+            return None
+        config = config or self.config(record.task_id)
+        if record.trigger == Trigger.RETRY and not config.enabled:
+            self.skip_queued(record_id, DISABLED_RETRY_MESSAGE)
+            return None
+        claimed = self._begin(config, trigger=record.trigger, pending_id=record_id, waited=waited)
+        return None if claimed is None else (config, claimed)
+
+    def claim_buffered(self, config: TaskConfig) -> TaskExecutionRecord | None:
+        """Start the fire that ``buffer_one`` kept, if the task is free now."""
+        state = TaskState.objects.filter(task_id=config.name)
+        with write_transaction():
+            record_id = state.values_list("buffered_record_id", flat=True).first()
+            if record_id is None:
+                return None
+            if not state.filter(running_count=0, buffered_record_id=record_id).update(
+                running_count=1, buffered_record_id=None
+            ):
+                return None
+            started = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
+                status=TaskStatus.RUNNING,
+                started_at=timezone.now(),
+                worker=self.process,
+                worker_label=self.worker_label,
+                message="",
+            )
+            if not started:
+                # The kept record is gone (pruned): give the slot back.
+                state.update(running_count=Greatest(F("running_count") - 1, Value(0)))
+                return None
+            record = TaskExecutionRecord.objects.get(pk=record_id)
+        self._announce(record)
+        return record
+
+    def skip_queued(self, record_id: int, message: str) -> bool:
+        """Settle a queued run that will not run as ``skipped``, with ``message``; False if it was not queued."""
+        now = timezone.now()
+        dropped = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
+            status=TaskStatus.SKIPPED, started_at=now, finished_at=now, duration_seconds=0.0, message=message
+        )
+        if dropped:
+            self._send_finished(TaskExecutionRecord.objects.get(pk=record_id))
+        return bool(dropped)
+
+    def _begin(
+        self,
+        config: TaskConfig,
+        *,
+        trigger: Trigger,
+        scheduled_at: datetime | None = None,
+        pending_id: int | None = None,
+        user: Any = None,
+        origin: str = "scheduler",
+        jitter: float | None = None,
+        waited: float | None = None,
+    ) -> TaskExecutionRecord | None:
+        """Claim the task's slot and record the run (a new record, or the queued ``pending_id``), then announce it."""
+        now = timezone.now()
+        buffered = False
+        with write_transaction():
+            exclusive = config.overlap_policy != OverlapPolicy.ALLOW
+            claimed = config.name in claim_slots([config.name], exclusive=exclusive)
+            if not claimed and pending_id is not None and trigger == Trigger.MANUAL:
+                # An accepted manual run is not dropped for a collision: it waits for the current run.
+                if waited is None:
+                    return TaskExecutionRecord.objects.filter(pk=pending_id, status=TaskStatus.PENDING).first()
+                busy_message = WAITED_MESSAGE.format(
+                    waited=waited, blocking=self._running_run(config.name), limit=float(conf.get("MANUAL_RUN_MAX_WAIT"))
+                )
+            else:
+                busy_message = BUSY_MESSAGE
+            status = TaskStatus.RUNNING if claimed else TaskStatus.SKIPPED
+            fields: dict[str, Any] = {
+                "status": status,
+                "started_at": now,
+                "worker": self.process,
+                "worker_label": self.worker_label,
+            }
+            if jitter is not None:
+                fields["jitter_seconds"] = jitter
+            if not claimed:
+                fields.update(finished_at=now, duration_seconds=0.0, message=busy_message)
+                if trigger == Trigger.SCHEDULED and config.overlap_policy == OverlapPolicy.BUFFER_ONE:
+                    fields.update(
+                        status=TaskStatus.PENDING,
+                        started_at=None,
+                        finished_at=None,
+                        duration_seconds=None,
+                        message=BUFFERED_MESSAGE,
+                    )
+                    buffered = True
+            if pending_id is not None:
+                taken = TaskExecutionRecord.objects.filter(pk=pending_id, status=TaskStatus.PENDING).update(**fields)
+                if not taken:
+                    transaction.set_rollback(True)
+                    return None
+                record = TaskExecutionRecord.objects.get(pk=pending_id)
+            else:
+                record = TaskExecutionRecord.objects.create(
+                    task_id=config.name,
+                    trigger=trigger,
+                    scheduled_at=scheduled_at,
+                    triggered_by=user if getattr(user, "is_authenticated", False) else None,
+                    origin=origin,
+                    **fields,
+                )
+            if buffered:
+                kept = TaskState.objects.filter(task_id=config.name, buffered_record_id__isnull=True).update(
+                    buffered_record_id=record.pk
+                )
+                if not kept:
+                    buffered = False
+                    record.status, record.started_at, record.finished_at = TaskStatus.SKIPPED, now, now
+                    record.duration_seconds, record.message = 0.0, ALREADY_BUFFERED_MESSAGE
+                    record.save(update_fields=["status", "started_at", "finished_at", "duration_seconds", "message"])
+        if buffered:
+            logger.info("task %s: fire at %s buffered behind the current run", config.name, scheduled_at)
+        else:
+            self._announce(record)
+        return record
+
+    @staticmethod
+    def _running_run(name: str) -> str:
+        """The id of the task's current run (for a message), or "?" when none is recorded."""
+        running = TaskExecutionRecord.objects.filter(status=TaskStatus.RUNNING, task_id=name)
+        return str(running.order_by("-id").values_list("pk", flat=True).first() or "?")
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def finish(self, runs: Sequence[tuple[TaskExecutionRecord, RunOutcome]]) -> list[bool]:
+        """Write how runs ended, in one transaction, then announce them; per run, whether it was written.
+
+        A record that is no longer ``running`` (someone decided the run was dead) keeps that verdict:
+        it is read back into ``record`` and its outcome is dropped. Raises the database's error with
+        nothing written; the caller decides whether to wait and try again.
+        """
+        with write_transaction():
+            written = finish_runs([outcome for _, outcome in runs])
+        for (record, outcome), changed in zip(runs, written, strict=True):
+            if not changed:
+                logger.warning("task %s run %s finished after it was marked interrupted", record.task_id, record.pk)
+                record.refresh_from_db()
+                continue
+            record.status, record.started_at, record.finished_at = (
+                outcome.status,
+                outcome.started_at,
+                outcome.finished_at,
+            )
+            record.duration_seconds, record.message = outcome.duration_seconds, outcome.message
+            record.error, record.data = outcome.error, outcome.data
+            self._log_outcome(record)
+            self._send_finished(record)
+        return written
+
+    def queue_retry(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord | None:
+        """Queue the next attempt of a failed run, as its own record linked to the first attempt."""
+        options = config.options
+        if record.status not in FAILURE_STATUSES:
+            return None
+        if record.attempt > int(options["max_retries"] or 0) or not config.enabled:  # type: ignore[arg-type]
+            return None
+        delay = retry_delay(options, record.attempt)
+        retry = TaskExecutionRecord.objects.create(
+            task_id=record.task_id,
+            trigger=Trigger.RETRY,
+            status=TaskStatus.PENDING,
+            scheduled_at=timezone.now() + timedelta(seconds=delay),
+            attempt=record.attempt + 1,
+            retry_of_id=record.retry_of_id or record.pk,
+            triggered_by_id=record.triggered_by_id,
+            origin="retry",
+            message=f"retry {record.attempt} of {options['max_retries']} after run {record.pk} {record.status}",
+        )
+        logger.info("task %s: run %s %s; retry %s in %.1fs", record.task_id, record.pk, record.status, retry.pk, delay)
+        return retry
+
+    def interrupt(self, records: Sequence[TaskExecutionRecord], reason: str) -> int:
+        """Mark runs that can no longer finish (their process died or stopped) as ``interrupted``."""
+        if not records:
+            return 0
+        now = timezone.now()
+        outcomes = [
+            RunOutcome(
+                record_id=record.pk,
+                task_name=record.task_id,
+                status=TaskStatus.INTERRUPTED,
+                started_at=record.started_at,
+                finished_at=now,
+                duration_seconds=(now - record.started_at).total_seconds() if record.started_at else None,
+                message="interrupted",
+                error=reason,
+                data=record.data or {},
+            )
+            for record in records
+        ]
+        # Written only where the record is still `running`: a run that ended meanwhile keeps its outcome.
+        with write_transaction():
+            written = finish_runs(outcomes)
+        for record, changed in zip(records, written, strict=True):  # pragma: no mutate (strict only asserts)
+            if changed:
+                record.refresh_from_db()
+                self._send_finished(record)
+        return sum(written)
+
+    @staticmethod
+    def prune(before: datetime, batch_size: int) -> int:
+        """Delete finished records created before ``before``, ``batch_size`` rows per transaction."""
+        old = TaskExecutionRecord.objects.filter(created_at__lt=before).exclude(
+            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING]
+        )
+        deleted = 0
+        # Small batches keep each write transaction short, so the scheduler never waits long.
+        while ids := list(old.values_list("pk", flat=True)[:batch_size]):
+            deleted += TaskExecutionRecord.objects.filter(pk__in=ids).delete()[0]
+        return deleted
+
+    # -- announcing ----------------------------------------------------------------------------
+
+    def _announce(self, record: TaskExecutionRecord) -> None:
+        """After the commit: a claimed run has started; a skipped one has ended."""
+        if record.status == TaskStatus.RUNNING:
+            signals.run_started.send(sender=Ledger, record=record, task=self.registry.get(record.task_id))
+        elif record.status == TaskStatus.SKIPPED:
+            logger.info("task %s: %s", record.task_id, record.message)
+            self._send_finished(record)
+
+    @staticmethod
+    def _log_outcome(record: TaskExecutionRecord) -> None:
+        status = record.status
+        log = outcome_logger.info if status in (TaskStatus.SUCCESS, TaskStatus.SKIPPED) else outcome_logger.warning
+        with log_context(task=record.task_id, run_id=record.pk, trigger=record.trigger):
+            log(
+                "task %s run %s %s in %.3fs%s",
+                record.task_id,
+                record.pk,
+                status,
+                record.duration_seconds,
+                f": {record.message}" if record.message else "",
+                extra={"duration": record.duration_seconds},
+            )
+
+    @staticmethod
+    def _send_finished(record: TaskExecutionRecord) -> None:
+        try:
+            signals.run_finished.send(sender=Ledger, record=record)
+        except Exception:
+            logger.exception("a run_finished receiver failed for record %s", record.pk)

@@ -1,0 +1,32 @@
+"""Runs through the scheduler's own path (``launch_*``, then the finisher), for tests that need the outcome."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from scheduler_app.models import TaskExecutionRecord
+from scheduler_app.runner import Fire, TaskRunner
+
+
+def _outcome(runner: TaskRunner, record_id: int) -> TaskExecutionRecord:
+    assert runner.drain(30), "the run's outcome was not written within 30 s"
+    return TaskExecutionRecord.objects.get(pk=record_id)
+
+
+def run_fire(
+    runner: TaskRunner, name: str, scheduled_at: datetime, jitter: float | None = None
+) -> TaskExecutionRecord | None:
+    """The fire of ``name`` meant for ``scheduled_at``, as the scheduler starts it; None if it already has a record."""
+    [record] = runner.launch_fires([Fire(runner.ledger.config(name), scheduled_at, jitter)])
+    return None if record is None else _outcome(runner, record.pk)
+
+
+def run_queued(runner: TaskRunner, record_id: int) -> TaskExecutionRecord | None:
+    """A queued manual run or retry, as the scheduler's pickup starts it; None if it did not start."""
+    return _outcome(runner, record_id) if runner.launch_pending(record_id) else None
+
+
+def run_buffered(runner: TaskRunner, name: str) -> TaskExecutionRecord | None:
+    """The fire that ``buffer_one`` kept, as the pickup starts it; None if the task is busy or nothing is kept."""
+    record_id = runner.ledger.buffered_record_id(name)
+    return _outcome(runner, record_id) if record_id is not None and runner.launch_buffered(name) else None

@@ -1,0 +1,155 @@
+"""The ledger: the one writer of runs' records and state, and its transitions."""
+
+from __future__ import annotations
+
+import ast
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from scheduler_app import services, signals
+from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Ledger
+from scheduler_app.models import TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.services import sync_task_rows
+from scheduler_app.tasks.base import TaskStatus
+
+APP = Path(__file__).resolve().parent.parent / "scheduler_app"
+# The modules allowed to write runs: the ledger and the SQL statements only it calls.
+WRITERS = {"ledger.py", "records.py"}
+WRITE_METHODS = {
+    "create",
+    "update",
+    "delete",
+    "save",
+    "bulk_create",
+    "bulk_update",
+    "get_or_create",
+    "update_or_create",
+}
+RUN_STATE_FIELDS = {
+    "running_count",
+    "run_count",
+    "fail_count",
+    "consecutive_failures",
+    "last_result",
+    "last_run_at",
+    "last_finished_at",
+    "last_success_at",
+    "buffered_record_id",
+}
+RECORD_WRITE_FUNCTIONS = {"begin_scheduled", "claim_slots", "finish_runs", "record_missed"}
+
+
+def _writes_in(path: Path) -> list[str]:
+    """Writes of run records or of a task's run state found in one module's source."""
+    found = []
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "scheduler_app.records":
+            found += [f"imports {alias.name}" for alias in node.names if alias.name in RECORD_WRITE_FUNCTIONS]
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr not in WRITE_METHODS:
+            continue
+        chain = ast.unparse(node.func.value)
+        keywords = {keyword.arg for keyword in node.keywords}
+        if "TaskExecutionRecord" in chain or ("TaskState" in chain and keywords & RUN_STATE_FIELDS):
+            found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_only_the_ledger_writes_runs() -> None:
+    offenders = {
+        str(path.relative_to(APP)): writes
+        for path in sorted(APP.rglob("*.py"))
+        if path.name not in WRITERS and "migrations" not in path.parts and (writes := _writes_in(path))
+    }
+    assert offenders == {}
+
+
+def test_the_rule_finds_a_write_outside_the_ledger(tmp_path: Path) -> None:
+    # The check above would pass vacuously if it could not see a write: here it must.
+    module = tmp_path / "stray.py"
+    module.write_text(
+        "from scheduler_app.records import finish_runs\n"
+        "TaskExecutionRecord.objects.filter(pk=1).update(status='skipped')\n"
+        "TaskState.objects.filter(task_id='x').update(running_count=0)\n"
+        "TaskState.objects.filter(task_id='x').update(next_run_at=None)\n"
+    )
+    assert [write.split(":")[0] for write in _writes_in(module)] == ["imports finish_runs", "line 2", "line 3"]
+
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def rows() -> None:
+    sync_task_rows()
+
+
+def test_skip_queued_settles_only_a_queued_run_and_announces_it() -> None:
+    ledger = Ledger()
+    queued = ledger.queue_manual("tick", origin="api")
+    finished: list[int] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        finished.append(record.pk)
+
+    signals.run_finished.connect(receiver)
+    try:
+        assert ledger.skip_queued(queued.pk, "skipped: no longer wanted") is True
+        assert ledger.skip_queued(queued.pk, "again") is False, "only a pending run is skipped"
+    finally:
+        signals.run_finished.disconnect(receiver)
+    stored = TaskExecutionRecord.objects.get(pk=queued.pk)
+    assert (stored.status, stored.message, stored.duration_seconds) == ("skipped", "skipped: no longer wanted", 0.0)
+    assert stored.started_at == stored.finished_at is not None
+    assert finished == [queued.pk]
+
+
+def test_a_queued_manual_run_records_who_and_where() -> None:
+    record = Ledger().queue_manual("tick", origin="admin")
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.trigger, stored.status, stored.origin, stored.triggered_by) == ("manual", "pending", "admin", None)
+
+
+def test_a_retry_is_queued_only_for_a_failure_within_max_retries() -> None:
+    config = services.set_options("boom", {"max_retries": 1, "retry_backoff": "fixed", "retry_delay_seconds": 60})
+    ledger = Ledger()
+    failed = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.FAILED)
+    skipped = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.SKIPPED)
+    assert ledger.queue_retry(config, skipped) is None, "a skipped run is not a failure"
+    retry = ledger.queue_retry(config, failed)
+    assert retry is not None and (retry.attempt, retry.retry_of_id, retry.trigger) == (2, failed.pk, "retry")
+    assert 55 < (retry.scheduled_at - timezone.now()).total_seconds() <= 60
+    failed_again = TaskExecutionRecord.objects.create(
+        task_id="boom", trigger=Trigger.RETRY, status=TaskStatus.TIMEOUT, attempt=2, retry_of=failed
+    )
+    assert ledger.queue_retry(config, failed_again) is None, "max_retries reached"
+
+
+def test_a_queued_retry_of_a_disabled_task_is_skipped_not_claimed() -> None:
+    retry = TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.RETRY, status=TaskStatus.PENDING)
+    services.disable_task("tick")
+    assert Ledger().claim_queued(retry.pk) is None
+    stored = TaskExecutionRecord.objects.get(pk=retry.pk)
+    assert (stored.status, stored.message) == ("skipped", DISABLED_RETRY_MESSAGE)
+    assert TaskState.objects.get(task_id="tick").running_count == 0
+
+
+def test_prune_deletes_finished_records_before_the_cutoff_in_batches() -> None:
+    now = timezone.now()
+    old = [
+        TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.SCHEDULED, status=status).pk
+        for status in ("success", "failed", "missed", "success", "skipped")
+    ]
+    open_work = [
+        TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.SCHEDULED, status=status).pk
+        for status in ("running", "pending")
+    ]
+    TaskExecutionRecord.objects.filter(pk__in=old + open_work).update(created_at=now - timedelta(days=2))
+    recent = TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.SCHEDULED, status="success").pk
+    assert Ledger.prune(now - timedelta(days=1), batch_size=2) == 5
+    assert set(TaskExecutionRecord.objects.values_list("pk", flat=True)) == {*open_work, recent}
