@@ -51,6 +51,7 @@ outcome_logger = logging.getLogger("scheduler_app.runner")
 BUSY_MESSAGE = "skipped: the previous run is still running and the task does not allow concurrent runs"
 BUFFERED_MESSAGE = "buffered: runs right after the current run ends (overlap policy buffer_one)"
 ALREADY_BUFFERED_MESSAGE = "skipped: the previous run is still running and one fire is already buffered"
+WAITING_MESSAGE = "waiting for run #{blocking} to end (the task does not allow concurrent runs)"
 WAITED_MESSAGE = (
     "skipped: waited {waited:.0f}s for run #{blocking} to end (the task does not allow concurrent runs; "
     "SCHEDULER['MANUAL_RUN_MAX_WAIT'] is {limit:g}s)"
@@ -312,7 +313,11 @@ class Ledger:
             if not claimed and pending_id is not None and trigger == Trigger.MANUAL:
                 # An accepted manual run is not dropped for a collision: it waits for the current run.
                 if waited is None:
-                    return TaskExecutionRecord.objects.filter(pk=pending_id, status=TaskStatus.PENDING).first()
+                    # It says what it waits for (admin, API), once: the text changes only with the run.
+                    waiting = WAITING_MESSAGE.format(blocking=self._running_run(config.name))
+                    queued = TaskExecutionRecord.objects.filter(pk=pending_id, status=TaskStatus.PENDING)
+                    queued.exclude(message=waiting).update(message=waiting)
+                    return queued.first()
                 busy_message = WAITED_MESSAGE.format(
                     waited=waited, blocking=self._running_run(config.name), limit=float(conf.get("MANUAL_RUN_MAX_WAIT"))
                 )
@@ -325,6 +330,8 @@ class Ledger:
                 "worker": self.process,
                 "worker_label": self.worker_label,
             }
+            if pending_id is not None and trigger == Trigger.MANUAL:
+                fields["message"] = ""  # no longer "waiting for run #N"
             if jitter is not None:
                 fields["jitter_seconds"] = jitter
             if not claimed:

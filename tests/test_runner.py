@@ -239,9 +239,11 @@ def test_a_queued_manual_run_of_a_busy_task_waits_then_runs_once() -> None:
     try:
         assert runner.launch_pending(queued.pk) is False
         queued.refresh_from_db()
-        assert queued.status == "pending" and queued.message == "", "an accepted run is not dropped"
+        assert queued.status == "pending", "an accepted run is not dropped"
+        assert queued.message == "waiting for run #? to end (the task does not allow concurrent runs)"
         TaskState.objects.filter(task_id="slow").update(running_count=0)
         assert runner.launch_pending(queued.pk) is True
+        assert TaskExecutionRecord.objects.get(pk=queued.pk).message == "", "the wait is over once it runs"
         assert runner.launch_pending(queued.pk) is False, "claimed once"
         assert runner.drain(10)
     finally:
@@ -255,6 +257,10 @@ def test_a_manual_run_that_waited_too_long_is_skipped_naming_the_run_it_waited_f
     TaskState.objects.filter(task_id="slow").update(running_count=1)
     # Accepted while the task was idle (request_run refuses a busy task).
     queued = TaskExecutionRecord.objects.create(task_id="slow", trigger="manual", status="pending", origin="api")
+    assert TaskRunner().launch_pending(queued.pk) is False
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).message == (
+        f"waiting for run #{blocking.pk} to end (the task does not allow concurrent runs)"
+    )
     assert TaskRunner().launch_pending(queued.pk, waited=612.4) is False
     queued.refresh_from_db()
     assert queued.status == "skipped"
