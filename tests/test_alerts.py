@@ -285,6 +285,7 @@ def test_nothing_configured_means_no_alert_work(settings: Any, mailoutbox: list,
     assert alerts.flush(5) and mailoutbox == []
 
 
+@pytest.mark.process
 def test_alerts_from_a_real_scheduler_process(processes, receiver: Receiver) -> None:
     """The scheduler process's receivers post to the webhook while it keeps scheduling."""
     scheduler = processes.scheduler(
@@ -305,6 +306,7 @@ def test_alerts_from_a_real_scheduler_process(processes, receiver: Receiver) -> 
     assert TaskExecutionRecord.objects.filter(task_id="tick", status="success").exists()
 
 
+@pytest.mark.process
 def test_a_stopping_scheduler_delivers_its_last_alert_then_exits_cleanly(processes, receiver: Receiver) -> None:
     receiver.release.clear()  # the receiver holds the alert's request
     scheduler = processes.scheduler(["BoomTask"], SCHEDULER_ALERT_WEBHOOK_URL=receiver.url)

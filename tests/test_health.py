@@ -119,6 +119,7 @@ def test_a_cleanly_stopped_scheduler_is_unhealthy_at_once(processes) -> None:
     assert result.returncode == 1 and "no live scheduler" in result.stderr
 
 
+@pytest.mark.process
 def test_local_and_active_options(processes) -> None:
     """``--local`` wants a scheduler on this host; ``--active`` wants the leader."""
     SchedulerProcess.objects.create(
@@ -133,6 +134,7 @@ def test_local_and_active_options(processes) -> None:
     assert result.returncode == 1 and "--max-age must be greater than 0" in result.stderr
 
 
+@pytest.mark.process
 def test_database_unreachable_exits_2(processes, tmp_path) -> None:
     missing = tmp_path / "no-such-dir" / "db.sqlite3"
     result = processes.command("scheduler_health", DATABASE_URL=f"sqlite:///{missing}")

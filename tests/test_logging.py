@@ -104,6 +104,7 @@ def test_lines_logged_during_a_run_carry_its_context() -> None:
     assert "run_id" not in json.loads(outside)
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_the_project_logs_json_when_asked(processes) -> None:
     """A real `trigger_task` with the project's own settings and SCHEDULER_LOG_FORMAT=json."""
