@@ -1,0 +1,38 @@
+"""The scheduler processes: which are alive and which one leads (read-only: they manage their rows)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from scheduler_app import coordination
+from scheduler_app.models import SchedulerProcess
+
+
+class SchedulerProcessAdmin(admin.ModelAdmin):
+    """Which scheduler processes are alive and which one leads."""
+
+    list_display = ["label", "kind", "role", "alive", "leader", "started_at", "last_heartbeat"]
+    list_filter = ["kind", "role"]
+    readonly_fields = ["kind", "role", "host", "pid", "started_at", "last_heartbeat"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: SchedulerProcess | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SchedulerProcess | None = None) -> bool:
+        return False
+
+    @admin.display(description="host:pid")
+    def label(self, obj: SchedulerProcess) -> str:
+        return obj.label
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj: SchedulerProcess) -> bool:
+        return obj.is_alive()
+
+    @admin.display(boolean=True, description="holds the lease")
+    def leader(self, obj: SchedulerProcess) -> bool:
+        return coordination.leader([obj]) is not None
