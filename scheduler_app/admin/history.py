@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 from django.http import HttpRequest, HttpResponse
 
 from scheduler_app.admin.display import RecordColumns
@@ -56,24 +57,7 @@ class TaskExecutionRecordAdmin(RecordColumns):
         ),
         ("Outcome", {"fields": ["message", "error_display", "data_display"]}),
     ]
-    readonly_fields = [
-        "task_link",
-        "trigger",
-        "status_display",
-        "requested",
-        "worker_label",
-        "scheduled",
-        "created",
-        "started",
-        "finished",
-        "duration",
-        "lateness",
-        "jitter_seconds",
-        "attempt_display",
-        "message",
-        "error_display",
-        "data_display",
-    ]
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     class Media:
         css = {"all": ["scheduler_app/admin.css"]}

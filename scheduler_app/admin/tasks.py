@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
@@ -40,33 +41,6 @@ class TaskConfigAdmin(TaskColumns, TaskActions, TaskViews):
     ]
     list_filter = [RegisteredFilter, EnabledFilter, LastResultFilter, ScheduleTypeFilter]
     search_fields = ["name", "description"]
-    readonly_fields = [
-        "name",
-        "description",
-        "registered",
-        "config_error_display",
-        "effective_schedule",
-        "next_fire_times",
-        "code_default_schedule",
-        "enabled_in_code",
-        "allow_concurrent",
-        "effective_timeout",
-        "default_timeout",
-        "effective_policies",
-        "status_display",
-        "next_run",
-        "last_run",
-        "last_result_display",
-        "run_count",
-        "fail_count",
-        "consecutive_failures",
-        "last_success",
-        "trend",
-        "latest_runs",
-        "updated",
-        "updated_by",
-        "recent_changes",
-    ]
     fieldsets = [
         (
             None,
@@ -127,6 +101,9 @@ class TaskConfigAdmin(TaskColumns, TaskActions, TaskViews):
         ("Latest runs", {"fields": ["trend", "latest_runs"]}),
         ("Changes", {"fields": ["updated", "updated_by", "recent_changes"]}),
     ]
+
+    # Everything on the page that the form does not edit is shown read-only: one list, the layout's.
+    readonly_fields = [name for name in flatten_fieldsets(fieldsets) if name not in TaskConfigForm.base_fields]
 
     class Media:
         css = {"all": ["scheduler_app/admin.css"]}
