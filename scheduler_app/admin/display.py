@@ -30,7 +30,7 @@ from scheduler_app import describe, palette
 from scheduler_app.describe import describe_duration
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState
 from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType
-from scheduler_app.trends import render_trend, task_trend
+from scheduler_app.trends import Trend, chart, task_trend
 from scheduler_app.triggers import build_trigger, next_fire_times
 
 PREVIEW_COUNT = 5
@@ -119,6 +119,10 @@ def render_times(times: Iterable[datetime], zone: str) -> SafeString:
     tz = ZoneInfo(zone)
     shown = [t.astimezone(tz).strftime("%a %Y-%m-%d %H:%M:%S %Z") for t in times]
     return render("times", times=shown, empty=EMPTY)
+
+
+def render_trend(trend: Trend) -> SafeString:
+    return render("trend", **chart(trend))
 
 
 def requested_by(record: TaskExecutionRecord) -> str:
