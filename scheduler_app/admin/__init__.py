@@ -3,7 +3,8 @@
 Laid out by concern, as Django's contrib apps are: ``tasks``, ``history`` and ``processes`` hold
 the ModelAdmins; ``display`` how tasks and runs read (its markup in
 templates/admin/scheduler_app/display/); ``filters`` the list filters; ``actions`` the list actions;
-``views`` the task page's extra views. This module only registers them.
+``views`` the task page's extra views; ``read_only`` the base of the pages nobody edits. This module
+only registers them.
 """
 
 from __future__ import annotations

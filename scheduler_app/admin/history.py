@@ -10,10 +10,10 @@ from django.http import HttpRequest, HttpResponse
 
 from scheduler_app.admin.display import RecordColumns
 from scheduler_app.admin.filters import RecordStatusFilter, RecordTriggerFilter
-from scheduler_app.models import TaskExecutionRecord
+from scheduler_app.admin.read_only import ReadOnlyAdmin
 
 
-class TaskExecutionRecordAdmin(RecordColumns):
+class TaskExecutionRecordAdmin(RecordColumns, ReadOnlyAdmin):
     """Read-only for everyone: history is the audit trail.
 
     Nobody deletes records here either, not even superusers: retention is the ``prune_history``
@@ -61,15 +61,6 @@ class TaskExecutionRecordAdmin(RecordColumns):
 
     class Media:
         css = {"all": ["scheduler_app/admin.css"]}
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: TaskExecutionRecord | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: TaskExecutionRecord | None = None) -> bool:
-        return False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         # Ten columns, as on the task list: the window's width, without the navigation sidebar.

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
 from scheduler_app import coordination
+from scheduler_app.admin.read_only import ReadOnlyAdmin
 from scheduler_app.models import SchedulerProcess
 
 
-class SchedulerProcessAdmin(admin.ModelAdmin):
+class SchedulerProcessAdmin(ReadOnlyAdmin):
     """Which scheduler processes are alive and which one leads."""
 
     list_display = ["label", "kind", "role", "alive", "leader", "started_at", "last_heartbeat"]
     list_filter = ["kind", "role"]
     readonly_fields = ["kind", "role", "host", "pid", "started_at", "last_heartbeat"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: SchedulerProcess | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: SchedulerProcess | None = None) -> bool:
-        return False
 
     @admin.display(description="host:pid")
     def label(self, obj: SchedulerProcess) -> str:
