@@ -7,7 +7,7 @@ template engine escapes every value (a task's message or error is user data).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -333,6 +333,16 @@ class TaskColumns(admin.ModelAdmin):
 # -- a run's columns and read-only fields -------------------------------------------------------
 
 
+def exact_time_column(field: str, description: str) -> Callable[[Any, TaskExecutionRecord], SafeString | str]:
+    """A column (or read-only field) with a record's time to the second, its zone named."""
+
+    @admin.display(description=description, ordering=field)
+    def column(model_admin: Any, obj: TaskExecutionRecord) -> SafeString | str:
+        return show_time(getattr(obj, field), relative=False)
+
+    return column
+
+
 class RecordColumns(admin.ModelAdmin):
     """The history list's columns and a run's read-only fields (TaskExecutionRecordAdmin's)."""
 
@@ -354,21 +364,10 @@ class RecordColumns(admin.ModelAdmin):
         return describe_run_time(obj.duration_seconds)
 
     # Seconds matter in a scheduler's history: the admin's default date format drops them.
-    @admin.display(description="scheduled at", ordering="scheduled_at")
-    def scheduled(self, obj: TaskExecutionRecord) -> SafeString | str:
-        return show_time(obj.scheduled_at, relative=False)
-
-    @admin.display(description="created at", ordering="created_at")
-    def created(self, obj: TaskExecutionRecord) -> SafeString | str:
-        return show_time(obj.created_at, relative=False)
-
-    @admin.display(description="started at", ordering="started_at")
-    def started(self, obj: TaskExecutionRecord) -> SafeString | str:
-        return show_time(obj.started_at, relative=False)
-
-    @admin.display(description="finished at", ordering="finished_at")
-    def finished(self, obj: TaskExecutionRecord) -> SafeString | str:
-        return show_time(obj.finished_at, relative=False)
+    scheduled = exact_time_column("scheduled_at", "scheduled at")
+    created = exact_time_column("created_at", "created at")
+    started = exact_time_column("started_at", "started at")
+    finished = exact_time_column("finished_at", "finished at")
 
     @admin.display(description="started late by")
     def lateness(self, obj: TaskExecutionRecord) -> str:
