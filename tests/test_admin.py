@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -697,3 +699,17 @@ def test_task_list_queries_do_not_grow_with_tasks(admin_client: Client) -> None:
             task_registry.unregister(name)
     assert tasks_after == tasks_before + 40
     assert queries_after == queries_before, (queries_before, queries_after)
+
+
+def test_the_admin_does_not_import_the_scheduler() -> None:
+    """The admin steers tasks through the services; the scheduler process is not its to import."""
+    package = Path(__file__).resolve().parent.parent / "scheduler_app" / "admin"
+    imported = set()
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+    assert "scheduler_app.admin.tasks" in imported  # the walk saw the package's imports
+    assert not [name for name in imported if name.split(".")[:2] == ["scheduler_app", "scheduler"]]
