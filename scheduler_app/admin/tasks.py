@@ -26,6 +26,9 @@ from scheduler_app.registry import task_registry
 
 
 class TaskConfigAdmin(TaskColumns, TaskActions, TaskViews):
+    """The page layout, the permissions and the saving; the columns are display.py's, the actions
+    actions.py's, the buttons' and the preview's views views.py's."""
+
     form = TaskConfigForm
     list_display = [
         "name",
