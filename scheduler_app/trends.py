@@ -2,7 +2,8 @@
 
 Shown on the task's admin page: one query for the latest runs that ran (skipped and missed fires
 ran nothing and are left out). The line is the run duration; the strip beneath has one square per
-run, coloured by its outcome; each point names its run and links to its record.
+run, coloured by its outcome; each point names its run and links to its record. The markup is
+templates/admin/scheduler_app/display/trend.html; here the geometry and the words.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString, mark_safe
 
 from scheduler_app.models import TaskExecutionRecord
 from scheduler_app.palette import LINE, status_colour
@@ -70,13 +70,13 @@ def seconds(value: float) -> str:
     return f"{value / 60:.1f} min"
 
 
-def render_trend(trend: Trend) -> SafeString:
-    if not trend.points:
-        return mark_safe('<p class="sched-no-runs">No runs yet.</p>')
+def chart(trend: Trend) -> dict[str, Any]:
+    """The drawing's geometry and words, for templates/admin/scheduler_app/display/trend.html."""
     points = trend.points
+    if not points:
+        return {"points": []}
     top = trend.max_duration or 0.0
     width = PAD * 2 + STEP * (len(points) - 1) + STRIP
-    height = CHART_HEIGHT + STRIP + PAD * 2
 
     def x(i: int) -> float:
         return PAD + STRIP / 2 + i * STEP
@@ -86,75 +86,35 @@ def render_trend(trend: Trend) -> SafeString:
         share = duration / top if top > 0 else 0.5
         return PAD + (1 - share) * (CHART_HEIGHT - PAD)
 
-    line = " ".join(f"{x(i):.1f},{y(p.duration):.1f}" for i, p in enumerate(points))
-
     def when(p: Point) -> str:
         return timezone.localtime(p.started_at).strftime("%Y-%m-%d %H:%M:%S %Z") if p.started_at else "?"
 
-    def label(p: Point) -> str:
-        return f"#{p.id} {p.status}, {seconds(p.duration)}, {when(p)}"
-
-    def link(p: Point) -> str:
-        return reverse("admin:scheduler_app_taskexecutionrecord_change", args=[p.id])
-
-    dots = format_html_join(
-        "",
-        '<a href="{}"><circle class="sched-trend-point" data-status="{}" cx="{}" cy="{}" r="2.5" '
-        'fill="{}"><title>{}</title></circle></a>',
-        (
-            (link(p), p.status, f"{x(i):.1f}", f"{y(p.duration):.1f}", status_colour(p.status), label(p))
-            for i, p in enumerate(points)
-        ),
-    )
-    strip = format_html_join(
-        "",
-        '<a href="{}"><rect class="sched-trend-run" data-status="{}" x="{}" y="{}" width="{}" height="{}" '
-        'fill="{}"><title>{}</title></rect></a>',
-        (
-            (
-                link(p),
-                p.status,
-                f"{x(i) - STRIP / 2 + 1:.1f}",
-                CHART_HEIGHT + PAD,
-                STRIP - 2,
-                STRIP,
-                status_colour(p.status),
-                label(p),
-            )
-            for i, p in enumerate(points)
-        ),
-    )
     rate = trend.success_rate or 0.0
-    summary = (
-        f"{trend.successes} of the last {len(points)} runs succeeded ({rate:.0%}); "
-        f"duration median {seconds(trend.median_duration or 0.0)}, longest {seconds(top)}"
-    )
-    # What the drawing means, beside it: the line's scale and the runs at both ends.
-    axis = format_html(
-        '<p class="sched-trend-axis">line: run duration, from 0 (bottom) to {} (top); squares: outcome, '
-        "in the result badges' colours (green success, red failed or timeout, orange interrupted); "
-        "from #{} ({}) to #{} ({})</p>",
-        seconds(top),
-        points[0].id,
-        when(points[0]),
-        points[-1].id,
-        when(points[-1]),
-    )
-    return format_html(
-        '<div class="sched-trend"><svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" '
-        'role="img" aria-label="{}"><title>{}</title>'
-        '<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5" stroke-linejoin="round"/>{}{}</svg>'
-        '<p class="sched-trend-summary">{}</p>{}</div>',
-        width,
-        height,
-        width,
-        height,
-        summary,
-        summary,
-        line,
-        LINE,
-        dots,
-        strip,
-        summary,
-        axis,
-    )
+    return {
+        "width": width,
+        "height": CHART_HEIGHT + STRIP + PAD * 2,
+        "line": " ".join(f"{x(i):.1f},{y(p.duration):.1f}" for i, p in enumerate(points)),
+        "stroke": LINE,
+        "points": [
+            {
+                "id": p.id,
+                "status": p.status,
+                "url": reverse("admin:scheduler_app_taskexecutionrecord_change", args=[p.id]),
+                "x": f"{x(i):.1f}",
+                "y": f"{y(p.duration):.1f}",
+                "square_x": f"{x(i) - STRIP / 2 + 1:.1f}",
+                "colour": status_colour(p.status),
+                "label": f"#{p.id} {p.status}, {seconds(p.duration)}, {when(p)}",
+                "when": when(p),
+            }
+            for i, p in enumerate(points)
+        ],
+        "square_y": CHART_HEIGHT + PAD,
+        "square_width": STRIP - 2,
+        "square_height": STRIP,
+        "summary": (
+            f"{trend.successes} of the last {len(points)} runs succeeded ({rate:.0%}); "
+            f"duration median {seconds(trend.median_duration or 0.0)}, longest {seconds(top)}"
+        ),
+        "top": seconds(top),
+    }

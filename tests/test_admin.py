@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -632,6 +634,28 @@ def test_task_page_lists_its_latest_runs(admin_client: Client) -> None:
 # -- other models --------------------------------------------------------------------------------------
 
 
+def test_text_from_tasks_and_people_is_escaped_on_every_page(admin_client: Client) -> None:
+    """A run's message, error and data and a disable reason are shown as text, never as markup."""
+    script = "<script>alert(1)</script>"
+    services.disable_task("boom", user=None, reason=f"reason {script}")
+    message = make_record("tick", message=f"message {script}", data={"note": script})
+    error = make_record("boom", status="failed", error=f"Traceback (most recent call last):\nValueError: {script}")
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    shown = {
+        TASKS + "?enabled=no": f'<small class="sched-reason">reason {escaped}</small>',
+        change_url("tick"): f"message {escaped}",  # the latest runs
+        change_url("boom"): f"ValueError: {escaped}",  # the latest runs: the error's last line
+        RECORDS: "",
+        reverse("admin:scheduler_app_taskexecutionrecord_change", args=[message.pk]): f"message {escaped}",
+        reverse("admin:scheduler_app_taskexecutionrecord_change", args=[error.pk]): f"ValueError: {escaped}</pre>",
+    }
+    for url, text in shown.items():
+        html = admin_client.get(url).content.decode()
+        assert "<script>alert(1)" not in html and text in html, url
+    record = admin_client.get(reverse("admin:scheduler_app_taskexecutionrecord_change", args=[message.pk]))
+    assert f"&quot;note&quot;: &quot;{escaped}&quot;" in record.content.decode()  # the data
+
+
 def test_apscheduler_admin_is_hidden_and_processes_are_read_only(admin_client: Client) -> None:
     from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
@@ -675,3 +699,17 @@ def test_task_list_queries_do_not_grow_with_tasks(admin_client: Client) -> None:
             task_registry.unregister(name)
     assert tasks_after == tasks_before + 40
     assert queries_after == queries_before, (queries_before, queries_after)
+
+
+def test_the_admin_does_not_import_the_scheduler() -> None:
+    """The admin steers tasks through the services; the scheduler process is not its to import."""
+    package = Path(__file__).resolve().parent.parent / "scheduler_app" / "admin"
+    imported = set()
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+    assert "scheduler_app.admin.tasks" in imported  # the walk saw the package's imports
+    assert not [name for name in imported if name.split(".")[:2] == ["scheduler_app", "scheduler"]]

@@ -9,9 +9,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from scheduler_app.admin.display import render_trend
 from scheduler_app.runner import TaskRunner
 from scheduler_app.services import sync_task_rows
-from scheduler_app.trends import TREND_RUNS, render_trend, task_trend
+from scheduler_app.trends import TREND_RUNS, task_trend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SVG = "{http://www.w3.org/2000/svg}"
