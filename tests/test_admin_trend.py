@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from scheduler_app.admin.display import render_trend
+from scheduler_app.admin_pages.display import render_trend
 from scheduler_app.runner import TaskRunner
 from scheduler_app.services import sync_task_rows
 from scheduler_app.trends import TREND_RUNS, task_trend

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from scheduler_app import coordination
-from scheduler_app.admin.read_only import ReadOnlyAdmin
+from scheduler_app.admin_pages.read_only import ReadOnlyAdmin
 from scheduler_app.models import SchedulerProcess
 
 

@@ -15,10 +15,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from scheduler_app import services
-from scheduler_app.admin.actions import TaskActions, warn_without_scheduler
-from scheduler_app.admin.display import TaskColumns
-from scheduler_app.admin.filters import EnabledFilter, LastResultFilter, RegisteredFilter, ScheduleTypeFilter
-from scheduler_app.admin.views import TaskViews, scheduler_banner
+from scheduler_app.admin_pages.actions import TaskActions, warn_without_scheduler
+from scheduler_app.admin_pages.display import TaskColumns
+from scheduler_app.admin_pages.filters import EnabledFilter, LastResultFilter, RegisteredFilter, ScheduleTypeFilter
+from scheduler_app.admin_pages.views import TaskViews, scheduler_banner
 from scheduler_app.forms import OPTION_FIELDS, TaskConfigForm
 from scheduler_app.models import TaskConfig
 from scheduler_app.permissions import can_operate

@@ -8,9 +8,9 @@ from django.contrib import admin
 from django.contrib.admin.utils import flatten_fieldsets
 from django.http import HttpRequest, HttpResponse
 
-from scheduler_app.admin.display import RecordColumns
-from scheduler_app.admin.filters import RecordStatusFilter, RecordTriggerFilter
-from scheduler_app.admin.read_only import ReadOnlyAdmin
+from scheduler_app.admin_pages.display import RecordColumns
+from scheduler_app.admin_pages.filters import RecordStatusFilter, RecordTriggerFilter
+from scheduler_app.admin_pages.read_only import ReadOnlyAdmin
 
 
 class TaskExecutionRecordAdmin(RecordColumns, ReadOnlyAdmin):

@@ -1,19 +1,18 @@
-"""The admin: the operators' place to see and steer every task.
+"""The admin: the operators' place to see and steer every task. This module only registers the pages.
 
-Laid out by concern, as Django's contrib apps are: ``tasks``, ``history`` and ``processes`` hold
+The pages live in ``admin_pages/``, laid out by concern: ``tasks``, ``history`` and ``processes`` hold
 the ModelAdmins; ``display`` how tasks and runs read (its markup in
 templates/admin/scheduler_app/display/); ``filters`` the list filters; ``actions`` the list actions;
-``views`` the task page's extra views; ``read_only`` the base of the pages nobody edits. This module
-only registers them.
+``views`` the task page's extra views; ``read_only`` the base of the pages nobody edits.
 """
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from scheduler_app.admin.history import TaskExecutionRecordAdmin
-from scheduler_app.admin.processes import SchedulerProcessAdmin
-from scheduler_app.admin.tasks import TaskConfigAdmin
+from scheduler_app.admin_pages.history import TaskExecutionRecordAdmin
+from scheduler_app.admin_pages.processes import SchedulerProcessAdmin
+from scheduler_app.admin_pages.tasks import TaskConfigAdmin
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
 
 # django-apscheduler's own pages edit and delete APScheduler jobs behind the scheduler's back; the

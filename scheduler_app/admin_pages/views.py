@@ -13,8 +13,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from scheduler_app import coordination, services
-from scheduler_app.admin.actions import revert_overrides, warn_without_scheduler
-from scheduler_app.admin.display import describe_schedule, preview_times, render_times
+from scheduler_app.admin_pages.actions import revert_overrides, warn_without_scheduler
+from scheduler_app.admin_pages.display import describe_schedule, preview_times, render_times
 from scheduler_app.exceptions import TaskBusy
 from scheduler_app.forms import SCHEDULE_FIELDS
 from scheduler_app.models import SchedulerProcess, TaskConfig
