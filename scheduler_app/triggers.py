@@ -26,13 +26,20 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from scheduler_app.options import ScheduleType
+
 # The @ macros of Vixie/Debian cron and the five fields each stands for. Their star flags agree with
 # entry.c: @hourly has HR_STAR (a wildcard job); the others are fixed-time jobs. @reboot is no schedule.
+# start_date and end_date lie in [EARLIEST_DATE, LATEST_DATE) whatever their offset.
+EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(3000, 1, 1, tzinfo=UTC)
+
 CRON_ALIASES = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -420,3 +427,44 @@ def make_interval_trigger(
     seconds: float, timezone: str, start_date: datetime | None = None, end_date: datetime | None = None
 ) -> IntervalTrigger:
     return IntervalTrigger(seconds=seconds, timezone=ZoneInfo(timezone), start_date=start_date, end_date=end_date)
+
+
+class ScheduleSpec(Protocol):
+    """What a trigger is built from (a ``TaskConfig``; not imported: models import the validation,
+    which imports this module)."""
+
+    schedule_type: str
+    cron_expression: str | None
+    interval_seconds: int | None
+    timezone: str
+
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+
+def build_trigger(config: ScheduleSpec) -> BaseTrigger:
+    """The trigger of a task's configuration: its cron expression or interval, within its start and end dates."""
+    options = config.options
+    start = parse_datetime_option(options.get("start_date"))
+    end = parse_datetime_option(options.get("end_date"))
+    if config.schedule_type == ScheduleType.CRON:
+        return CronTrigger(config.cron_expression or "", config.timezone, start_date=start, end_date=end)
+    return make_interval_trigger(int(config.interval_seconds or 0), config.timezone, start_date=start, end_date=end)
+
+
+def parse_datetime_option(value: Any) -> datetime | None:
+    """An aware datetime from a datetime or an ISO 8601 string; None for None/""; raises ValueError."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise ValueError("expected an ISO 8601 date-time")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("needs a time zone offset, e.g. 2027-01-01T00:00:00+00:00")
+    if not EARLIEST_DATE <= value < LATEST_DATE:
+        raise ValueError(
+            f"must lie from {EARLIEST_DATE.year} to {LATEST_DATE.year - 1} (UTC), so that every fire time "
+            "derived from it exists in every time zone"
+        )
+    return value

@@ -10,7 +10,6 @@ import functools
 import math
 import re
 import zoneinfo
-from datetime import UTC, datetime
 from typing import Any
 
 from scheduler_app.options import (
@@ -34,13 +33,11 @@ from scheduler_app.options import MIN_SECONDS as MIN_SECONDS
 from scheduler_app.tasks.base import BaseTask, OverlapPolicy, TaskSchedule
 from scheduler_app.triggers import CRON_ALIASES as CRON_ALIASES
 from scheduler_app.triggers import CronSyntaxError, parse_cron
+from scheduler_app.triggers import parse_datetime_option as parse_datetime_option
 
 TASK_NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 TASK_NAME_MAX_LENGTH = 100
 
-# start_date and end_date lie in [EARLIEST_DATE, LATEST_DATE) whatever their offset.
-EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_DATE = datetime(3000, 1, 1, tzinfo=UTC)
 # Text limits: the same in the API, the admin and code.
 CRON_EXPRESSION_MAX_LENGTH = 200
 TIMEZONE_MAX_LENGTH = 64
@@ -228,24 +225,6 @@ def _seconds_in_range(value: Any, low: float, high: float) -> float | None:
     if not _is_number(value) or not low <= value <= high:
         return None
     return float(value)
-
-
-def parse_datetime_option(value: Any) -> datetime | None:
-    """An aware datetime from a datetime or an ISO 8601 string; None for None/""; raises ValueError."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if not isinstance(value, datetime):
-        raise ValueError("expected an ISO 8601 date-time")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("needs a time zone offset, e.g. 2027-01-01T00:00:00+00:00")
-    if not EARLIEST_DATE <= value < LATEST_DATE:
-        raise ValueError(
-            f"must lie from {EARLIEST_DATE.year} to {LATEST_DATE.year - 1} (UTC), so that every fire time "
-            "derived from it exists in every time zone"
-        )
-    return value
 
 
 def _option_error(key: str, value: Any) -> str | None:

@@ -11,9 +11,8 @@ import pytest
 from scheduler_app import services, signals
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState
 from scheduler_app.runner import ALREADY_BUFFERED_MESSAGE, TaskRunner, retry_delay
-from scheduler_app.scheduler import build_trigger
 from scheduler_app.tasks.base import OPTION_DEFAULTS, BaseTask
-from scheduler_app.triggers import CronTrigger, next_fire_times
+from scheduler_app.triggers import CronTrigger, build_trigger, next_fire_times
 from scheduler_app.validation import ScheduleValidationError
 from tests.processes import wait_for
 
