@@ -154,7 +154,7 @@ class JobSync:
 
     def shutdown(self) -> None:
         """Stop firing; the job store stays for a last ``flush``."""
-        if self._aps is not None:
+        if self._aps is not None and self._aps.running:
             self._aps.shutdown(wait=False)
 
     def drop(self) -> None:
