@@ -370,6 +370,8 @@ class Dispatcher:
             now=now, limit=PENDING_BATCH, allow_overlap=self.jobs.allow_overlap, expired_before=expired_before
         )
         for record_id, name, trigger, created_at in ready:
+            if self.stopping.is_set():
+                return  # each start is a transaction: a stop must not wait for a batch of them
             if name not in self.registry:
                 self.runner.drop_pending(record_id, f"task {name!r} is not registered in this scheduler")
                 continue
