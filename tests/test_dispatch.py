@@ -1,4 +1,4 @@
-"""Dispatch: the dispatcher and pickup threads see a stop at once.
+"""Dispatch: the dispatcher and pickup threads see a stop at once, and a pickup batch ends at a stop.
 
 A stop (Ctrl-C of ``runscheduler``) joins these threads before it tells how long it waits for
 running tasks: a thread that only noticed the stop on its next timed look, or not until ``stop()``
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler_app import services
+from scheduler_app.models import SchedulerProcess, TaskExecutionRecord
 from scheduler_app.scheduler import TaskScheduler
 from tests.processes import wait_for
 
@@ -34,4 +36,23 @@ def test_request_stop_alone_ends_the_dispatcher_and_the_pickup() -> None:
     finally:
         scheduler.request_stop()
         dispatch.stop()
+        scheduler.runner.close()
+
+
+def test_a_stop_ends_a_pickup_batch_before_its_next_start() -> None:
+    """Each queued run started is a transaction of its own: a stop seen between two does not wait for the batch."""
+    record = services.request_run("tick")
+    stopped = TaskScheduler()
+    stopped.request_stop()
+    stopped.dispatch._dispatch_pending()
+    record.refresh_from_db()
+    assert record.status == "pending"  # left for the next leader
+
+    # The same look without a stop starts it: the stop, not the look, kept it queued.
+    scheduler = TaskScheduler()
+    scheduler.runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    try:
+        scheduler.dispatch._dispatch_pending()
+        wait_for(lambda: TaskExecutionRecord.objects.get(pk=record.pk).status == "success", 10, message="the run")
+    finally:
         scheduler.runner.close()
