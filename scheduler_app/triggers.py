@@ -36,6 +36,10 @@ from scheduler_app.options import ScheduleType
 
 # The @ macros of Vixie/Debian cron and the five fields each stands for. Their star flags agree with
 # entry.c: @hourly has HR_STAR (a wildcard job); the others are fixed-time jobs. @reboot is no schedule.
+# start_date and end_date lie in [EARLIEST_DATE, LATEST_DATE) whatever their offset.
+EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(3000, 1, 1, tzinfo=UTC)
+
 CRON_ALIASES = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -425,9 +429,27 @@ def make_interval_trigger(
     return IntervalTrigger(seconds=seconds, timezone=ZoneInfo(timezone), start_date=start_date, end_date=end_date)
 
 
-# start_date and end_date lie in [EARLIEST_DATE, LATEST_DATE) whatever their offset.
-EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_DATE = datetime(3000, 1, 1, tzinfo=UTC)
+class ScheduleSpec(Protocol):
+    """What a trigger is built from (a ``TaskConfig``; not imported: models import the validation,
+    which imports this module)."""
+
+    schedule_type: str
+    cron_expression: str | None
+    interval_seconds: int | None
+    timezone: str
+
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+
+def build_trigger(config: ScheduleSpec) -> BaseTrigger:
+    """The trigger of a task's configuration: its cron expression or interval, within its start and end dates."""
+    options = config.options
+    start = parse_datetime_option(options.get("start_date"))
+    end = parse_datetime_option(options.get("end_date"))
+    if config.schedule_type == ScheduleType.CRON:
+        return CronTrigger(config.cron_expression or "", config.timezone, start_date=start, end_date=end)
+    return make_interval_trigger(int(config.interval_seconds or 0), config.timezone, start_date=start, end_date=end)
 
 
 def parse_datetime_option(value: Any) -> datetime | None:
@@ -446,22 +468,3 @@ def parse_datetime_option(value: Any) -> datetime | None:
             "derived from it exists in every time zone"
         )
     return value
-
-
-class Schedule(Protocol):
-    """What a trigger is built from: a ``TaskConfig``'s effective schedule (models import this module)."""
-
-    schedule_type: str
-    cron_expression: str | None
-    interval_seconds: int | None
-    timezone: str
-    options: dict[str, Any]
-
-
-def build_trigger(config: Schedule) -> BaseTrigger:
-    options = config.options
-    start = parse_datetime_option(options.get("start_date"))
-    end = parse_datetime_option(options.get("end_date"))
-    if config.schedule_type == ScheduleType.CRON:
-        return CronTrigger(config.cron_expression or "", config.timezone, start_date=start, end_date=end)
-    return make_interval_trigger(int(config.interval_seconds or 0), config.timezone, start_date=start, end_date=end)

@@ -12,7 +12,6 @@ from scheduler_app import services, signals
 from scheduler_app.ledger import Ledger
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState
 from scheduler_app.runner import ALREADY_BUFFERED_MESSAGE, TaskRunner, retry_delay
-from scheduler_app.scheduler import build_trigger
 from scheduler_app.tasks.base import OPTION_DEFAULTS, BaseTask
 from scheduler_app.triggers import CronTrigger, next_fire_times
 from scheduler_app.validation import ScheduleValidationError
@@ -62,12 +61,6 @@ def test_options_are_validated_in_one_place() -> None:
     assert config.overlap_policy == "buffer_one" and config.options["max_retries"] == 2
     assert services.set_options("tick", {"overlap": None}).overlap_policy == "skip"
     assert services.clear_options("tick").options_override == {}
-
-
-@db
-def test_end_date_changes_the_job_trigger() -> None:
-    config = services.set_options("tick", {"end_date": "2020-01-01T00:00:00+00:00"})
-    assert build_trigger(config).get_next_fire_time(None, datetime.now(UTC)) is None
 
 
 @db

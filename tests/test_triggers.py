@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from scheduler_app import services
 from scheduler_app.triggers import (
     CronTrigger,
+    build_trigger,
     make_interval_trigger,
     next_cron_fire,
     next_fire_times,
@@ -309,3 +311,11 @@ def test_a_trigger_pickles_in_the_stored_format_with_its_dates() -> None:
 def test_interval_trigger_still_built_here() -> None:
     trigger = make_interval_trigger(90, "UTC", start_date=datetime(2026, 1, 1, tzinfo=UTC))
     assert trigger.get_next_fire_time(None, datetime(2026, 1, 1, tzinfo=UTC)) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_build_trigger_ends_the_schedule_at_the_end_date() -> None:
+    config = services.set_options("tick", {"end_date": "2020-01-01T00:00:00+00:00"})
+    assert build_trigger(config).get_next_fire_time(None, datetime.now(UTC)) is None
+    config = services.clear_options("tick")
+    assert build_trigger(config).get_next_fire_time(None, datetime.now(UTC)) is not None

@@ -46,9 +46,8 @@ from scheduler_app.api.serializers import (
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
 from scheduler_app.registry import task_registry
-from scheduler_app.scheduler import build_trigger
 from scheduler_app.tasks.base import TaskStatus
-from scheduler_app.triggers import next_fire_times
+from scheduler_app.triggers import build_trigger, next_fire_times
 from scheduler_app.validation import TASK_NAME_MAX_LENGTH, TASK_NAME_PATTERN, ScheduleValidationError, task_name_error
 
 

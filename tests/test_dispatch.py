@@ -1,0 +1,58 @@
+"""Dispatch: the dispatcher and pickup threads see a stop at once, and a pickup batch ends at a stop.
+
+A stop (Ctrl-C of ``runscheduler``) joins these threads before it tells how long it waits for
+running tasks: a thread that only noticed the stop on its next timed look, or not until ``stop()``
+woke it, made that line late. ``request_stop()`` alone must end them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler_app import services
+from scheduler_app.models import SchedulerProcess, TaskExecutionRecord
+from scheduler_app.scheduler import TaskScheduler
+from tests.processes import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Far below the pickup's former 5 s look at the stop flag, far above a woken thread's exit.
+JOIN_SECONDS = 3.0
+
+
+def test_request_stop_alone_ends_the_dispatcher_and_the_pickup() -> None:
+    scheduler = TaskScheduler()
+    dispatch = scheduler.dispatch
+    dispatch.start()
+    try:
+        threads = [t for t in dispatch.threads() if t is not None and t.name in ("fire-dispatcher", "run-pickup")]
+        assert len(threads) == 2
+        wait_for(lambda: all(t.is_alive() for t in threads), timeout=10, message="the threads to run")
+        dispatch.wake_pickup()  # a poll while not leading: the pickup looks, then sleeps again
+        scheduler.request_stop()  # from a signal handler or any thread; nobody calls stop() here
+        for thread in threads:
+            thread.join(timeout=JOIN_SECONDS)
+        assert [t.name for t in threads if t.is_alive()] == []
+    finally:
+        scheduler.request_stop()
+        dispatch.stop()
+        scheduler.runner.close()
+
+
+def test_a_stop_ends_a_pickup_batch_before_its_next_start() -> None:
+    """Each queued run started is a transaction of its own: a stop seen between two does not wait for the batch."""
+    record = services.request_run("tick")
+    stopped = TaskScheduler()
+    stopped.request_stop()
+    stopped.dispatch._dispatch_pending()
+    record.refresh_from_db()
+    assert record.status == "pending"  # left for the next leader
+
+    # The same look without a stop starts it: the stop, not the look, kept it queued.
+    scheduler = TaskScheduler()
+    scheduler.runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    try:
+        scheduler.dispatch._dispatch_pending()
+        wait_for(lambda: TaskExecutionRecord.objects.get(pk=record.pk).status == "success", 10, message="the run")
+    finally:
+        scheduler.runner.close()
