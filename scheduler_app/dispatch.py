@@ -33,9 +33,9 @@ from scheduler_app.db import close_thread_connections, fresh_connections
 from scheduler_app.job_sync import JobSync
 from scheduler_app.models import TaskConfig, Trigger
 from scheduler_app.notify import PendingWatcher
-from scheduler_app.records import MissedFire, ready_runs, tasks_with_queued_manual_runs
+from scheduler_app.records import ready_runs, tasks_with_queued_manual_runs
 from scheduler_app.registry import TaskRegistry
-from scheduler_app.runner import Fire, TaskRunner
+from scheduler_app.runner import Fire, MissedFire, TaskRunner
 
 # The scheduler's lines keep the one logger name they had before the scheduler was split.
 logger = logging.getLogger("scheduler_app.scheduler")

@@ -186,9 +186,6 @@ class TaskRunner:
         dead = [finisher.name] if finisher is not None and thread_ended(finisher) else []
         return dead + (self._executor.dead_threads() if self._executor is not None else [])
 
-    def in_flight(self) -> int:
-        return len(self._pool.in_flight()) if self._pool is not None else 0
-
     def drain(self, timeout: float) -> bool:
         """Wait until every launched run has ended and its outcome is written; False at the timeout."""
         deadline = time.monotonic() + timeout
