@@ -132,7 +132,22 @@ def child() -> None:
 
         execution.WorkerPool.backlog = backlog
 
+    profile = os.environ.get("BENCH_TRACE_PROFILE")
+    if profile:
+        # CPU time per function over all threads (yappi, measurement only: not a requirement).
+        import yappi
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
+        signal.signal(signal.SIGUSR2, lambda signum, frame: yappi.clear_stats())
+
     def dump(signum: int, frame: Any) -> None:
+        if profile:
+            yappi.stop()
+            with open(profile, "w") as handle:
+                stats = sorted(yappi.get_func_stats(), key=lambda f: f.ttot, reverse=True)
+                for f in stats[:60]:
+                    handle.write(f"{f.ttot * 1000:10.1f} {f.tsub * 1000:10.1f} {f.ncall:8d}  {f.full_name[-110:]}\n")
         data = {"handed": handed, "batches": batches, "begins": begins, "starts": starts,
                 "transactions": transactions}  # fmt: skip
         Path(out).write_text(json.dumps(data))
@@ -211,6 +226,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--no-web", action="store_true")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the scheduler (experiments)")
+    parser.add_argument("--profile", type=Path, help="also write CPU ms per function (ttot, tsub, calls) here (yappi)")
     args = parser.parse_args()
     ws = Workspace(Options())
     try:
@@ -219,12 +235,15 @@ def main() -> None:
         env.update(dict(item.split("=", 1) for item in args.env))
         out = ws.dir / "trace.json"
         log_path = ws.dir / "trace.log"
+        child_env = {**env, "BENCH_TRACE_OUT": str(out)}
+        if args.profile:
+            child_env["BENCH_TRACE_PROFILE"] = str(args.profile.resolve())
         beside = ExitStack()
         if not args.no_web:
             beside.enter_context(web_beside(ws, env))
         with (
             beside,
-            started(["-m", "benches.trace", "child"], {**env, "BENCH_TRACE_OUT": str(out)}, log_path) as process,
+            started(["-m", "benches.trace", "child"], child_env, log_path) as process,
         ):
             wait_until(
                 lambda: database.rows(
@@ -233,6 +252,8 @@ def main() -> None:
                 180, "runscheduler to become active", process, log_path,
             )  # fmt: skip
             time.sleep(args.warmup)
+            if args.profile:
+                os.kill(process.pid, signal.SIGUSR2)
             w0 = time.time()
             time.sleep(args.seconds)
             w1 = time.time()
