@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--first-fire", type=float, default=2.0, help="seconds from start to the first fire")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--phases", default="aligned", help="aligned | spread100 | uniform (benches.jobs)")
+    parser.add_argument("--kind", choices=["sync", "async"], default="sync", help="the job: a def, or a loop per run")
     args = parser.parse_args()
 
     if args.store == "django":
@@ -66,11 +68,15 @@ def main() -> None:
     else:
         scheduler = BlockingScheduler(timezone="UTC")
 
+    from benches.jobs import phase_offset
+
     first = datetime.fromtimestamp(math.ceil(time.time()) + args.first_fire, UTC)
+    job = "benches.jobs:async_noop" if args.kind == "async" else "benches.jobs:noop"
     for index in range(args.tasks):
+        start = first + timedelta(seconds=phase_offset(index, args.tasks, args.phases, args.interval))
         scheduler.add_job(
-            "benches.jobs:noop",
-            trigger=IntervalTrigger(seconds=args.interval, start_date=first, timezone=UTC),
+            job,
+            trigger=IntervalTrigger(seconds=args.interval, start_date=start, timezone=UTC),
             id=f"noop_{index:05d}",
             max_instances=1,
             replace_existing=True,

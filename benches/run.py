@@ -7,6 +7,10 @@ Every setup runs as real processes against a throw-away database in a temporary 
 - django-apscheduler: BlockingScheduler + ``DjangoJobStore`` + its execution records, as its README;
 - django-q2: its ``qcluster`` with the ORM broker and ``Schedule`` rows (``benches.djq_baseline``).
 
+The ``phases`` scenario (``make bench-phases``; not in the default set) runs the matrix of phase
+distributions (``--phases``) x task kinds (``--kind``) at ``--phase-sizes``, ours with a web process
+(gunicorn, polled) beside it, and bare APScheduler with the same phases right after each run of ours.
+
 Each figure is the median over ``--repeats`` runs; comparisons are ratios within the same run. The
 quick mode (the test suite's smoke run) uses tiny sizes, one repeat and no baselines, so it needs
 nothing beyond requirements-dev.txt. Results go to ``--out`` as JSON and Markdown; a full run also
@@ -31,20 +35,28 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benches.jobs import PHASES
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("precision", "throughput", "idle", "api")
+# Scenarios run only when named (--scenarios).
+EXTRA_SCENARIOS = ("phases",)
+KINDS = ("sync", "async")
 RAN = ("success", "failed", "timeout", "running", "interrupted")
 PLOT = ROOT / "benches" / "plot.png"
 REPORT = ROOT / "BENCHMARKS.md"
 # Seconds after a window before the stop, so that fires meant for its last moments can start.
 SETTLE = 1.5
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+PHASES_BEGIN, PHASES_END = "<!-- bench-phases:begin -->", "<!-- bench-phases:end -->"
+# The issue 14 target: lateness p99 at most max(25 ms, this many times bare APScheduler's).
+TARGET_FLOOR_MS, TARGET_FACTOR = 25.0, 2.0
 
 
 @dataclass
@@ -66,6 +78,10 @@ class Options:
     out: Path = ROOT / "benches" / "results"
     publish: bool = True
     command: str = ""
+    phase_sizes: tuple[int, ...] = (200, 1000)
+    phases: tuple[str, ...] = PHASES
+    kinds: tuple[str, ...] = KINDS
+    web: bool = True
 
     @classmethod
     def quick_mode(cls) -> Options:
@@ -84,6 +100,7 @@ class Options:
             api_rows=2000,
             api_requests=5,
             publish=False,
+            phase_sizes=(5,),
         )
 
 
@@ -366,6 +383,55 @@ def log_marker(log_path: Path, pattern: str) -> Callable[[], re.Match | None]:
     return check
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def web_beside(ws: Workspace, env: dict[str, str]) -> Iterator[dict[str, int]]:
+    """A web process on the same database (gunicorn, one worker, as deployed), polled as a dashboard
+    would be: the readiness probe (a database read) twice a second. Yields the poll counts."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    log_path = ws.dir / f"web-{ws._count}.log"
+    args = ["-m", "gunicorn", "scheduler_project.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "--threads", "2", "--access-logfile", "-"]  # fmt: skip
+    counts = {"polls": 0, "failed": 0}
+    stop = threading.Event()
+
+    def get(page: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/scheduler/health/{page}", timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    def poll() -> None:
+        # Any answer counts (ready is 503 beside the bare baseline, which registers no scheduler).
+        while not stop.wait(0.5):
+            counts["polls"] += 1
+            counts["failed"] += get("ready") == 0
+
+    with started(args, env, log_path) as process:
+        wait_until(lambda: get("live") == 200, 120, "the web process to answer", process, log_path)
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            yield counts
+        finally:
+            stop.set()
+            poller.join(timeout=10)
+
+
 # -- fire analysis -----------------------------------------------------------------------------
 
 
@@ -401,6 +467,8 @@ def analyse_fires(fires: list[Fire], tasks: int, interval: float, w0: float, w1:
         "lateness_p99_ms": percentile(lateness, 0.99),
         "lateness_max_ms": max(lateness) if lateness else None,
         "runs_per_s": finished / (w1 - w0),
+        # How far apart within the interval the fires fell (the phases a run was given, as they came out).
+        "phase_span_ms": (max(phase.values()) - min(phase.values())) * 1000 if phase else None,
     }
 
 
@@ -408,13 +476,16 @@ def analyse_fires(fires: list[Fire], tasks: int, interval: float, w0: float, w1:
 
 
 def run_ours(ws: Workspace, tasks: int, interval: int, warmup: float, window: float, engine: str = "sqlite",
-             idle: bool = False, kind: str = "sync") -> dict[str, Any]:  # fmt: skip
+             idle: bool = False, kind: str = "sync", phases: str = "",
+             web: bool = False) -> dict[str, Any]:  # fmt: skip
     database = ws.database(engine)
     log_path = ws.dir / f"ours-{ws._count}.log"
-    env = {**ws.env(database, tasks, interval), "BENCH_TASK_KIND": kind}
+    env = {**ws.env(database, tasks, interval), "BENCH_TASK_KIND": kind, "BENCH_PHASES": phases}
     try:
+        beside = ExitStack()
+        polls = beside.enter_context(web_beside(ws, env)) if web else None
         t0 = time.time()
-        with started(["manage.py", "runscheduler"], env, log_path) as process:
+        with beside, started(["manage.py", "runscheduler"], env, log_path) as process:
             wait_until(
                 lambda: database.rows(
                     "SELECT 1 FROM scheduler_app_schedulerprocess WHERE pid = %s AND role = 'active'", (process.pid,)
@@ -436,6 +507,8 @@ def run_ours(ws: Workspace, tasks: int, interval: int, warmup: float, window: fl
             "cpu_percent": 100 * (cpu1 - cpu0) / (w1 - w0),
             "rss_mb": rss,
         }
+        if polls is not None:
+            result.update(web_polls=polls["polls"], web_polls_failed=polls["failed"])
         if not idle:
             rows = database.rows(
                 "SELECT task_name, status, scheduled_at, started_at, finished_at"
@@ -446,13 +519,20 @@ def run_ours(ws: Workspace, tasks: int, interval: int, warmup: float, window: fl
                 for name, status, sched, start, end in rows
             ]
             result.update(analyse_fires(fires, tasks, interval, w0, w1))
+            # Every fire of the window that started must be recorded as finished, and none other than ran.
+            window_rows = [(status, timestamp(sched)) for _, status, sched, _, _ in rows]
+            result["records_not_ran"] = sum(1 for st, at in window_rows if w0 <= at < w1 and st not in RAN)
+            result["records_unfinished"] = sum(
+                1 for f in fires if w0 <= f.scheduled < w1 and f.started is not None and f.finished is None
+            )
         return result
     finally:
         database.drop()
 
 
 def run_aps(ws: Workspace, store: str, tasks: int, interval: int, warmup: float, window: float,
-            idle: bool = False) -> dict[str, Any]:  # fmt: skip
+            idle: bool = False, phases: str = "aligned", kind: str = "sync",
+            web: bool = False) -> dict[str, Any]:  # fmt: skip
     database = ws.database("sqlite")
     log_path = ws.dir / f"aps-{store}-{ws._count}.log"
     out = ws.dir / f"aps-{store}-{ws._count}.json"
@@ -460,8 +540,12 @@ def run_aps(ws: Workspace, store: str, tasks: int, interval: int, warmup: float,
     # The first fire comes after start-up and the warm-up, like ours (start-up of 1,000 DjangoJobStore
     # jobs takes seconds, and fires due before the scheduler runs would be measured as late).
     args = ["-m", "benches.aps_baseline", "--store", store, "--tasks", str(tasks), "--interval", str(interval),
-            "--out", str(out), "--first-fire", str(86400 if idle else 1)]  # fmt: skip
-    with started(args, ws.env(database, 0, interval), log_path) as process:
+            "--out", str(out), "--first-fire", str(86400 if idle else 1), "--phases", phases,
+            "--kind", kind]  # fmt: skip
+    beside = ExitStack()
+    if web:
+        beside.enter_context(web_beside(ws, ws.env(database, 0, interval)))
+    with beside, started(args, ws.env(database, 0, interval), log_path) as process:
         ready = wait_until(log_marker(log_path, r"READY ([\d.]+)"), 180, f"{store} scheduler start", process, log_path)
         startup = float(ready.group(1)) - t0
         time.sleep(warmup)
@@ -577,6 +661,45 @@ def scenario_precision(options: Options, ws: Workspace) -> dict[str, Any]:
                           for n in chosen}  # fmt: skip
     if options.baselines:
         results["django-q2"] = {"not_applicable": "django-q2 schedules run at most once a minute, checked every 30 s"}
+    return results
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [r for r in runs if "error" not in r]
+    summary: dict[str, Any] = {key: median([r.get(key) for r in good]) for key in sorted({k for r in good for k in r})}
+    if not good and runs:
+        summary["error"] = runs[-1]["error"]
+    summary["runs"] = runs
+    return summary
+
+
+def scenario_phases(options: Options, ws: Workspace) -> dict[str, Any]:
+    """Each cell (phases, kind, N): ours (web process beside it), then bare APScheduler with the same
+    phases and the same kind of job, alternating run by run so that both see the same load."""
+    results: dict[str, Any] = {}
+    for n in options.phase_sizes:
+        for phases in options.phases:
+            for kind in options.kinds:
+                ours: list[dict[str, Any]] = []
+                bare: list[dict[str, Any]] = []
+                for attempt in range(options.repeats):
+                    what = f"phases {phases} {kind} N={n} ({attempt + 1}/{options.repeats})"
+                    for label, runs, run in (
+                        ("ours", ours, lambda n=n, p=phases, k=kind: run_ours(
+                            ws, n, 1, options.warmup, options.window, kind=k, phases=p, web=options.web)),
+                        ("apscheduler", bare, lambda n=n, p=phases, k=kind: run_aps(
+                            ws, "memory", n, 1, options.warmup, options.window, phases=p, kind=k, web=options.web)),
+                    ):  # fmt: skip
+                        log(f"{what} {label}")
+                        try:
+                            runs.append(run())
+                        except Exception as exc:
+                            log(f"{what} {label} failed: {exc}")
+                            runs.append({"error": str(exc)[-2000:]})
+                results[f"{phases}/{kind}/{n}"] = {
+                    "phases": phases, "kind": kind, "tasks": n, "ours": summarize(ours),
+                    "apscheduler": summarize(bare),
+                }  # fmt: skip
     return results
 
 
@@ -752,6 +875,48 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def target_ms(bare_p99: float | None) -> float | None:
+    return None if bare_p99 is None else max(TARGET_FLOOR_MS, TARGET_FACTOR * bare_p99)
+
+
+def markdown_phases(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    o = results["options"]
+    out = [
+        f"Command: `{results['command']}`  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, SQLite {m['sqlite']}; load "
+        f"average {m['loadavg_start']:.2f} at start, {m.get('loadavg_end', 0):.2f} at end; commit {m['commit']}; "
+        f"{m['date']}; {results['elapsed_s']:.0f} s.  ",
+        f"Medians over {o['repeats']} repeats of a {o['window']:g} s window each; ours and bare APScheduler "
+        f"alternate run by run; web process beside both: {'yes' if o.get('web') else 'no'}. Target: ours p99 <= "
+        f"max({TARGET_FLOOR_MS:g} ms, {TARGET_FACTOR:g} x bare p99).",
+        "",
+        "| phases | kind | N | ours p50 ms | ours p99 ms | bare p50 ms | bare p99 ms | p99 ours/bare | target ms "
+        "| met | fires lost (ours, all repeats) | runs recorded / expected (ours) | bare lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in results["scenarios"].get("phases", {}).values():
+        ours, bare = cell["ours"], cell["apscheduler"]
+        good = [r for r in ours["runs"] if "error" not in r]
+        bare_good = [r for r in bare["runs"] if "error" not in r]
+        lost = sum(r.get("fires_missed", 0) for r in good)
+        recorded = sum(r.get("fires_run", 0) - r.get("records_unfinished", 0) for r in good)
+        expected = sum(r.get("fires_expected", 0) for r in good)
+        target = target_ms(bare.get("lateness_p99_ms"))
+        p99 = ours.get("lateness_p99_ms")
+        met = "-" if target is None or p99 is None else ("yes" if p99 <= target and lost == 0 else "**no**")
+        errors = len(ours["runs"]) - len(good) + len(bare["runs"]) - len(bare_good)
+        out.append(
+            f"| {cell['phases']} | {cell['kind']} | {cell['tasks']} | {fmt(ours.get('lateness_p50_ms'))} | "
+            f"{fmt(p99)} | {fmt(bare.get('lateness_p50_ms'))} | {fmt(bare.get('lateness_p99_ms'))} | "
+            f"{ratio(p99, bare.get('lateness_p99_ms'))} | {fmt(target)} | {met} | {lost} | {recorded} / {expected} | "
+            f"{sum(r.get('fires_missed', 0) for r in bare_good)}{f' ({errors} failed runs)' if errors else ''} |"
+        )
+    errors = results.get("errors", {})
+    out += [f"- scenario {k} failed: {v[:300]}" for k, v in errors.items() if k == "phases"]
+    return "\n".join(out) + "\n"
+
+
 COLOURS = {
     "ours": "tab:blue",
     "ours-async": "tab:cyan",
@@ -799,16 +964,17 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
     return None
 
 
-def publish(results: dict[str, Any], table: str) -> None:
-    """Replace the generated part of BENCHMARKS.md, keeping the notes written around it."""
-    text = REPORT.read_text() if REPORT.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1] if END in rest else ""
-    body = f"{BEGIN}\n<!-- generated by `python -m benches.run`; edit outside these markers -->\n\n{table}"
-    body += f"\n![lateness and throughput against N]({PLOT.relative_to(ROOT)})\n{END}"
-    REPORT.write_text(head + body + tail)
+def publish(results: dict[str, Any], table: str, begin: str = BEGIN, end: str = END, figure: bool = True) -> None:
+    """Replace one generated part of BENCHMARKS.md, keeping the notes written around it."""
+    text = REPORT.read_text() if REPORT.exists() else "# Benchmarks\n"
+    if begin not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1] if end in rest else ""
+    body = f"{begin}\n<!-- generated by `python -m benches.run`; edit outside these markers -->\n\n{table}"
+    if figure:
+        body += f"\n![lateness and throughput against N]({PLOT.relative_to(ROOT)})\n"
+    REPORT.write_text(head + body + end + tail)
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -817,7 +983,15 @@ def publish(results: dict[str, Any], table: str) -> None:
 def parse(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python -m benches.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, no baselines (smoke run)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated: {','.join(SCENARIOS)}")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated: {','.join(SCENARIOS + EXTRA_SCENARIOS)} (default: all but phases)",
+    )
+    parser.add_argument("--phases", help=f"phases scenario: comma-separated, of {','.join(PHASES)} (default: all)")
+    parser.add_argument("--kind", help="phases scenario: comma-separated, of sync,async (default: both)")
+    parser.add_argument("--phase-sizes", help="phases scenario: comma-separated task counts (default 200,1000)")
+    parser.add_argument("--no-web", action="store_true", help="phases scenario: no web process beside")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--precision-sizes", help="comma-separated task counts, e.g. 10,200,1000")
     parser.add_argument("--throughput-sizes", help="comma-separated task counts, e.g. 500,1000,2000")
@@ -834,9 +1008,18 @@ def parse(argv: list[str]) -> Options:
     options = Options.quick_mode() if args.quick else Options()
     options.command = "python -m benches.run " + " ".join(argv)
     options.scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
-    unknown = set(options.scenarios) - set(SCENARIOS)
+    unknown = set(options.scenarios) - set(SCENARIOS + EXTRA_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    for key, allowed in (("phases", PHASES), ("kind", KINDS)):
+        if getattr(args, key):
+            chosen = tuple(v.strip() for v in getattr(args, key).split(",") if v.strip())
+            if not chosen or set(chosen) - set(allowed):
+                parser.error(f"--{key}: expected some of {','.join(allowed)}, got {getattr(args, key)!r}")
+            setattr(options, "kinds" if key == "kind" else key, chosen)
+    if args.phase_sizes:
+        options.phase_sizes = tuple(int(n) for n in args.phase_sizes.split(","))
+    options.web = not args.no_web
     if args.repeats:
         options.repeats = args.repeats
     if args.precision_sizes:
@@ -859,15 +1042,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse(argv)
     if "--replot" in argv:
         results = json.loads((options.out / "results.json").read_text())
-        plot(results, PLOT)
-        publish(results, markdown(results))
+        publish_all(results)
         return results
     started_at = time.time()
     results: dict[str, Any] = {"command": options.command, "machine": machine(), "scenarios": {}, "errors": {}}
     results["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     ws = Workspace(options)
     runners = {"precision": scenario_precision, "throughput": scenario_throughput, "idle": scenario_idle,
-               "api": scenario_api}  # fmt: skip
+               "api": scenario_api, "phases": scenario_phases}  # fmt: skip
     try:
         for name in options.scenarios:
             try:
@@ -879,17 +1061,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ws.close()
     results["elapsed_s"] = time.time() - started_at
     results["machine"]["loadavg_end"] = os.getloadavg()[0]
-    table = markdown(results)
+    table = markdown(results) if set(options.scenarios) & set(SCENARIOS) else ""
+    if "phases" in options.scenarios:
+        table += "\n### Lateness by phase distribution and task kind\n\n" + markdown_phases(results)
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (options.out / "results.md").write_text(table)
     if options.publish:
+        publish_all(results)
+    print(table)
+    return results
+
+
+def publish_all(results: dict[str, Any]) -> None:
+    """The generated parts of BENCHMARKS.md for the scenarios these results hold; the others stay."""
+    ran = set(results["options"]["scenarios"])
+    if ran & set(SCENARIOS):
         problem = plot(results, PLOT)
         if problem:
             log(f"no plot: {problem}")
-        publish(results, table)
-    print(table)
-    return results
+        publish(results, markdown(results))
+    if "phases" in ran:
+        publish(results, markdown_phases(results), PHASES_BEGIN, PHASES_END, figure=False)
 
 
 if __name__ == "__main__":

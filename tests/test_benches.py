@@ -59,3 +59,53 @@ def test_quick_benchmark_produces_every_scenarios_figures(tmp_path: Path) -> Non
     table = (tmp_path / "results.md").read_text()
     for heading in ("Fire precision", "Throughput", "Idle", "API"):
         assert heading in table
+
+
+def test_phase_offsets_spread_tasks_over_the_interval() -> None:
+    from benches.jobs import phase_offset
+
+    assert {phase_offset(i, 4, "aligned") for i in range(4)} == {0.0}
+    assert [phase_offset(i, 4, "spread100") for i in range(4)] == pytest.approx([0.0, 0.025, 0.05, 0.075])
+    assert [phase_offset(i, 4, "uniform", 2.0) for i in range(4)] == pytest.approx([0.0, 0.5, 1.0, 1.5])
+    with pytest.raises(ValueError, match="unknown phases"):
+        phase_offset(0, 4, "sometimes")
+
+
+def test_phase_and_kind_options_are_checked() -> None:
+    from benches.run import parse
+
+    options = parse(["--scenarios", "phases", "--phases", "uniform", "--kind", "async", "--phase-sizes", "7"])
+    assert (options.phases, options.kinds, options.phase_sizes, options.web) == (("uniform",), ("async",), (7,), True)
+    for bad in (["--phases", "sideways"], ["--kind", "threaded"], ["--scenarios", "phase"]):
+        with pytest.raises(SystemExit):
+            parse(bad)
+
+
+def test_quick_phase_matrix_runs_ours_and_bare_apscheduler_with_the_phases_asked(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benches.run", "--quick", "--scenarios", "phases", "--phases", "spread100,uniform",
+         "--kind", "async", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["errors"] == {}, results["errors"]
+    cells = results["scenarios"]["phases"]
+    assert set(cells) == {"spread100/async/5", "uniform/async/5"}
+    # 5 tasks: phases 0, 20 ... 80 ms of each second (spread100) or 0, 200 ... 800 ms (uniform).
+    spans = {"spread100": (60, 100), "uniform": (600, 1000)}
+    for cell in cells.values():
+        low, high = spans[cell["phases"]]
+        for setup in ("ours", "apscheduler"):
+            figures = cell[setup]
+            assert "error" not in figures, (setup, figures)
+            assert low <= figures["phase_span_ms"] < high, (setup, cell["phases"], figures["phase_span_ms"])
+            assert 5 <= figures["fires_expected"] <= 15 and figures["fires_run"] > 0, (setup, figures)
+            assert 0 <= figures["lateness_p50_ms"] <= figures["lateness_p99_ms"], (setup, figures)
+        # The web process beside ours answered the dashboard's polls.
+        assert cell["ours"]["web_polls"] > 0 and cell["ours"]["web_polls_failed"] == 0
+    table = (tmp_path / "results.md").read_text()
+    assert "Lateness by phase distribution" in table and "| spread100 | async | 5 |" in table

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from scheduler_app.execution import WorkerPool, call_task
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
@@ -64,6 +66,32 @@ class AsyncSleeper(BaseTask):
         return TaskResult.success("unreachable")
 
 
+class AsyncBusyReader(BaseTask):
+    """Keeps its loop busy (``sleep(0)``: only non-blocking polls) until a socket is readable, and
+    uses the thread-sensitive executor (the async ORM's path) on the way."""
+
+    name = "async_busy_reader"
+    schedule = SCHEDULE
+
+    async def run(self) -> TaskResult:
+        loop = asyncio.get_running_loop()
+        reader, writer = socket.socketpair()
+        try:
+            readable = asyncio.Event()
+            loop.add_reader(reader.fileno(), readable.set)
+            writer.send(b"x")
+            spins = 0
+            while not readable.is_set():
+                spins += 1
+                await asyncio.sleep(0)
+            loop.remove_reader(reader.fileno())
+            thread = await sync_to_async(threading.current_thread)()
+            return TaskResult.success("read", spins=spins, sensitive=thread.name)
+        finally:
+            reader.close()
+            writer.close()
+
+
 @pytest.fixture
 def pool():
     pool = WorkerPool(3, name="test-worker")
@@ -119,6 +147,16 @@ def test_async_run_is_cancelled_at_its_timeout(pool: WorkerPool) -> None:
     outcome = pool.start(AsyncSleeper(), 0.3).wait()
     assert outcome.status == TaskStatus.TIMEOUT
     assert time.monotonic() - started < 2
+
+
+def test_async_runs_see_their_sockets_while_their_loop_is_busy(pool: WorkerPool) -> None:
+    # The worker's loop skips its non-blocking polls while nothing but its wake-up pipe is
+    # registered; a run's own socket must still be polled, or this run spins until its timeout.
+    for _ in range(3):
+        outcome = pool.start(AsyncBusyReader(), 5).wait()
+        assert outcome.status == TaskStatus.SUCCESS, outcome
+        assert outcome.data["sensitive"].startswith("test-worker-") and outcome.data["sensitive"].endswith("-sync_0")
+    assert pool.start(Quick(), 5).wait().status == TaskStatus.SUCCESS
 
 
 def test_interrupt_all_settles_running_and_queued_runs(pool: WorkerPool) -> None:

@@ -1,0 +1,275 @@
+"""Where a fire's lateness goes: ``python -m benches.trace --tasks 200 --phases spread100 --kind async``.
+
+A sampling profiler says where CPU goes; lateness is mostly waiting (a lock, a queue, the GIL), so
+this times each fire's steps instead. A real ``runscheduler`` (in ``child`` mode: Django set up, a
+few methods wrapped to note the time, then the command itself) runs N generated 1 s tasks on a
+throw-away SQLite database, with a web process beside it; after the window it writes what it noted.
+The parent prints, per step, the p50/p99 of the time each fire spent in it:
+
+- aps: scheduled -> handed to our dispatcher (APScheduler's own thread);
+- queue: handed -> the dispatcher took it (it was busy with the fires before);
+- lock: the dispatcher waited for the process's write lock (``db.write_transaction``);
+- tx: the claim transaction (``records.begin_scheduled`` and its commit) for the fire's batch;
+- pool: handed to the worker pool -> a worker started the code (``started_at``);
+- total: scheduled -> started, the lateness the benchmarks report;
+
+and every write transaction by thread (dispatcher, finisher): count, lock wait and hold times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from benches.run import Options, Workspace, percentile, started, wait_until, web_beside
+
+
+def child() -> None:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from scheduler_app import execution, runner, scheduler
+
+    out = os.environ["BENCH_TRACE_OUT"]
+    handed: list[tuple[str, float, float]] = []  # task, scheduled, handed
+    batches: list[tuple[float, float, int]] = []  # taken, done, fires
+    begins: list[tuple[list[tuple[str, float]], float, float]] = []  # fires, entered, left
+    pool: dict[str, float] = {}
+    starts: list[tuple[str, float, float, float]] = []  # task, handed to the pool, started, ended
+    transactions: list[tuple[str, float, float, float]] = []  # thread, asked, locked, done
+
+    def wrap(owner: Any, name: str, before: Any) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return before(original, *args, **kwargs)
+
+        setattr(owner, name, wrapper)
+
+    def queue_fires(original: Any, self: Any, name: str, run_times: list, jitter: Any = None) -> Any:
+        now = time.time()
+        handed.extend((name, at.timestamp(), now) for at in run_times)
+        return original(self, name, run_times, jitter)
+
+    def run_fires(original: Any, self: Any, batch: list) -> Any:
+        taken = time.time()
+        try:
+            return original(self, batch)
+        finally:
+            batches.append((taken, time.time(), sum(len(times) for _, times, _ in batch)))
+
+    def begin_fires(original: Any, self: Any, fires: list) -> Any:
+        entered = time.time()
+        try:
+            return original(self, fires)
+        finally:
+            begins.append(([(f.config.name, f.scheduled_at.timestamp()) for f in fires], entered, time.time()))
+
+    def pool_start(original: Any, self: Any, task: Any, *args: Any, **kwargs: Any) -> Any:
+        pool[task.name] = time.time()
+        return original(self, task, *args, **kwargs)
+
+    def execute(original: Any, self: Any, run: Any) -> Any:
+        try:
+            return original(self, run)
+        finally:
+            if run.started_at is not None:
+                name = run.task.name
+                starts.append((name, pool.get(name, 0.0), run.started_at.timestamp(), time.time()))
+
+    wrap(scheduler.TaskScheduler, "queue_fires", queue_fires)
+    wrap(scheduler.TaskScheduler, "run_fires", run_fires)
+    wrap(runner.TaskRunner, "_begin_fires", begin_fires)
+    wrap(execution.WorkerPool, "start", pool_start)
+    wrap(execution._Worker, "_execute", execute)
+    from django.db import transaction
+
+    from scheduler_app import db
+
+    @contextmanager
+    def timed_transaction(using: str = "default") -> Any:
+        # db.write_transaction, with the time it waited for the process's write lock noted.
+        asked = time.time()
+        with db._writer:
+            locked = time.time()
+            with transaction.atomic(using=using):
+                yield
+        transactions.append((threading.current_thread().name, asked, locked, time.time()))
+
+    runner.write_transaction = timed_transaction
+
+    # Experiments (--env), each a change to try before making it in the code:
+    if os.environ.get("BENCH_EXP_PLAIN_LOOP"):
+        # The worker's loop as it was: asyncio's default, polling on every turn.
+        original_init = execution.AsyncRuntime.__init__
+
+        def plain_loop_init(self: Any, name: str) -> None:
+            original_init(self, name)
+            self.loop.close()
+            self.loop = asyncio.new_event_loop()
+
+        execution.AsyncRuntime.__init__ = plain_loop_init
+    if gather := float(os.environ.get("BENCH_EXP_GATHER", "0")):
+        # The finisher waits this long after the first outcome before writing (runner.py's defer loop,
+        # made to wait whatever the pool's backlog).
+        runner.FINISH_DEFER_SECONDS = gather
+        original_backlog = execution.WorkerPool.backlog
+
+        def backlog(self: Any) -> int:
+            return 1 if threading.current_thread().name == "run-finisher" else original_backlog(self)
+
+        execution.WorkerPool.backlog = backlog
+
+    profile = os.environ.get("BENCH_TRACE_PROFILE")
+    if profile:
+        # CPU time per function over all threads (yappi, measurement only: not a requirement).
+        import yappi
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
+        signal.signal(signal.SIGUSR2, lambda signum, frame: yappi.clear_stats())
+
+    def dump(signum: int, frame: Any) -> None:
+        if profile:
+            yappi.stop()
+            with open(profile, "w") as handle:
+                stats = sorted(yappi.get_func_stats(), key=lambda f: f.ttot, reverse=True)
+                for f in stats[:60]:
+                    handle.write(f"{f.ttot * 1000:10.1f} {f.tsub * 1000:10.1f} {f.ncall:8d}  {f.full_name[-110:]}\n")
+        data = {"handed": handed, "batches": batches, "begins": begins, "starts": starts,
+                "transactions": transactions}  # fmt: skip
+        Path(out).write_text(json.dumps(data))
+        os._exit(0)
+
+    signal.signal(signal.SIGUSR1, dump)
+    call_command("runscheduler")
+
+
+def analyse(data: dict[str, Any], w0: float, w1: float) -> dict[str, dict[str, float | None]]:
+    steps: dict[str, list[float]] = defaultdict(list)
+    fires: dict[tuple[str, float], dict[str, float]] = defaultdict(dict)
+    for name, scheduled, at in data["handed"]:
+        fires[(name, round(scheduled, 3))]["handed"] = at
+    for batch, entered, left in data["begins"]:
+        for name, scheduled in batch:
+            fire = fires[(name, round(scheduled, 3))]
+            fire.update(entered=entered, left=left, batch=len(batch))
+    last_fire: dict[str, list[tuple[float, dict[str, float]]]] = defaultdict(list)
+    for (name, scheduled), fire in fires.items():
+        last_fire[name].append((scheduled, fire))
+    for name, pooled, began, ended in data["starts"]:
+        candidates = [(s, f) for s, f in last_fire[name] if s <= began + 0.001 and "started" not in f]
+        if candidates:
+            scheduled, fire = max(candidates, key=lambda c: c[0])
+            fire.update(pooled=pooled, started=began, ended=ended)
+    batch_sizes = []
+    for (_name, scheduled), fire in fires.items():
+        if not (w0 <= scheduled < w1) or "started" not in fire:
+            continue
+        steps["total"].append(fire["started"] - scheduled)
+        if "handed" in fire:
+            steps["aps"].append(fire["handed"] - scheduled)
+        if "entered" in fire and "handed" in fire:
+            steps["queue"].append(fire["entered"] - fire["handed"])
+            steps["claim (lock + tx)"].append(fire["left"] - fire["entered"])
+            batch_sizes.append(fire["batch"])
+        if fire.get("pooled"):
+            steps["pool"].append(fire["started"] - fire["pooled"])
+        steps["run"].append(fire["ended"] - fire["started"])
+    out: dict[str, dict[str, float | None]] = {}
+    for step, values in steps.items():
+        ms = [v * 1000 for v in values]
+        out[step] = {"n": len(ms), "p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99),
+                     "mean_ms": sum(ms) / len(ms) if ms else None}  # fmt: skip
+    out["batch size per fire"] = {"n": len(batch_sizes), "p50_ms": percentile(batch_sizes, 0.5),
+                                  "p99_ms": percentile(batch_sizes, 0.99), "mean_ms": None}  # fmt: skip
+    by_thread: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for thread, asked, locked, done in data["transactions"]:
+        if w0 <= asked < w1:
+            by_thread[thread.split("-")[0] if thread.startswith("run-finisher") else thread].append(
+                (locked - asked, done - locked)
+            )
+    for thread, values in by_thread.items():
+        waits, holds = [v[0] * 1000 for v in values], [v[1] * 1000 for v in values]
+        out[f"tx {thread}: lock wait"] = {
+            "n": len(waits),
+            "p50_ms": percentile(waits, 0.5),
+            "p99_ms": percentile(waits, 0.99),
+            "mean_ms": sum(waits) / len(waits),
+        }
+        out[f"tx {thread}: held"] = {"n": len(holds), "p50_ms": percentile(holds, 0.5),
+                                     "p99_ms": percentile(holds, 0.99), "mean_ms": sum(holds) / len(holds)}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["child"]:
+        child()
+        return
+    parser = argparse.ArgumentParser(prog="python -m benches.trace", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--phases", default="spread100")
+    parser.add_argument("--kind", choices=["sync", "async"], default="async")
+    parser.add_argument("--seconds", type=float, default=6.0, help="the window measured, after a warm-up")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--no-web", action="store_true")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the scheduler (experiments)")
+    parser.add_argument("--profile", type=Path, help="also write CPU ms per function (ttot, tsub, calls) here (yappi)")
+    args = parser.parse_args()
+    ws = Workspace(Options())
+    try:
+        database = ws.database("sqlite")
+        env = {**ws.env(database, args.tasks, 1), "BENCH_TASK_KIND": args.kind, "BENCH_PHASES": args.phases}
+        env.update(dict(item.split("=", 1) for item in args.env))
+        out = ws.dir / "trace.json"
+        log_path = ws.dir / "trace.log"
+        child_env = {**env, "BENCH_TRACE_OUT": str(out)}
+        if args.profile:
+            child_env["BENCH_TRACE_PROFILE"] = str(args.profile.resolve())
+        beside = ExitStack()
+        if not args.no_web:
+            beside.enter_context(web_beside(ws, env))
+        with (
+            beside,
+            started(["-m", "benches.trace", "child"], child_env, log_path) as process,
+        ):
+            wait_until(
+                lambda: database.rows(
+                    "SELECT 1 FROM scheduler_app_schedulerprocess WHERE pid = %s AND role = 'active'", (process.pid,)
+                ),
+                180, "runscheduler to become active", process, log_path,
+            )  # fmt: skip
+            time.sleep(args.warmup)
+            if args.profile:
+                os.kill(process.pid, signal.SIGUSR2)
+            w0 = time.time()
+            time.sleep(args.seconds)
+            w1 = time.time()
+            time.sleep(1.0)
+            os.kill(process.pid, signal.SIGUSR1)
+            process.wait(timeout=60)
+        result = analyse(json.loads(out.read_text()), w0, w1)
+    finally:
+        ws.close()
+    print(f"{args.tasks} tasks, phases {args.phases}, kind {args.kind}, {args.seconds:g} s window, "
+          f"web {'no' if args.no_web else 'yes'} {' '.join(args.env)}")  # fmt: skip
+    print(f"{'step':32} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for step, fig in result.items():
+        cells = [f"{fig[k]:8.2f}" if fig[k] is not None else f"{'-':>8}" for k in ("p50_ms", "p99_ms", "mean_ms")]
+        print(f"{step:32} {fig['n']:6d} " + " ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
