@@ -40,7 +40,7 @@ def child() -> None:
     django.setup()
     from django.core.management import call_command
 
-    from scheduler_app import execution, runner, scheduler
+    from scheduler_app import dispatch, execution, ledger, runner
 
     out = os.environ["BENCH_TRACE_OUT"]
     handed: list[tuple[str, float, float]] = []  # task, scheduled, handed
@@ -89,9 +89,9 @@ def child() -> None:
                 name = run.task.name
                 starts.append((name, pool.get(name, 0.0), run.started_at.timestamp(), time.time()))
 
-    wrap(scheduler.TaskScheduler, "queue_fires", queue_fires)
-    wrap(scheduler.TaskScheduler, "run_fires", run_fires)
-    wrap(runner.TaskRunner, "_begin_fires", begin_fires)
+    wrap(dispatch.Dispatcher, "queue_fires", queue_fires)
+    wrap(dispatch.Dispatcher, "run_fires", run_fires)
+    wrap(ledger.Ledger, "record_fires", begin_fires)
     wrap(execution.WorkerPool, "start", pool_start)
     wrap(execution._Worker, "_execute", execute)
     from django.db import transaction
@@ -108,7 +108,7 @@ def child() -> None:
                 yield
         transactions.append((threading.current_thread().name, asked, locked, time.time()))
 
-    runner.write_transaction = timed_transaction
+    ledger.write_transaction = timed_transaction
 
     # Experiments (--env), each a change to try before making it in the code:
     if os.environ.get("BENCH_EXP_PLAIN_LOOP"):
@@ -121,16 +121,9 @@ def child() -> None:
             self.loop = asyncio.new_event_loop()
 
         execution.AsyncRuntime.__init__ = plain_loop_init
-    if gather := float(os.environ.get("BENCH_EXP_GATHER", "0")):
-        # The finisher waits this long after the first outcome before writing (runner.py's defer loop,
-        # made to wait whatever the pool's backlog).
-        runner.FINISH_DEFER_SECONDS = gather
-        original_backlog = execution.WorkerPool.backlog
-
-        def backlog(self: Any) -> int:
-            return 1 if threading.current_thread().name == "run-finisher" else original_backlog(self)
-
-        execution.WorkerPool.backlog = backlog
+    if gather := os.environ.get("BENCH_EXP_GATHER"):
+        # The finisher's batch window (runner.FINISH_BATCH_SECONDS), e.g. 0 to see what it saves.
+        runner.FINISH_BATCH_SECONDS = float(gather)
 
     profile = os.environ.get("BENCH_TRACE_PROFILE")
     if profile:

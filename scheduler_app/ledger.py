@@ -59,6 +59,25 @@ WAITED_MESSAGE = (
 DISABLED_RETRY_MESSAGE = "skipped: the task was disabled, so its retries stopped"
 
 
+_RECORD_COLUMNS = [field.attname for field in TaskExecutionRecord._meta.concrete_fields]
+# What a fire's record holds unless said otherwise, as records.py writes it.
+_FIRE_RECORD_DEFAULTS: dict[str, Any] = {
+    "trigger": Trigger.SCHEDULED,
+    "origin": "scheduler",
+    "status": TaskStatus.RUNNING,
+    "started_at": None,
+    "finished_at": None,
+    "duration_seconds": None,
+    "message": "",
+    "error": "",
+    "data": {},
+    "triggered_by_id": None,
+    "attempt": 1,
+    "retry_of_id": None,
+    "jitter_seconds": None,
+}
+
+
 @dataclass
 class Fire:
     """A scheduled fire to run: the task's configuration, the time it was meant for, its jitter."""
@@ -198,18 +217,25 @@ class Ledger:
     def _fire_record(
         self, record_id: int, task_name: str, scheduled_at: datetime, now: datetime, **fields: Any
     ) -> TaskExecutionRecord:
-        """A scheduled fire's record as ``records.py`` wrote it, as a model instance (not read back)."""
-        return TaskExecutionRecord(
-            id=record_id,
-            task_id=task_name,
-            trigger=Trigger.SCHEDULED,
-            scheduled_at=scheduled_at,
-            created_at=now,
-            origin="scheduler",
-            worker=self.process,
-            worker_label=self.worker_label,
+        """A scheduled fire's record as ``records.py`` wrote it, as a model instance (not read back).
+
+        Built the way Django builds rows it read (``from_db``: a third of the keyword constructor's
+        cost), since every fire of a burst needs one.
+        """
+        values = {
+            **_FIRE_RECORD_DEFAULTS,
+            "id": record_id,
+            "task_id": task_name,
+            "scheduled_at": scheduled_at,
+            "created_at": now,
+            "worker_id": self.process.pk if self.process is not None else None,
+            "worker_label": self.worker_label,
             **fields,
-        )
+        }
+        record = TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, [values[name] for name in _RECORD_COLUMNS])
+        if self.process is not None:
+            record.worker = self.process
+        return record
 
     def _scheduled_record(self, fire: Fire, record_id: int, claimed: bool, now: datetime) -> TaskExecutionRecord:
         fields: dict[str, Any] = {"status": TaskStatus.RUNNING, "started_at": now, "jitter_seconds": fire.jitter}

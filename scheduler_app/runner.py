@@ -46,9 +46,11 @@ __all__ = ["ALREADY_BUFFERED_MESSAGE", "BUSY_MESSAGE", "Fire", "MissedFire", "Ta
 
 logger = logging.getLogger("scheduler_app.runner")
 
-# A finisher defers writing outcomes while runs wait for a worker, at most this long: in a burst
-# of simultaneous fires, starting every run on time matters more than recording outcomes at once.
-FINISH_DEFER_SECONDS = 0.05
+# The finisher gathers outcomes this long after the first one before it writes them together.
+# Each write takes the process's write lock, which the dispatcher needs to claim fires: written one
+# by one (about a hundred transactions a second with 200 tasks spread over the second) they made
+# fires wait for the lock; gathered, the finisher writes about twenty times a second (BENCHMARKS.md).
+FINISH_BATCH_SECONDS = 0.05
 
 
 @dataclass
@@ -264,11 +266,10 @@ class TaskRunner:
                     self._finish_cond.wait()
                 if not self._settled:
                     return
-            # Runs waiting for a worker go first; their outcomes join this batch a moment later.
-            deadline = time.monotonic() + FINISH_DEFER_SECONDS
-            while self._executor is not None and self._executor.backlog() and time.monotonic() < deadline:
-                time.sleep(0.001)
-            with self._finish_cond:
+                # Outcomes that come within the window join this batch (a stop writes at once).
+                deadline = time.monotonic() + FINISH_BATCH_SECONDS
+                while not self._finisher_stop and (remaining := deadline - time.monotonic()) > 0:
+                    self._finish_cond.wait(remaining)
                 batch = list(self._settled)
                 self._settled.clear()
             faults.maybe_die("finisher")
