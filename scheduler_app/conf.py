@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "MANUAL_RUN_MAX_WAIT": 600.0,
     # Threads that run tasks in one scheduler process.
     "MAX_WORKERS": 20,
+    # Where runs execute (a task's `executor` attribute overrides it): "local" (the threads above) or
+    # the alias of a django.tasks backend in settings.TASKS, whose workers run them (README: Scaling out).
+    "EXECUTOR": "local",
     # Default catch-up window: a fire processed later than this many seconds after its time is
     # recorded as `missed`, not run (a task's `catch_up_window_seconds` overrides it). Fires missed
     # within the window run once (the newest), unless the task's `catch_up` is "none".

@@ -291,6 +291,63 @@ class Ledger:
             self._send_finished(TaskExecutionRecord.objects.get(pk=record_id))
         return bool(dropped)
 
+    # -- runs handed to a backend's workers (scheduler_app/executors) ---------------------------
+
+    def hand_off(self, record_id: int, backend: str) -> bool:
+        """A run claimed here goes to ``backend``'s workers: ``running`` -> ``queued``, its slot still held.
+
+        False when the record is no longer ``running`` (someone decided the run was dead): nothing to hand.
+        """
+        return bool(
+            TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.RUNNING).update(
+                status=TaskStatus.QUEUED, worker=None, worker_label="", message=f"queued on backend {backend!r}"
+            )
+        )
+
+    def claim_handed_off(self, record_id: int) -> tuple[TaskConfig, TaskExecutionRecord] | None:
+        """A worker takes a ``queued`` run: ``running``, under this ledger's process and label.
+
+        One UPDATE conditioned on ``queued``: of two deliveries of one run, one claims it, the other
+        gets None (as does a run that was settled meanwhile, e.g. expired in the queue).
+        """
+        taken = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.QUEUED).update(
+            status=TaskStatus.RUNNING,
+            started_at=timezone.now(),
+            worker=self.process,
+            worker_label=self.worker_label,
+            message="",
+        )
+        if not taken:
+            return None
+        record = TaskExecutionRecord.objects.get(pk=record_id)
+        config = self.config(record.task_id)
+        self._announce(record)
+        return config, record
+
+    def fail_hand_off(self, record: TaskExecutionRecord, reason: str) -> bool:
+        """A run that could not be handed to its backend ends ``failed`` (its slot freed); False if it had ended."""
+        now = timezone.now()
+        outcome = RunOutcome(
+            record_id=record.pk,
+            task_name=record.task_id,
+            status=TaskStatus.FAILED,
+            started_at=record.started_at or now,
+            finished_at=now,
+            duration_seconds=0.0,
+            message="could not hand the run to its backend",
+            error=reason,
+            data={},
+        )
+        with write_transaction():
+            # Back to `running` first: the one shape finish_runs writes outcomes (and frees slots) for.
+            TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.QUEUED).update(status=TaskStatus.RUNNING)
+            written = finish_runs([outcome])[0]
+        if written:
+            record.refresh_from_db()
+            self._log_outcome(record)
+            self._send_finished(record)
+        return written
+
     def _begin(
         self,
         config: TaskConfig,
@@ -455,7 +512,7 @@ class Ledger:
     def prune(before: datetime, batch_size: int) -> int:
         """Delete finished records created before ``before``, ``batch_size`` rows per transaction."""
         old = TaskExecutionRecord.objects.filter(created_at__lt=before).exclude(
-            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING]
+            status__in=[TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING]
         )
         deleted = 0
         # Small batches keep each write transaction short, so the scheduler never waits long.

@@ -334,6 +334,8 @@ class SchedulerProcess(models.Model):
     class Kind(models.TextChoices):
         SCHEDULER = "scheduler"
         COMMAND = "command"
+        # A django.tasks worker (e.g. `manage.py db_worker`) running fleet runs (scheduler_app/executors).
+        WORKER = "worker"
 
     class Role(models.TextChoices):
         ACTIVE = "active"

@@ -1,0 +1,180 @@
+"""The fleet (scheduler_app/executors): runs handed to django-tasks-db, run by real `db_worker` processes.
+
+On the PostgreSQL server the suite starts (marker `postgres`), with django.tasks (marker `fleet`:
+Django >= 6.0 and django-tasks-db; the Django 5.2 pass leaves these out, see scripts/test.sh).
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from scheduler_app.ledger import BUSY_MESSAGE, Fire
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
+from scheduler_app.registry import task_registry
+from scheduler_app.runner import TaskRunner
+from scheduler_app.task_rows import sync_task_rows
+from scheduler_app.tasks.base import TaskStatus
+from tests.processes import ManagedProcess, ProcessFactory, wait_for
+from tests.tasks import FleetHangTask, FleetLongTask, FleetSlowTask, FleetTickTask
+
+pytestmark = [pytest.mark.postgres, pytest.mark.fleet, pytest.mark.process]
+
+FLEET_TASKS = (FleetTickTask, FleetSlowTask, FleetHangTask, FleetLongTask)
+TASK_PATHS = [f"tests.tasks.{task.__name__}" for task in FLEET_TASKS]
+HOST = socket.gethostname()
+
+
+@pytest.fixture(autouse=True)
+def _postgres_and_fleet_tasks() -> Iterator[None]:
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "db_worker on PostgreSQL: python -m tests.pgserver run -- pytest -m postgres tests/test_executors.py"
+        )
+    for task in FLEET_TASKS:
+        task_registry.register(task)
+    yield
+    for task in FLEET_TASKS:
+        task_registry.unregister(task.name)
+
+
+def start_worker(processes: ProcessFactory, **extra: str) -> ManagedProcess:
+    """A django-tasks-db worker of the "fleet" backend, looking for work every 100 ms."""
+    args = ["manage.py", "db_worker", "--backend", "fleet", "--interval", "0.1", "--no-startup-delay", "--no-reload"]
+    return processes.start("db_worker", args, processes.env(TASK_PATHS, **extra))
+
+
+def label(process: ManagedProcess) -> str:
+    return f"{HOST}:{process.pid}"
+
+
+def hand_off(name: str, at: timedelta = timedelta(0)) -> TaskExecutionRecord:
+    """A fire of ``name`` recorded and handed to the fleet by the runner, as the scheduler does it."""
+    sync_task_rows()
+    config = TaskConfig.objects.get(name=name)
+    record = TaskRunner().launch_fires([Fire(config, timezone.now().replace(microsecond=0) + at)])[0]
+    assert record is not None
+    record.refresh_from_db()
+    return record
+
+
+def ended(record_id: int) -> TaskExecutionRecord | None:
+    record = TaskExecutionRecord.objects.get(pk=record_id)
+    return record if record.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.PENDING) else None
+
+
+def test_a_scheduled_fire_runs_once_on_a_worker_and_its_record_names_the_worker(processes: ProcessFactory) -> None:
+    workers = [start_worker(processes) for _ in range(2)]
+    scheduler = processes.scheduler(["FleetTickTask"])
+
+    def three_done() -> list[TaskExecutionRecord]:
+        done = list(TaskExecutionRecord.objects.filter(task_id="fleet_tick", status=TaskStatus.SUCCESS))
+        return done if len(done) >= 3 else []
+
+    done = wait_for(three_done, timeout=60, message="three fires of fleet_tick run by the workers")
+    labels = {label(worker): worker.pid for worker in workers}
+    for record in done:
+        assert record.worker_label in labels, (record.worker_label, labels)
+        assert record.worker_label != label(scheduler)
+        assert record.data["pid"] == labels[record.worker_label]
+        assert record.worker.kind == SchedulerProcess.Kind.WORKER
+    # One record per fire.
+    fires = list(TaskExecutionRecord.objects.filter(task_id="fleet_tick").values_list("scheduled_at", flat=True))
+    assert len(fires) == len(set(fires))
+
+
+def test_a_duplicate_delivery_runs_the_task_once(processes: ProcessFactory, tmp_path: Path) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    from scheduler_app.executors.worker import run_record
+
+    marker = tmp_path / "runs.txt"
+    workers = [start_worker(processes, TEST_MARKER_FILE=str(marker)) for _ in range(2)]
+    record = hand_off("fleet_tick")
+    assert record.status == TaskStatus.QUEUED
+    # The backend delivers the run twice more (as after a worker restart or a backend's own retry).
+    for _ in range(2):
+        run_record.using(backend="fleet").enqueue(record.pk)
+
+    def all_delivered() -> list[str]:
+        results = DBTaskResult.objects.all()
+        finished = [r for r in results if r.status == "SUCCESSFUL"]
+        return [r.return_value for r in finished] if len(finished) == 3 else []
+
+    returns = wait_for(all_delivered, timeout=60, message="three deliveries of one run handled")
+    assert sorted(returns) == ["not run: no longer queued", "not run: no longer queued", "success"]
+    assert len(marker.read_text().splitlines()) == 1
+    record.refresh_from_db()
+    assert record.status == TaskStatus.SUCCESS
+    assert record.worker_label in {label(worker) for worker in workers}
+
+
+def test_the_timeout_is_enforced_on_the_worker(processes: ProcessFactory) -> None:
+    worker = start_worker(processes)
+    record = hand_off("fleet_hang")
+    record = wait_for(lambda: ended(record.pk), timeout=60, message="the hung run to end")
+    assert record.status == TaskStatus.TIMEOUT
+    assert record.message == "timed out after 1s"
+    assert record.worker_label == label(worker)
+    # The worker goes on: the hung code's thread is abandoned, the next run gets a fresh one.
+    tick = hand_off("fleet_tick")
+    tick = wait_for(lambda: ended(tick.pk), timeout=60, message="the next run on the same worker")
+    assert (tick.status, tick.worker_label) == (TaskStatus.SUCCESS, label(worker))
+
+
+def test_allow_concurrent_false_holds_across_workers(processes: ProcessFactory) -> None:
+    for _ in range(3):
+        start_worker(processes)
+    processes.scheduler(["FleetSlowTask"])
+
+    def runs() -> list[TaskExecutionRecord]:
+        done = list(TaskExecutionRecord.objects.filter(task_id="fleet_slow", status=TaskStatus.SUCCESS))
+        skipped = TaskExecutionRecord.objects.filter(task_id="fleet_slow", status=TaskStatus.SKIPPED).exists()
+        return done if len(done) >= 3 and skipped else []
+
+    done = sorted(wait_for(runs, timeout=90, message="three runs and a skipped fire"), key=lambda r: r.started_at)
+    for earlier, later in itertools.pairwise(done):
+        assert earlier.finished_at <= later.started_at, (earlier.pk, later.pk)
+    skipped = TaskExecutionRecord.objects.filter(task_id="fleet_slow", status=TaskStatus.SKIPPED).first()
+    assert skipped is not None and skipped.message == BUSY_MESSAGE
+
+
+def test_a_worker_killed_mid_run_leaves_the_run_interrupted_and_the_task_free(
+    processes: ProcessFactory, tmp_path: Path
+) -> None:
+    marker = tmp_path / "running"
+    worker = start_worker(processes, TEST_MARKER_FILE=str(marker), TEST_LONG_TASK_SECONDS="600")
+    processes.scheduler(["FleetLongTask"])  # its leader reaps dead processes
+    record = hand_off("fleet_long")
+    wait_for(marker.exists, timeout=60, message="the long run to start on the worker")
+    record.refresh_from_db()
+    assert (record.status, record.worker_label) == (TaskStatus.RUNNING, label(worker))
+    worker.kill()
+    # README, Scaling out: within LEASE_SECONDS (3 s here) plus a reaper round.
+    record = wait_for(lambda: ended(record.pk), timeout=30, message="the dead worker's run to be reaped")
+    assert record.status == TaskStatus.INTERRUPTED
+    assert "died" in record.error
+    # The task's slot is free: its next run runs, on another worker.
+    second = start_worker(processes, TEST_LONG_TASK_SECONDS="0.1")
+    again = hand_off("fleet_long", at=timedelta(seconds=1))
+    again = wait_for(lambda: ended(again.pk), timeout=60, message="the next run of the task")
+    assert (again.status, again.worker_label) == (TaskStatus.SUCCESS, label(second))
+
+
+def test_a_run_the_backend_refuses_is_recorded_failed_and_frees_the_task(transactional_db: None) -> None:
+    FleetTickTask.executor = "nowhere"  # what the system check refuses, should it get past it
+    try:
+        record = hand_off("fleet_tick")
+    finally:
+        FleetTickTask.executor = "fleet"
+    assert record.status == TaskStatus.FAILED
+    assert record.message == "could not hand the run to its backend"
+    assert "nowhere" in record.error
+    assert TaskState.objects.get(task_id="fleet_tick").running_count == 0
