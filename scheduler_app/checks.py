@@ -19,6 +19,7 @@ NUMBER_KEYS = {
     "LEASE_SECONDS": "seconds",
     "SHUTDOWN_GRACE": "seconds",
     "MANUAL_RUN_MAX_WAIT": "seconds",
+    "FLEET_QUEUE_MAX_WAIT": "seconds",
     "MAX_WORKERS": "threads",
     "MISFIRE_GRACE_SECONDS": "seconds",
     "JOBSTORE_FLUSH_INTERVAL": "seconds",

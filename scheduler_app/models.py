@@ -293,6 +293,7 @@ class TaskExecutionRecord(models.Model):
             # repeats its condition, and `status IN (...)` is not implied by `status = 'pending'`.
             models.Index(fields=["id"], name="record_pending", condition=Q(status="pending")),
             models.Index(fields=["id"], name="record_running", condition=Q(status="running")),
+            models.Index(fields=["id"], name="record_queued", condition=Q(status="queued")),
         ]
         constraints = [
             # Two schedulers that both believe they lead still cannot both run one fire.

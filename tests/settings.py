@@ -56,6 +56,7 @@ SCHEDULER = {
     "DEFAULT_TIMEOUT": float(os.environ.get("TEST_DEFAULT_TIMEOUT", "3600")),
     "MANUAL_RUN_MAX_WAIT": float(os.environ.get("TEST_MANUAL_RUN_MAX_WAIT", "600")),
     "EXECUTOR": os.environ.get("TEST_EXECUTOR", "local"),
+    "FLEET_QUEUE_MAX_WAIT": float(os.environ.get("TEST_FLEET_QUEUE_MAX_WAIT", "600")),
 }
 
 LOGGING = {

@@ -168,6 +168,28 @@ def test_a_worker_killed_mid_run_leaves_the_run_interrupted_and_the_task_free(
     assert (again.status, again.worker_label) == (TaskStatus.SUCCESS, label(second))
 
 
+def test_a_run_no_worker_takes_is_recorded_missed_and_never_runs_later(
+    processes: ProcessFactory, tmp_path: Path
+) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    processes.scheduler(["FleetLongTask"], TEST_FLEET_QUEUE_MAX_WAIT="1")  # no worker up
+    record = hand_off("fleet_long")
+    record = wait_for(lambda: ended(record.pk), timeout=30, message="the queued run to be given up")
+    assert record.status == TaskStatus.MISSED
+    assert record.message.startswith("missed: queued on backend 'fleet' for ")
+    assert record.message.endswith("s and no worker took it (SCHEDULER['FLEET_QUEUE_MAX_WAIT'] is 1s)")
+    assert TaskState.objects.get(task_id="fleet_long").running_count == 0
+    # A worker that comes up later gets the stale delivery and runs nothing.
+    marker = tmp_path / "running"
+    start_worker(processes, TEST_MARKER_FILE=str(marker))
+    result = wait_for(
+        lambda: DBTaskResult.objects.filter(status="SUCCESSFUL").first(), timeout=60, message="the stale delivery"
+    )
+    assert result.return_value == "not run: no longer queued"
+    assert not marker.exists()
+
+
 def test_a_run_the_backend_refuses_is_recorded_failed_and_frees_the_task(transactional_db: None) -> None:
     FleetTickTask.executor = "nowhere"  # what the system check refuses, should it get past it
     try:
