@@ -130,3 +130,9 @@ class FleetHangTask(HangTask):
 class FleetLongTask(LongTask):
     name = "fleet_long"
     executor = "fleet"
+
+
+class FleetBoomTask(BoomTask):
+    name = "fleet_boom"
+    executor = "fleet"
+    schedule = every(3600)

@@ -16,6 +16,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from scheduler_app import services
 from scheduler_app.ledger import BUSY_MESSAGE, Fire
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
 from scheduler_app.registry import task_registry
@@ -23,11 +24,11 @@ from scheduler_app.runner import TaskRunner
 from scheduler_app.task_rows import sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
 from tests.processes import ManagedProcess, ProcessFactory, wait_for
-from tests.tasks import FleetHangTask, FleetLongTask, FleetSlowTask, FleetTickTask
+from tests.tasks import FleetBoomTask, FleetHangTask, FleetLongTask, FleetSlowTask, FleetTickTask
 
 pytestmark = [pytest.mark.postgres, pytest.mark.fleet, pytest.mark.process]
 
-FLEET_TASKS = (FleetTickTask, FleetSlowTask, FleetHangTask, FleetLongTask)
+FLEET_TASKS = (FleetTickTask, FleetSlowTask, FleetHangTask, FleetLongTask, FleetBoomTask)
 TASK_PATHS = [f"tests.tasks.{task.__name__}" for task in FLEET_TASKS]
 HOST = socket.gethostname()
 
@@ -114,6 +115,24 @@ def test_a_duplicate_delivery_runs_the_task_once(processes: ProcessFactory, tmp_
     record.refresh_from_db()
     assert record.status == TaskStatus.SUCCESS
     assert record.worker_label in {label(worker) for worker in workers}
+
+
+def test_a_manual_run_and_its_retry_go_to_the_fleet(processes: ProcessFactory) -> None:
+    worker = start_worker(processes)
+    sync_task_rows()
+    services.set_options("fleet_boom", {"max_retries": 1, "retry_backoff": "fixed", "retry_delay_seconds": 1})
+    processes.scheduler(["FleetBoomTask"])
+    manual = services.request_run("fleet_boom", origin="api")
+
+    def both_failed() -> list[TaskExecutionRecord]:
+        runs = list(TaskExecutionRecord.objects.filter(task_id="fleet_boom", status=TaskStatus.FAILED).order_by("id"))
+        return runs if len(runs) == 2 else []
+
+    first, retry = wait_for(both_failed, timeout=60, message="the manual run and its retry to fail on the worker")
+    assert first.pk == manual.pk and (first.trigger, first.attempt) == ("manual", 1)
+    assert (retry.trigger, retry.attempt, retry.retry_of_id) == ("retry", 2, manual.pk)
+    assert first.worker_label == retry.worker_label == label(worker)
+    assert "ValueError: boom" in first.error
 
 
 def test_the_timeout_is_enforced_on_the_worker(processes: ProcessFactory) -> None:
