@@ -23,6 +23,14 @@ if ! "$PYTHON" -m tests.pgserver check >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && 
       >/dev/null; } || echo "apt-get could not install postgresql"
 fi
 
+# The fleet's second engine (README: Scaling out): RQ workers over Debian's redis-server, which the
+# fleet tests start themselves (tests/test_executors.py).
+if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing Redis: apt-get install redis-server"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server \
+      >/dev/null; } || echo "apt-get could not install redis-server"
+fi
+
 status=0
 echo "== SQLite: the whole suite, but the tests that need PostgreSQL"
 "$PYTHON" -m pytest -m "not postgres" "$@" || status=$?

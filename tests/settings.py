@@ -71,7 +71,7 @@ LOGGING = {
 # workers (`manage.py db_worker --backend fleet`) the fleet tests start. Only where django.tasks and
 # django-tasks-db exist (not in the Django 5.2 pass: those tests carry the `fleet` marker).
 try:
-    import django.tasks  # noqa: F401
+    import django.tasks
     import django_tasks_db  # noqa: F401
 except ImportError:
     pass
@@ -81,3 +81,16 @@ else:
         "default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
         "fleet": {"BACKEND": "django_tasks_db.DatabaseBackend"},
     }
+
+# The second engine: RQ workers (`manage.py rqworker --worker-class rq.worker.SimpleWorker --job-class
+# django_tasks_rq.backend.Job`) on a throw-away redis-server that tests/test_executors.py starts.
+try:
+    import django.tasks  # noqa: F401
+    import django_rq  # noqa: F401
+    import django_tasks_rq  # noqa: F401
+except ImportError:
+    pass
+else:
+    INSTALLED_APPS = [*INSTALLED_APPS, "django_rq"]
+    RQ_QUEUES = {"default": {"URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")}}
+    TASKS = {**TASKS, "rq": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}}

@@ -7,7 +7,9 @@ Django >= 6.0 and django-tasks-db; the Django 5.2 pass leaves these out, see scr
 from __future__ import annotations
 
 import itertools
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +25,7 @@ from scheduler_app.registry import task_registry
 from scheduler_app.runner import TaskRunner
 from scheduler_app.task_rows import sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
-from tests.processes import ManagedProcess, ProcessFactory, wait_for
+from tests.processes import ManagedProcess, ProcessFactory, free_port, wait_for
 from tests.tasks import FleetBoomTask, FleetHangTask, FleetLongTask, FleetSlowTask, FleetTickTask
 
 pytestmark = [pytest.mark.postgres, pytest.mark.fleet, pytest.mark.process]
@@ -219,3 +221,104 @@ def test_a_run_the_backend_refuses_is_recorded_failed_and_frees_the_task(transac
     assert record.message == "could not hand the run to its backend"
     assert "nowhere" in record.error
     assert TaskState.objects.get(task_id="fleet_tick").running_count == 0
+
+
+# -- the second engine: RQ workers over a real redis-server ------------------------------------------
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path, settings: object) -> Iterator[str]:
+    """A throw-away redis-server (Debian's `redis-server` package; `make test` installs it)."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: apt-get install redis-server (scripts/test.sh does it as root)"
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        import redis
+
+        wait_for(lambda: _pings(redis.Redis.from_url(url)), timeout=20, message="redis-server to answer")
+        settings.RQ_QUEUES = {"default": {"URL": url}}  # type: ignore[attr-defined]
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _pings(client: object) -> bool:
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except Exception:
+        return False
+
+
+def start_rq_worker(processes: ProcessFactory, redis_url: str, **extra: str) -> ManagedProcess:
+    """An RQ worker that runs jobs in its own process (SimpleWorker: the process whose heartbeat we keep)."""
+    args = [
+        "manage.py",
+        "rqworker",
+        "default",
+        "--worker-class",
+        "rq.worker.SimpleWorker",
+        "--job-class",
+        "django_tasks_rq.backend.Job",
+    ]
+    return processes.start("rqworker", args, processes.env(TASK_PATHS, TEST_REDIS_URL=redis_url, **extra))
+
+
+def test_on_rq_a_fire_runs_once_on_a_worker_even_when_delivered_twice(
+    processes: ProcessFactory, redis_url: str, tmp_path: Path
+) -> None:
+    from scheduler_app.executors.worker import run_record
+
+    marker = tmp_path / "runs.txt"
+    workers = [start_rq_worker(processes, redis_url, TEST_MARKER_FILE=str(marker)) for _ in range(2)]
+    FleetTickTask.executor = "rq"
+    try:
+        record = hand_off("fleet_tick")
+    finally:
+        FleetTickTask.executor = "fleet"
+    assert record.status == TaskStatus.QUEUED
+    again = run_record.using(backend="rq").enqueue(record.pk)
+    record = wait_for(lambda: ended(record.pk), timeout=60, message="the run on an RQ worker")
+    assert record.status == TaskStatus.SUCCESS
+    assert record.worker_label in {label(worker) for worker in workers}
+    assert record.data["pid"] in {worker.pid for worker in workers}
+    duplicate = wait_for(
+        lambda: (result := run_record.using(backend="rq").get_result(again.id)).status == "SUCCESSFUL" and result,
+        timeout=60,
+        message="the second delivery to be handled",
+    )
+    assert duplicate.return_value == "not run: no longer queued"
+    assert len(marker.read_text().splitlines()) == 1
+
+
+def test_on_rq_the_timeout_is_enforced_on_the_worker(processes: ProcessFactory, redis_url: str) -> None:
+    worker = start_rq_worker(processes, redis_url)
+    FleetHangTask.executor = "rq"
+    try:
+        record = hand_off("fleet_hang")
+    finally:
+        FleetHangTask.executor = "fleet"
+    record = wait_for(lambda: ended(record.pk), timeout=60, message="the hung run to end")
+    assert (record.status, record.message, record.worker_label) == (
+        TaskStatus.TIMEOUT,
+        "timed out after 1s",
+        label(worker),
+    )
