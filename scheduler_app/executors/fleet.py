@@ -12,11 +12,13 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from scheduler_app.abc import Executor, Outcome, RunHandle, Submission
+from scheduler_app.executors import NEEDS_FRAMEWORK, tasks_framework
 
-# Imported by path when first used: it imports django.tasks, which Django 5.2 lacks.
+# Imported by path when first used: the worker side (it imports the runner, which imports this module).
 WORKER_TASK = "scheduler_app.executors.worker.run_record"
 
 
@@ -43,6 +45,8 @@ class FleetExecutor(Executor):
         self.alias = alias
 
     def submit(self, run: Submission, on_settled: Callable[[RunHandle], None] | None = None) -> HandedOff:
+        if tasks_framework() is None:
+            raise ImproperlyConfigured(NEEDS_FRAMEWORK)
         result = import_string(WORKER_TASK).using(backend=self.alias).enqueue(run.record_id)
         return HandedOff(str(result.id))
 
