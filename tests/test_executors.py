@@ -137,6 +137,21 @@ def test_a_manual_run_and_its_retry_go_to_the_fleet(processes: ProcessFactory) -
     assert "ValueError: boom" in first.error
 
 
+def test_a_fire_buffer_one_kept_behind_a_fleet_run_runs_next_on_the_same_worker(processes: ProcessFactory) -> None:
+    sync_task_rows()
+    services.set_options("fleet_slow", {"overlap": "buffer_one"})
+    first = hand_off("fleet_slow")
+    second = hand_off("fleet_slow", at=timedelta(seconds=1))
+    assert (first.status, second.status) == (TaskStatus.QUEUED, TaskStatus.PENDING)
+    assert TaskState.objects.get(task_id="fleet_slow").buffered_record_id == second.pk
+    worker = start_worker(processes)
+    second = wait_for(lambda: ended(second.pk), timeout=60, message="the buffered fire to run")
+    first = TaskExecutionRecord.objects.get(pk=first.pk)
+    assert (first.status, second.status) == (TaskStatus.SUCCESS, TaskStatus.SUCCESS)
+    assert first.worker_label == second.worker_label == label(worker)
+    assert first.finished_at <= second.started_at
+
+
 def test_the_timeout_is_enforced_on_the_worker(processes: ProcessFactory) -> None:
     worker = start_worker(processes)
     record = hand_off("fleet_hang")
