@@ -337,3 +337,21 @@ def test_on_rq_the_timeout_is_enforced_on_the_worker(processes: ProcessFactory, 
         "timed out after 1s",
         label(worker),
     )
+
+
+def test_on_rq_a_worker_killed_mid_run_leaves_the_run_interrupted(
+    processes: ProcessFactory, redis_url: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "running"
+    worker = start_rq_worker(processes, redis_url, TEST_MARKER_FILE=str(marker), TEST_LONG_TASK_SECONDS="600")
+    processes.scheduler(["FleetLongTask"])  # its leader reaps dead processes
+    FleetLongTask.executor = "rq"
+    try:
+        record = hand_off("fleet_long")
+    finally:
+        FleetLongTask.executor = "fleet"
+    wait_for(marker.exists, timeout=60, message="the long run to start on the RQ worker")
+    worker.kill()
+    record = wait_for(lambda: ended(record.pk), timeout=30, message="the dead worker's run to be reaped")
+    assert (record.status, record.worker_label) == (TaskStatus.INTERRUPTED, label(worker))
+    assert TaskState.objects.get(task_id="fleet_long").running_count == 0
