@@ -52,7 +52,15 @@ class RunHandle(Protocol):
 
 
 class Executor(ABC):
-    """Runs the code of claimed runs, each within its timeout, and settles each exactly once."""
+    """Runs the code of claimed runs, each within its timeout, and settles each exactly once.
+
+    ``local`` False: the code runs in other processes (a django.tasks backend's workers). ``submit``
+    then returns once the backend holds the run, the handle is never settled here and ``on_settled``
+    is not called: the worker writes the outcome through the ledger. Such an executor's runs are not
+    this process's to wait for (drain, in_flight, interrupt_all are about local runs).
+    """
+
+    local: bool = True
 
     @abstractmethod
     def submit(self, run: Submission, on_settled: Callable[[RunHandle], None] | None = None) -> RunHandle:

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from scheduler_app import conf
+from scheduler_app.executors import LOCAL, backend_problem
 from scheduler_app.registry import task_registry
 from scheduler_app.validation import timeout_error
 
@@ -18,6 +19,7 @@ NUMBER_KEYS = {
     "LEASE_SECONDS": "seconds",
     "SHUTDOWN_GRACE": "seconds",
     "MANUAL_RUN_MAX_WAIT": "seconds",
+    "FLEET_QUEUE_MAX_WAIT": "seconds",
     "MAX_WORKERS": "threads",
     "MISFIRE_GRACE_SECONDS": "seconds",
     "JOBSTORE_FLUSH_INTERVAL": "seconds",
@@ -85,6 +87,35 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         )
         for error in task_registry.load_errors
     ]
+
+
+@register("scheduler")
+def check_executors(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Where runs execute (README: Scaling out): "local" or a django.tasks backend fit for the fleet."""
+    hint = "Use 'local' (in-process) or the alias of a worker-backed backend in settings.TASKS (README: Scaling out)."
+    messages: list[CheckMessage] = []
+    default = conf.get("EXECUTOR")
+    if not isinstance(default, str) or not default:
+        messages.append(
+            Error(f"SCHEDULER['EXECUTOR'] must be a backend alias (got {default!r}).", hint=hint, id="scheduler.E060")
+        )
+    elif problem := backend_problem(default):
+        messages.append(Error(f"SCHEDULER['EXECUTOR'] = {default!r}: {problem}.", hint=hint, id="scheduler.E060"))
+    for task in task_registry:
+        alias = getattr(task, "executor", None)
+        if alias is None or alias == LOCAL:
+            continue
+        if not isinstance(alias, str) or not alias:
+            problem = f"must be a backend alias or None (got {alias!r})"
+        else:
+            problem = backend_problem(alias)
+        if problem:
+            messages.append(
+                Error(
+                    f"task {task.name!r}: executor {alias!r}: {problem}.", hint=hint, obj=task.name, id="scheduler.E061"
+                )
+            )
+    return messages
 
 
 @register("scheduler")

@@ -26,6 +26,12 @@ DEFAULTS: dict[str, Any] = {
     "MANUAL_RUN_MAX_WAIT": 600.0,
     # Threads that run tasks in one scheduler process.
     "MAX_WORKERS": 20,
+    # Where runs execute (a task's `executor` attribute overrides it): "local" (the threads above) or
+    # the alias of a django.tasks backend in settings.TASKS, whose workers run them (README: Scaling out).
+    "EXECUTOR": "local",
+    # Seconds a run handed to a backend may wait for a worker: then the leading scheduler records it
+    # `missed` and frees its task (no worker up, or the backend lost it).
+    "FLEET_QUEUE_MAX_WAIT": 600.0,
     # Default catch-up window: a fire processed later than this many seconds after its time is
     # recorded as `missed`, not run (a task's `catch_up_window_seconds` overrides it). Fires missed
     # within the window run once (the newest), unless the task's `catch_up` is "none".

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from scheduler_app import conf
 from scheduler_app.db import close_thread_connections
+from scheduler_app.ledger import Ledger
 from scheduler_app.models import SchedulerLease, SchedulerProcess, TaskExecutionRecord
 from scheduler_app.tasks.base import TaskStatus
 
@@ -198,4 +199,10 @@ def reap_dead_processes(interrupt: Interrupt, me: UUID | None = None) -> int:
         SchedulerProcess.objects.filter(pk__in=dead).delete()
     if count:
         logger.warning("marked %d run(s) of dead processes as interrupted", count)
+    # Runs handed to a backend that no worker took: they will not start either (README: Scaling out).
+    try:
+        Ledger().expire_queued(float(conf.get("FLEET_QUEUE_MAX_WAIT")))
+    except Exception:
+        # The dead processes' runs are settled; the queue is looked at again at the next round.
+        logger.exception("could not settle the runs that waited too long in a backend's queue")
     return count

@@ -318,6 +318,102 @@ class Ledger:
             self._send_finished(TaskExecutionRecord.objects.get(pk=record_id))
         return bool(dropped)
 
+    # -- runs handed to a backend's workers (scheduler_app/executors) ---------------------------
+
+    def hand_off(self, record_id: int, backend: str) -> bool:
+        """A run claimed here goes to ``backend``'s workers: ``running`` -> ``queued``, its slot still held.
+
+        False when the record is not ``running`` here any more (someone decided the run was dead, or a
+        worker runs it): nothing to hand.
+        """
+        mine = {"worker": self.process, "worker_label": self.worker_label}
+        return bool(
+            TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.RUNNING, **mine).update(
+                status=TaskStatus.QUEUED, worker=None, worker_label="", message=f"queued on backend {backend!r}"
+            )
+        )
+
+    def claim_handed_off(self, record_id: int) -> tuple[TaskConfig, TaskExecutionRecord] | None:
+        """A worker takes a ``queued`` run: ``running``, under this ledger's process and label.
+
+        One UPDATE conditioned on ``queued``: of two deliveries of one run, one claims it, the other
+        gets None (as does a run that was settled meanwhile, e.g. expired in the queue).
+        """
+        taken = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.QUEUED).update(
+            status=TaskStatus.RUNNING,
+            started_at=timezone.now(),
+            worker=self.process,
+            worker_label=self.worker_label,
+            message="",
+        )
+        if not taken:
+            return None
+        record = TaskExecutionRecord.objects.get(pk=record_id)
+        config = self.config(record.task_id)
+        self._announce(record)
+        return config, record
+
+    def expire_queued(self, max_wait: float) -> int:
+        """Runs handed to a backend that no worker took within ``max_wait`` seconds end ``missed``; how many.
+
+        Their tasks' slots are freed. A worker that gets such a run later finds it settled and runs nothing.
+        """
+        now = timezone.now()
+        max_wait = min(max_wait, MAX_DURATION_SECONDS)  # a huge setting must not overflow the date
+        cutoff = now - timedelta(seconds=max_wait)
+        stale = list(TaskExecutionRecord.objects.filter(status=TaskStatus.QUEUED, started_at__lt=cutoff))
+        expired = 0
+        for record in stale:
+            queued_for = (now - record.started_at).total_seconds() if record.started_at else max_wait
+            outcome = RunOutcome(
+                record_id=record.pk,
+                task_name=record.task_id,
+                status=TaskStatus.MISSED,
+                started_at=record.started_at,
+                finished_at=now,
+                duration_seconds=0.0,
+                message=f"missed: {record.message or 'queued'} for {queued_for:.0f}s and no worker took it "
+                f"(SCHEDULER['FLEET_QUEUE_MAX_WAIT'] is {max_wait:g}s)",
+                error="",
+                data={},
+            )
+            with write_transaction():
+                # Only a run still queued (a worker may claim it this instant): then the shape finish_runs writes.
+                if not TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.QUEUED).update(
+                    status=TaskStatus.RUNNING
+                ):
+                    continue
+                finish_runs([outcome])
+            record.refresh_from_db()
+            logger.warning("task %s: run %s %s", record.task_id, record.pk, record.message)
+            self._send_finished(record)
+            expired += 1
+        return expired
+
+    def fail_hand_off(self, record: TaskExecutionRecord, reason: str) -> bool:
+        """A run that could not be handed to its backend ends ``failed`` (its slot freed); False if it had ended."""
+        now = timezone.now()
+        outcome = RunOutcome(
+            record_id=record.pk,
+            task_name=record.task_id,
+            status=TaskStatus.FAILED,
+            started_at=record.started_at or now,
+            finished_at=now,
+            duration_seconds=0.0,
+            message="could not hand the run to its backend",
+            error=reason,
+            data={},
+        )
+        with write_transaction():
+            # Back to `running` first: the one shape finish_runs writes outcomes (and frees slots) for.
+            TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.QUEUED).update(status=TaskStatus.RUNNING)
+            written = finish_runs([outcome])[0]
+        if written:
+            record.refresh_from_db()
+            self._log_outcome(record)
+            self._send_finished(record)
+        return written
+
     def _begin(
         self,
         config: TaskConfig,
@@ -488,7 +584,7 @@ class Ledger:
     def prune(before: datetime, batch_size: int) -> int:
         """Delete finished records created before ``before``, ``batch_size`` rows per transaction."""
         old = TaskExecutionRecord.objects.filter(created_at__lt=before).exclude(
-            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING]
+            status__in=[TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING]
         )
         deleted = 0
         # Small batches keep each write transaction short, so the scheduler never waits long.

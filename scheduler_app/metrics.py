@@ -50,7 +50,8 @@ logger = logging.getLogger("scheduler_app.metrics")
 DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 # Fires are meant to start within tens of milliseconds of their time (see DESIGN.md's targets).
 LATENESS_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
+# Runs not ended yet: a run `queued` on a backend's workers (README: Scaling out) is counted when it ends.
+OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
 # Records younger than this are counted at a later scrape: on PostgreSQL an id can become visible
 # after a higher one (two transactions committing out of order), and the cursor must not pass it.
 CURSOR_LAG_SECONDS = 2.0

@@ -293,6 +293,7 @@ class TaskExecutionRecord(models.Model):
             # repeats its condition, and `status IN (...)` is not implied by `status = 'pending'`.
             models.Index(fields=["id"], name="record_pending", condition=Q(status="pending")),
             models.Index(fields=["id"], name="record_running", condition=Q(status="running")),
+            models.Index(fields=["id"], name="record_queued", condition=Q(status="queued")),
         ]
         constraints = [
             # Two schedulers that both believe they lead still cannot both run one fire.
@@ -334,6 +335,8 @@ class SchedulerProcess(models.Model):
     class Kind(models.TextChoices):
         SCHEDULER = "scheduler"
         COMMAND = "command"
+        # A django.tasks worker (e.g. `manage.py db_worker`) running fleet runs (scheduler_app/executors).
+        WORKER = "worker"
 
     class Role(models.TextChoices):
         ACTIVE = "active"

@@ -22,6 +22,7 @@ STATUS_COLOURS: dict[str, str] = {
     TaskStatus.MISSED: "#d35400",
     TaskStatus.SKIPPED: NEUTRAL,
     TaskStatus.PENDING: ACTIVE,
+    TaskStatus.QUEUED: ACTIVE,
     TaskStatus.RUNNING: ACTIVE,
 }
 

@@ -28,6 +28,8 @@ from scheduler_app import conf, faults
 from scheduler_app.abc import Executor, RunHandle, Submission
 from scheduler_app.db import fresh_connections
 from scheduler_app.execution import WorkerPool, thread_ended
+from scheduler_app.executors import LOCAL, executor_alias
+from scheduler_app.executors.fleet import FleetExecutor
 from scheduler_app.ledger import (
     ALREADY_BUFFERED_MESSAGE,
     BUSY_MESSAGE,
@@ -87,6 +89,8 @@ class TaskRunner:
         self.cancel = threading.Event()
         self._executor = executor
         self._executor_lock = threading.Lock()
+        # Backends that run tasks elsewhere (SCHEDULER["EXECUTOR"], a task's `executor`), by alias.
+        self._backends: dict[str, Executor] = {}
         # Launched runs whose outcome is not written yet, and the finisher that writes them.
         self._settled: deque[_Run] = deque()
         self._unrecorded_runs = 0
@@ -117,6 +121,26 @@ class TaskRunner:
             record = self.ledger.start_manual(config, user=user, origin=origin)
             if record.status != TaskStatus.RUNNING:
                 return record
+            record = self._execute(config, record)
+            if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
+                while not self.cancel.is_set() and (buffered := self.ledger.claim_buffered(config)) is not None:
+                    self._execute(config, buffered)
+            return record
+
+    def run_handed_off(self, record_id: int) -> TaskExecutionRecord | None:
+        """A worker's entry point: claim a run a scheduler handed to the backend, run it here, record it.
+
+        None when the run is not ``queued`` any more (another delivery of it claimed it, or it was
+        settled): it does not run twice. A fire that ``buffer_one`` kept behind it goes next, here.
+        """
+        with fresh_connections():
+            claimed = self.ledger.claim_handed_off(record_id)
+            if claimed is None:
+                logger.info(
+                    "run %s is not queued any more (claimed by another delivery, or settled): skipped", record_id
+                )
+                return None
+            config, record = claimed
             record = self._execute(config, record)
             if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
                 while not self.cancel.is_set() and (buffered := self.ledger.claim_buffered(config)) is not None:
@@ -237,7 +261,36 @@ class TaskRunner:
         with log_context(task=config.name, run_id=record.pk, trigger=record.trigger):
             return self.executor.submit(run, on_settled)
 
+    def _backend_for(self, config: TaskConfig) -> Executor | None:
+        """The executor of a task whose runs execute elsewhere; None for a task that runs here."""
+        alias = executor_alias(self.registry.get(config.name))
+        if alias == LOCAL:
+            return None
+        with self._executor_lock:
+            if alias not in self._backends:
+                self._backends[alias] = FleetExecutor(alias)
+            return self._backends[alias]
+
+    def _hand_off(self, backend: Executor, config: TaskConfig, record: TaskExecutionRecord) -> None:
+        """Give a claimed run to its backend; one that cannot be given ends ``failed`` (and may retry)."""
+        alias = getattr(backend, "alias", "?")
+        try:
+            if not self.ledger.hand_off(record.pk, alias):
+                return
+            task = self.registry.get(config.name)
+            backend.submit(Submission(record.pk, task, config.timeout_with_fallback(self.default_timeout)))
+        except Exception as exc:
+            logger.exception("task %s: run %s could not be handed to the backend %r", config.name, record.pk, alias)
+            if self.ledger.fail_hand_off(record, f"{type(exc).__name__}: {exc}"):
+                self.ledger.queue_retry(config, record)
+            return
+        logger.info("task %s: run %s handed to the backend %r", config.name, record.pk, alias)
+
     def _launch(self, config: TaskConfig, record: TaskExecutionRecord) -> None:
+        backend = self._backend_for(config)
+        if backend is not None:
+            self._hand_off(backend, config, record)
+            return
         with self._finish_cond:
             self._unrecorded_runs += 1
             if self._finisher is None:

@@ -47,3 +47,25 @@ class TickTwinTask(BaseTask):
 
 class NotATask:
     name = "not_a_task"
+
+
+class NowhereTask(BaseTask):
+    """Runs on a backend that settings.TASKS does not have."""
+
+    name = "runs_nowhere"
+    executor = "nowhere"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+    def run(self) -> TaskResult:
+        return TaskResult.success()
+
+
+class ImmediateTask(BaseTask):
+    """Runs on the "default" backend of the test settings: ImmediateBackend, which has no workers."""
+
+    name = "runs_immediately"
+    executor = "default"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+    def run(self) -> TaskResult:
+        return TaskResult.success()

@@ -12,7 +12,7 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-" + "x7Kq2Lm9Pz
 os.environ.setdefault("SCHEDULER_LOCAL_SETTINGS", "")
 
 from scheduler_project.settings import *  # noqa: F403
-from scheduler_project.settings import BASE_DIR, DATABASES, SCHEDULER
+from scheduler_project.settings import BASE_DIR, DATABASES, INSTALLED_APPS, SCHEDULER
 
 DEBUG = False
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
@@ -55,6 +55,8 @@ SCHEDULER = {
     "MISFIRE_GRACE_SECONDS": float(os.environ.get("TEST_MISFIRE_GRACE_SECONDS", "60")),
     "DEFAULT_TIMEOUT": float(os.environ.get("TEST_DEFAULT_TIMEOUT", "3600")),
     "MANUAL_RUN_MAX_WAIT": float(os.environ.get("TEST_MANUAL_RUN_MAX_WAIT", "600")),
+    "EXECUTOR": os.environ.get("TEST_EXECUTOR", "local"),
+    "FLEET_QUEUE_MAX_WAIT": float(os.environ.get("TEST_FLEET_QUEUE_MAX_WAIT", "600")),
 }
 
 LOGGING = {
@@ -64,3 +66,31 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"scheduler_app": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# The fleet (README: Scaling out): the "fleet" backend is django-tasks-db's database queue, whose
+# workers (`manage.py db_worker --backend fleet`) the fleet tests start. Only where django.tasks and
+# django-tasks-db exist (not in the Django 5.2 pass: those tests carry the `fleet` marker).
+try:
+    import django.tasks
+    import django_tasks_db  # noqa: F401
+except ImportError:
+    pass
+else:
+    INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
+    TASKS = {
+        "default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+        "fleet": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+    }
+
+# The second engine: RQ workers (`manage.py rqworker --worker-class rq.worker.SimpleWorker --job-class
+# django_tasks_rq.backend.Job`) on a throw-away redis-server that tests/test_executors.py starts.
+try:
+    import django.tasks  # noqa: F401
+    import django_rq  # noqa: F401
+    import django_tasks_rq  # noqa: F401
+except ImportError:
+    pass
+else:
+    INSTALLED_APPS = [*INSTALLED_APPS, "django_rq"]
+    RQ_QUEUES = {"default": {"URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")}}
+    TASKS = {**TASKS, "rq": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}}

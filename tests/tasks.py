@@ -91,3 +91,48 @@ class CronTask(BaseTask):
 
     def run(self) -> TaskResult:
         return TaskResult.success("nightly done")
+
+
+# -- the fleet (tests/test_fleet.py): the same kinds of task, run by django.tasks workers ---------------
+
+
+class FleetTickTask(TickTask):
+    name = "fleet_tick"
+    description = "Returns at once with the pid that ran it, on the fleet's workers; fires every second."
+    executor = "fleet"
+
+    def run(self) -> TaskResult:
+        marker = os.environ.get("TEST_MARKER_FILE")
+        if marker:
+            with open(marker, "a") as file:
+                file.write(f"{os.getpid()}\n")
+        return TaskResult.success("tick", pid=os.getpid())
+
+
+class FleetSlowTask(BaseTask):
+    name = "fleet_slow"
+    description = "Takes 1.5 s, fires every second, no concurrency, on the fleet's workers."
+    executor = "fleet"
+    schedule = every(1)
+
+    def run(self) -> TaskResult:
+        time.sleep(1.5)
+        return TaskResult.success("slow done", pid=os.getpid())
+
+
+class FleetHangTask(HangTask):
+    name = "fleet_hang"
+    executor = "fleet"
+    schedule = every(3600)
+    enabled = False
+
+
+class FleetLongTask(LongTask):
+    name = "fleet_long"
+    executor = "fleet"
+
+
+class FleetBoomTask(BoomTask):
+    name = "fleet_boom"
+    executor = "fleet"
+    schedule = every(3600)

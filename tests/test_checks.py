@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from scheduler_app.executors import NEEDS_FRAMEWORK, tasks_framework
 from tests.processes import ROOT
 
 
@@ -89,3 +90,51 @@ def test_each_check_id_has_one_home() -> None:
 
     assert ids("checks.py") and ids("alerts.py")
     assert not ids("checks.py") & ids("alerts.py")
+
+
+# -- where runs execute (README: Scaling out) -----------------------------------------------------
+
+
+def test_check_names_each_task_whose_executor_cannot_run_it() -> None:
+    result = run_check("tests.tasks.TickTask,tests.bad_tasks.NowhereTask,tests.bad_tasks.ImmediateTask")
+    assert result.returncode != 0
+    out = result.stderr
+    assert out.count("scheduler.E061") == 2, out
+    if tasks_framework() is None:  # the Django 5.2 pass, without the backport
+        assert f"task 'runs_nowhere': executor 'nowhere': {NEEDS_FRAMEWORK}." in out
+        assert f"task 'runs_immediately': executor 'default': {NEEDS_FRAMEWORK}." in out
+    else:
+        from django.conf import settings
+
+        assert (
+            "task 'runs_nowhere': executor 'nowhere': 'nowhere' is neither 'local' nor a backend in "
+            f"settings.TASKS (backends: {', '.join(sorted(settings.TASKS))})." in out
+        )
+        assert "fleet" in settings.TASKS
+        assert (
+            "task 'runs_immediately': executor 'default': the backend 'default' (ImmediateBackend) runs the task "
+            "at once in the process that enqueues it" in out
+        )
+    assert "'tick'" not in out
+    assert "Traceback" not in out
+
+
+def test_check_refuses_a_default_executor_that_cannot_run_tasks() -> None:
+    result = run_check("tests.tasks.TickTask", TEST_EXECUTOR="default")
+    assert result.returncode != 0
+    assert "scheduler.E060" in result.stderr
+    if tasks_framework() is None:
+        assert f"SCHEDULER['EXECUTOR'] = 'default': {NEEDS_FRAMEWORK}." in result.stderr
+    else:
+        assert "SCHEDULER['EXECUTOR'] = 'default': the backend 'default' (ImmediateBackend)" in result.stderr
+
+
+def test_check_of_a_fleet_task_says_what_the_fleet_needs() -> None:
+    """With django.tasks and a worker-backed backend the check passes; on Django 5.2 it says what is missing."""
+    result = run_check("tests.tasks.FleetTickTask")
+    if tasks_framework() is None:
+        assert result.returncode != 0
+        assert "Django >= 6.0, or on Django 5.2 the django-tasks backport" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert "no issues" in result.stdout

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from scheduler_app import services, signals
-from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Ledger
+from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger
 from scheduler_app.models import TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
@@ -153,3 +153,63 @@ def test_prune_deletes_finished_records_before_the_cutoff_in_batches() -> None:
     recent = TaskExecutionRecord.objects.create(task_id="tick", trigger=Trigger.SCHEDULED, status="success").pk
     assert Ledger.prune(now - timedelta(days=1), batch_size=2) == 5
     assert set(TaskExecutionRecord.objects.values_list("pk", flat=True)) == {*open_work, recent}
+
+
+# -- runs handed to a backend's workers (README: Scaling out) --------------------------------------
+
+
+def _handed_off(ledger: Ledger) -> TaskExecutionRecord:
+    config = ledger.config("tick")
+    record = ledger.record_fires([Fire(config, timezone.now().replace(microsecond=0))])[0]
+    assert record is not None and record.status == TaskStatus.RUNNING
+    assert ledger.hand_off(record.pk, "fleet") is True
+    return TaskExecutionRecord.objects.get(pk=record.pk)
+
+
+def test_a_handed_off_run_is_queued_with_its_slot_held_and_claimed_by_one_worker_only() -> None:
+    record = _handed_off(Ledger(worker_label="scheduler:1"))
+    assert (record.status, record.worker_id, record.worker_label) == ("queued", None, "")
+    assert record.message == "queued on backend 'fleet'"
+    assert TaskState.objects.get(task_id="tick").running_count == 1, "the slot stays taken while queued"
+    claimed = Ledger(worker_label="worker-a:7").claim_handed_off(record.pk)
+    assert claimed is not None
+    config, running = claimed
+    assert config.name == "tick"
+    assert (running.status, running.worker_label, running.message) == ("running", "worker-a:7", "")
+    assert Ledger(worker_label="worker-b:8").claim_handed_off(record.pk) is None, "a second delivery runs nothing"
+    assert Ledger().hand_off(record.pk, "fleet") is False, "only a run claimed here can be handed off"
+    assert TaskExecutionRecord.objects.get(pk=record.pk).worker_label == "worker-a:7"
+
+
+def test_a_run_that_cannot_be_handed_off_fails_and_frees_its_task() -> None:
+    ledger = Ledger()
+    record = _handed_off(ledger)
+    assert ledger.fail_hand_off(record, "InvalidTaskBackend: nowhere") is True
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.status, stored.error) == ("failed", "InvalidTaskBackend: nowhere")
+    assert TaskState.objects.get(task_id="tick").running_count == 0
+    assert ledger.fail_hand_off(record, "again") is False, "an ended run keeps its outcome"
+
+
+def test_a_run_queued_too_long_is_missed_frees_its_task_and_is_never_claimed() -> None:
+    ledger = Ledger()
+    record = _handed_off(ledger)
+    fresh = _handed_off_later(ledger)
+    TaskExecutionRecord.objects.filter(pk=record.pk).update(started_at=timezone.now() - timedelta(seconds=120))
+    assert ledger.expire_queued(60) == 1
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert stored.status == "missed"
+    assert stored.message.startswith("missed: queued on backend 'fleet' for 12")
+    assert stored.message.endswith("s and no worker took it (SCHEDULER['FLEET_QUEUE_MAX_WAIT'] is 60s)")
+    assert TaskExecutionRecord.objects.get(pk=fresh.pk).status == "queued", "a run within the wait stays queued"
+    assert Ledger().claim_handed_off(record.pk) is None
+    assert TaskState.objects.get(task_id="tick").running_count == 1, "only the expired run's slot is freed"
+
+
+def _handed_off_later(ledger: Ledger) -> TaskExecutionRecord:
+    """A second fire of "tick" handed off while the first is queued (tick allows no overlap: claim by hand)."""
+    config = services.set_options("tick", {"overlap": "allow"})
+    record = ledger.record_fires([Fire(config, timezone.now().replace(microsecond=0) + timedelta(seconds=5))])[0]
+    assert record is not None and record.status == TaskStatus.RUNNING
+    assert ledger.hand_off(record.pk, "fleet")
+    return record

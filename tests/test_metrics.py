@@ -161,6 +161,26 @@ def test_a_run_open_at_one_scrape_is_counted_when_it_finishes(staff: Client) -> 
     assert value(again, "scheduler_runs_total", **key) == value(after, "scheduler_runs_total", **key)
 
 
+def test_a_run_queued_on_a_backend_is_counted_once_when_a_worker_finished_it(staff: Client) -> None:
+    """A run handed to a fleet (README: Scaling out) is open while `queued`: not counted as ended."""
+    from scheduler_app.ledger import Fire, Ledger, RunOutcome
+    from scheduler_app.tasks.base import TaskStatus
+
+    ledger = Ledger()
+    record = ledger.record_fires([Fire(ledger.config("tick"), timezone.now().replace(microsecond=0))])[0]
+    assert record is not None and ledger.hand_off(record.pk, "fleet")
+    queued = scrape(staff)
+    assert value(queued, "scheduler_runs_total", task="tick", status="queued") == 0
+    claimed = Ledger(worker_label="worker:1").claim_handed_off(record.pk)
+    assert claimed is not None
+    now = timezone.now()
+    ledger.finish([(claimed[1], RunOutcome(record.pk, "tick", TaskStatus.SUCCESS, now, now, 0.01, "", "", {}))])
+    after, again = scrape(staff), scrape(staff)
+    key = {"task": "tick", "status": "success"}
+    assert value(after, "scheduler_runs_total", **key) - value(queued, "scheduler_runs_total", **key) == 1
+    assert value(again, "scheduler_runs_total", **key) == value(after, "scheduler_runs_total", **key)
+
+
 def test_pruning_history_never_makes_counters_go_down(staff: Client) -> None:
     runner = TaskRunner()
     for _ in range(4):

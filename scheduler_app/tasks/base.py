@@ -68,6 +68,9 @@ class TaskStatus(StrEnum):
     """Status of one execution record."""
 
     PENDING = "pending"
+    # Handed to a django.tasks backend (SCHEDULER["EXECUTOR"]): its task's slot is held, a worker has not
+    # started it yet.
+    QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
@@ -121,6 +124,9 @@ class BaseTask(ABC):
     timeout: ClassVar[float | None] = None
     # Failed or timed-out runs in a row before an alert; None: SCHEDULER["ALERT_AFTER_FAILURES"], 0: never.
     alert_after_failures: ClassVar[int | None] = None
+    # Where runs execute: "local" (this scheduler's worker threads) or the alias of a django.tasks backend
+    # in settings.TASKS (README: Scaling out); None: SCHEDULER["EXECUTOR"].
+    executor: ClassVar[str | None] = None
 
     @abstractmethod
     def run(self) -> TaskResult | Awaitable[TaskResult]:
