@@ -47,3 +47,13 @@ if os.environ.get("BENCH_SWITCH_INTERVAL"):
     import sys
 
     sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+
+# The fleet benchmark (benches.fleet): django-tasks-db's queue on the same database, "fleet" its alias;
+# BENCH_EXECUTOR chooses where every task runs ("local" or "fleet").
+if os.environ.get("BENCH_FLEET") == "1":
+    INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
+    TASKS = {
+        "default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+        "fleet": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+    }
+    SCHEDULER["EXECUTOR"] = os.environ.get("BENCH_EXECUTOR", "local")
