@@ -8,7 +8,7 @@ come and go (fail-over, restarts). Everything here is therefore derived from the
   later scrapes only read the records that appeared or finished since (an id cursor plus the set
   of runs that were still open), so a scrape costs a few indexed queries however long the history
   is, and pruning old records never makes a counter go down.
-* gauges (running, pending, last success, processes alive, the active scheduler) are read fresh
+* gauges (running, pending, queued, last success, processes alive, the active scheduler) are read fresh
   from ``TaskState``, ``TaskConfig`` and ``SchedulerProcess``: a handful of aggregate queries,
   never one per task.
 """
@@ -42,7 +42,7 @@ from scheduler_app.api.authentication import password_user
 from scheduler_app.coordination import leader
 from scheduler_app.health import scheduler_health
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, Trigger
-from scheduler_app.tasks.base import RAN_STATUSES, TaskStatus
+from scheduler_app.tasks.base import OPEN_STATUSES, RAN_STATUSES, TaskStatus
 
 logger = logging.getLogger("scheduler_app.metrics")
 
@@ -50,8 +50,6 @@ logger = logging.getLogger("scheduler_app.metrics")
 DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 # Fires are meant to start within tens of milliseconds of their time (see DESIGN.md's targets).
 LATENESS_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-# Runs not ended yet: a run `queued` on a backend's workers (README: Scaling out) is counted when it ends.
-OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
 # Records younger than this are counted at a later scrape: on PostgreSQL an id can become visible
 # after a higher one (two transactions committing out of order), and the cursor must not pass it.
 CURSOR_LAG_SECONDS = 2.0
@@ -259,6 +257,11 @@ class SchedulerCollector(Collector):
         pending = GaugeMetricFamily(
             "scheduler_runs_pending", "Manual runs and retries waiting for a scheduler.", labels=["task"]
         )
+        queued = GaugeMetricFamily(
+            "scheduler_runs_queued",
+            "Runs handed to a django.tasks backend that no worker has taken yet (README: Scaling out).",
+            labels=["task"],
+        )
         enabled = GaugeMetricFamily("scheduler_task_enabled", "1 when the task is enabled.", labels=["task"])
         streak = GaugeMetricFamily(
             "scheduler_task_consecutive_failures", "Failed or timed-out runs since the last success.", labels=["task"]
@@ -281,6 +284,7 @@ class SchedulerCollector(Collector):
             name = task.name
             running.add_metric([name], open_runs.get((name, TaskStatus.RUNNING), 0))
             pending.add_metric([name], open_runs.get((name, TaskStatus.PENDING), 0))
+            queued.add_metric([name], open_runs.get((name, TaskStatus.QUEUED), 0))
             enabled.add_metric([name], 1 if task.enabled else 0)
             config_error.add_metric([name], 1 if task.config_error else 0)
             state = getattr(task, "state", None)
@@ -291,7 +295,7 @@ class SchedulerCollector(Collector):
                 last_success.add_metric([name], state.last_success_at.timestamp())
             if state.next_run_at is not None and task.enabled:
                 next_run.add_metric([name], state.next_run_at.timestamp())
-        yield from (running, pending, enabled, config_error, streak, last_success, next_run)
+        yield from (running, pending, queued, enabled, config_error, streak, last_success, next_run)
 
     def _process_metrics(self) -> Iterator[Metric]:
         now = timezone.now()
@@ -301,7 +305,7 @@ class SchedulerCollector(Collector):
             counts[(process.kind, process.role or "none")] += 1
         processes = GaugeMetricFamily(
             "scheduler_processes_alive",
-            "Processes with a fresh heartbeat, by kind (scheduler, command) and role (active, standby, none).",
+            "Processes with a fresh heartbeat, by kind (scheduler, command, worker) and role (active, standby, none).",
             labels=["kind", "role"],
         )
         for kind in SchedulerProcess.Kind.values:

@@ -30,3 +30,14 @@ def run_buffered(runner: TaskRunner, name: str) -> TaskExecutionRecord | None:
     """The fire that ``buffer_one`` kept, as the pickup starts it; None if the task is busy or nothing is kept."""
     record_id = runner.ledger.buffered_record_id(name)
     return _outcome(runner, record_id) if record_id is not None and runner.launch_buffered(name) else None
+
+
+def queued_run(name: str, backend: str = "fleet") -> TaskExecutionRecord:
+    """A run of ``name`` claimed and handed to ``backend`` (``queued``, its slot held), as the scheduler does
+    before it enqueues it; nothing is enqueued, so no worker ever takes it."""
+    from scheduler_app.ledger import Ledger
+
+    ledger = Ledger()
+    record = ledger.start_manual(ledger.config(name))
+    assert ledger.hand_off(record.pk, backend), record.status
+    return TaskExecutionRecord.objects.get(pk=record.pk)

@@ -98,6 +98,11 @@ def test_task_list_filters_and_search(admin_client: Client) -> None:
     assert "nightly" in names("?schedule_type=cron") and "tick" not in names("?schedule_type=cron")
     assert names("?last_result=failed") == {"boom"}
     assert "boom" not in names("?last_result=never") and "tick" in names("?last_result=never")
+    # Only outcomes are offered: a run still pending, queued on a backend or running is no last result.
+    offered = admin_client.get(TASKS).content.decode()
+    assert "?last_result=failed" in offered and "?last_result=never" in offered
+    for still_open in ("pending", "queued", "running"):
+        assert f"?last_result={still_open}" not in offered, still_open
     assert names("?q=returns+at+once") == {"tick"}  # search in descriptions
     admin_client.post(
         change_url("tick"), form_data("tick", schedule_type_override="interval", interval_seconds_override=5)
@@ -587,6 +592,24 @@ def test_history_list_and_filters(admin_client: Client) -> None:
     assert bad.status_code == 302 and bad["Location"].endswith("?e=1")
 
 
+def test_history_shows_the_backend_of_a_queued_run_and_the_worker_of_the_others(admin_client: Client) -> None:
+    from tests.runs import queued_run
+
+    queued = queued_run("tick", backend="fleet")
+    ran = make_record("boom", worker_label="box-7:4242")
+    html = admin_client.get(RECORDS).content.decode()
+    row = r'<a href="[^"]*/(\d+)/change/[^>]*>\d+</a>.*?<td class="field-worker_display">([^<]*)</td>'
+    cells = dict(re.findall(row, html, re.S))
+    assert cells[str(queued.pk)] == "queued on backend &#x27;fleet&#x27;", cells
+    assert cells[str(ran.pk)] == "box-7:4242", cells
+    assert ">queued<" in html  # its status badge
+    # Which worker ran what: searched by its label.
+    found = admin_client.get(RECORDS + "?q=box-7:4242").context["cl"].result_list
+    assert [r.pk for r in found] == [ran.pk]
+    page = admin_client.get(reverse("admin:scheduler_app_taskexecutionrecord_change", args=[queued.pk]))
+    assert "queued on backend &#x27;fleet&#x27;" in page.content.decode()
+
+
 def test_record_page_shows_the_traceback_and_is_read_only(admin_client: Client) -> None:
     record = make_record(
         "boom",
@@ -666,6 +689,11 @@ def test_apscheduler_admin_is_hidden_and_processes_are_read_only(admin_client: C
     SchedulerProcess.objects.create(kind="scheduler", role="active", host="box", pid=42)
     listing = admin_client.get(reverse("admin:scheduler_app_schedulerprocess_changelist"))
     assert listing.status_code == 200 and "box:42" in listing.content.decode()
+    # Fleet workers (README: Scaling out) are listed beside the schedulers, and can be filtered.
+    SchedulerProcess.objects.create(kind="worker", role="", host="node-3", pid=7)
+    workers = admin_client.get(reverse("admin:scheduler_app_schedulerprocess_changelist") + "?kind__exact=worker")
+    assert [p.label for p in workers.context["cl"].result_list] == ["node-3:7"]
+    assert "node-3:7" in workers.content.decode() and "box:42" not in workers.content.decode()
     assert admin_client.get(reverse("admin:scheduler_app_schedulerprocess_add")).status_code == 403
     # With a live scheduler the task list says so.
     assert "Scheduler running" in admin_client.get(TASKS).content.decode()

@@ -476,6 +476,24 @@ def test_trigger_queues_a_pending_run_and_never_runs_it_in_the_web_request(staff
     assert staff_client.get("/scheduler/status").json()["pending_runs"] == 1
 
 
+def test_runs_queued_on_a_backend_are_counted_in_the_status_and_the_task(staff_client: Client) -> None:
+    from tests.runs import queued_run
+
+    services.sync_task_rows()
+    queued_run("tick")
+    queued_run("slow")
+    services.request_run("hang")  # pending, not queued
+    status = staff_client.get("/scheduler/status").json()
+    assert (status["queued_runs"], status["pending_runs"]) == (2, 1)
+    counts = {task["name"]: task["queued_runs"] for task in status["tasks"]}
+    assert counts["tick"] == counts["slow"] == 1 and counts["hang"] == 0
+    # The slot is held while queued: running_count says so too.
+    tick = staff_client.get("/scheduler/tasks/tick").json()
+    assert (tick["queued_runs"], tick["running_count"]) == (1, 1)
+    listed = {task["name"]: task["queued_runs"] for task in staff_client.get("/scheduler/tasks").json()}
+    assert listed == counts
+
+
 def test_trigger_says_when_a_scheduler_will_pick_it_up(staff_client: Client) -> None:
     alive_scheduler()
     record = post(staff_client, "/scheduler/tasks/tick/trigger").json()
@@ -692,7 +710,7 @@ def test_status_and_list_run_a_constant_number_of_queries(staff: User) -> None:
             task_registry._tasks.clear()
             task_registry._tasks.update(saved)
     assert counts[5] == counts[200], counts
-    # Session + user, then tasks, processes and the pending count for the status; tasks for the list.
+    # Session + user, then tasks, processes and the pending and queued counts for the status; tasks for the list.
     assert counts[200][0] <= 6 and counts[200][1] <= 4, counts
 
 

@@ -121,6 +121,20 @@ def test_fire_lateness_histogram_of_scheduled_runs(staff: Client) -> None:
     assert 4.3 <= lateness_sum < 10
 
 
+def test_the_queued_gauge_counts_runs_waiting_for_a_worker(staff: Client) -> None:
+    from tests.runs import queued_run
+
+    sync_task_rows()
+    before = scrape(staff)
+    assert before[("scheduler_runs_queued", (("task", "tick"),))] == 0  # present, at zero
+    queued_run("tick")
+    samples = scrape(staff)
+    assert value(samples, "scheduler_runs_queued", task="tick") == 1
+    # Neither pending (it has a scheduler's claim) nor running yet.
+    assert value(samples, "scheduler_runs_pending", task="tick") == 0
+    assert value(samples, "scheduler_runs_in_progress", task="tick") == 0
+
+
 def test_running_and_pending_gauges(staff: Client) -> None:
     from scheduler_app.services import request_run
 

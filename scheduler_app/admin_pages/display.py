@@ -29,7 +29,7 @@ from django.utils.timesince import timesince, timeuntil
 from scheduler_app import describe, palette
 from scheduler_app.describe import describe_duration
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState
-from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType
+from scheduler_app.tasks.base import OPTION_DEFAULTS, ScheduleType, TaskStatus
 from scheduler_app.trends import Trend, chart, task_trend
 from scheduler_app.triggers import build_trigger, next_fire_times
 
@@ -379,6 +379,13 @@ class RecordColumns(admin.ModelAdmin):
         if not obj.retry_of_id:
             return str(obj.attempt)
         return render("attempt", attempt=obj.attempt, url=record_url(obj.retry_of_id), first=obj.retry_of_id)
+
+    @admin.display(description="worker", ordering="worker_label")
+    def worker_display(self, obj: TaskExecutionRecord) -> str:
+        # A run handed to a backend has no worker yet: where it waits is what an operator looks for.
+        if obj.status == TaskStatus.QUEUED:
+            return obj.message or "queued"
+        return obj.worker_label or EMPTY
 
     @admin.display(description="requested by")
     def requested(self, obj: TaskExecutionRecord) -> str:

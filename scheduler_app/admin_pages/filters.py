@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
-from scheduler_app.tasks.base import ScheduleType, TaskStatus
+from scheduler_app.tasks.base import OPEN_STATUSES, ScheduleType, TaskStatus
 
 
 class RegisteredFilter(admin.SimpleListFilter):
@@ -103,7 +103,7 @@ class LastResultFilter(admin.SimpleListFilter):
     parameter_name = "last_result"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        terminal = [s for s in TaskStatus if s not in (TaskStatus.PENDING, TaskStatus.RUNNING)]
+        terminal = [s for s in TaskStatus if s not in OPEN_STATUSES]
         return [(s.value, s.value) for s in terminal] + [("never", "never run")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:

@@ -31,16 +31,19 @@ class TaskExecutionRecordAdmin(RecordColumns, ReadOnlyAdmin):
         "finished",
         "duration",
         "requested",
-        "worker_label",
+        "worker_display",
     ]
     list_display_links = ["id"]
     list_filter = ["task", RecordStatusFilter, RecordTriggerFilter, ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["=id", "message"]
+    search_fields = ["=id", "message", "=worker_label"]
     list_select_related = ["triggered_by"]
     show_full_result_count = False
     list_per_page = 50
     fieldsets = [
-        (None, {"fields": ["task_link", "trigger", "status_display", "requested", "worker_label", "attempt_display"]}),
+        (
+            None,
+            {"fields": ["task_link", "trigger", "status_display", "requested", "worker_display", "attempt_display"]},
+        ),
         (
             "Times",
             {

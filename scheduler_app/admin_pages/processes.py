@@ -1,4 +1,5 @@
-"""The scheduler processes: which are alive and which one leads (read-only: they manage their rows)."""
+"""The processes: schedulers, commands and fleet workers, which are alive and which one leads (read-only: they
+manage their rows)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from scheduler_app.models import SchedulerProcess
 
 
 class SchedulerProcessAdmin(ReadOnlyAdmin):
-    """Which scheduler processes are alive and which one leads."""
+    """Which processes (kind scheduler, command or worker) are alive and which one leads."""
 
     list_display = ["label", "kind", "role", "alive", "leader", "started_at", "last_heartbeat"]
     list_filter = ["kind", "role"]

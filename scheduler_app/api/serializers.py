@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -189,6 +190,18 @@ class EffectiveOptionsSerializer(OptionsSerializer):
         return _options_representation(effective_options(config))
 
 
+def waiting_counts(*statuses: str) -> dict[tuple[str, str], int]:
+    """Runs waiting to start in ``statuses`` (``pending``, ``queued``), by task and status: one query."""
+    rows = TaskExecutionRecord.objects.filter(status__in=statuses).values_list("task_id", "status")
+    return {(task, status): n for task, status, n in rows.annotate(n=Count("pk")).order_by()}
+
+
+def queued_counts(waiting: dict[tuple[str, str], int] | None = None) -> dict[str, int]:
+    """Runs ``queued`` on a backend by task (from ``waiting`` when the caller has read it)."""
+    waiting = waiting_counts(TaskStatus.QUEUED) if waiting is None else waiting
+    return {task: n for (task, status), n in waiting.items() if status == TaskStatus.QUEUED}
+
+
 class TaskSerializer(serializers.Serializer):
     """One registered task: configuration (code defaults + overrides) and runtime state."""
 
@@ -236,6 +249,10 @@ class TaskSerializer(serializers.Serializer):
     timeout_seconds = serializers.FloatField(read_only=True)
     timeout_source = serializers.ChoiceField(choices=["code", "override", "settings"], read_only=True)
     running_count = serializers.IntegerField(source="state.running_count", read_only=True)
+    queued_runs = serializers.SerializerMethodField(
+        help_text="Runs handed to a django.tasks backend that no worker has taken yet (README: Scaling out); "
+        "they count in running_count too (the task's slot is held)."
+    )
     last_finished_at = serializers.DateTimeField(source="state.last_finished_at", read_only=True, allow_null=True)
     last_success_at = serializers.DateTimeField(source="state.last_success_at", read_only=True, allow_null=True)
     consecutive_failures = serializers.IntegerField(source="state.consecutive_failures", read_only=True)
@@ -286,6 +303,7 @@ class TaskSerializer(serializers.Serializer):
             "timeout_seconds": config.timeout_seconds,
             "timeout_source": config.timeout_source,
             "running_count": state.running_count,
+            "queued_runs": self.get_queued_runs(config),
             "last_finished_at": dt(state.last_finished_at) if state.last_finished_at else None,
             "last_success_at": dt(state.last_success_at) if state.last_success_at else None,
             "consecutive_failures": state.consecutive_failures,
@@ -311,6 +329,16 @@ class TaskSerializer(serializers.Serializer):
             return next_run.astimezone(zone(config.timezone)).isoformat()
         except (ValueError, OSError):  # a zone stored before zones were checked (see config_error)
             return None
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_queued_runs(self, config: TaskConfig) -> int:
+        # One query for all the tasks a request shows (the context is shared by a list's items).
+        counts = self.context.get("queued_runs")
+        if counts is None:
+            counts = queued_counts()
+            if isinstance(self.context, dict):
+                self.context["queued_runs"] = counts
+        return counts.get(config.name, 0)
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_config_error(self, config: TaskConfig) -> str | None:
@@ -430,14 +458,19 @@ class StatusSerializer(serializers.Serializer):
     running = serializers.BooleanField(help_text="True while a scheduler process has a fresh heartbeat.")
     task_count = serializers.IntegerField()
     tasks = TaskSerializer(many=True)
-    process_count = serializers.IntegerField(help_text="Scheduler and command processes alive.")
+    process_count = serializers.IntegerField(help_text="Scheduler, command and worker processes alive.")
     processes = ProcessSerializer(
-        many=True, required=False, help_text="Staff only: scheduler and command processes with their heartbeats."
+        many=True,
+        required=False,
+        help_text="Staff only: scheduler, command and worker processes with their heartbeats.",
     )
     leader = serializers.CharField(
         allow_null=True, required=False, help_text="Staff only: host:pid of the active scheduler, if any."
     )
-    pending_runs = serializers.IntegerField(help_text="Manual runs queued and not yet started.")
+    pending_runs = serializers.IntegerField(help_text="Manual runs and retries waiting for a scheduler to start them.")
+    queued_runs = serializers.IntegerField(
+        help_text="Runs handed to a django.tasks backend that no worker has taken yet (README: Scaling out)."
+    )
     heartbeat_timeout_seconds = serializers.FloatField(
         help_text="A process whose heartbeat is older than this is dead (SCHEDULER['LEASE_SECONDS'])."
     )

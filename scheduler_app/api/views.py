@@ -42,6 +42,8 @@ from scheduler_app.api.serializers import (
     TaskSerializer,
     TimeoutSerializer,
     TriggerResponseSerializer,
+    queued_counts,
+    waiting_counts,
 )
 from scheduler_app.exceptions import TaskBusy, TaskNotFound
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord
@@ -244,7 +246,10 @@ class StatusView(SchedulerAPIMixin, APIView):
         now = timezone.now()
         tasks = all_tasks()
         processes = list(SchedulerProcess.objects.order_by("started_at"))
-        context = {"request": request, "now": now}
+        # Manual runs waiting for a scheduler and runs waiting for a worker, in one query.
+        waiting = waiting_counts(TaskStatus.PENDING, TaskStatus.QUEUED)
+        queued = queued_counts(waiting)
+        context = {"request": request, "now": now, "queued_runs": queued}
         # Liveness is judged from the heartbeats just read, so `running` and `processes` agree.
         alive = [p for p in processes if p.is_alive(now)]
         schedulers = [p for p in alive if p.kind == SchedulerProcess.Kind.SCHEDULER]
@@ -262,7 +267,8 @@ class StatusView(SchedulerAPIMixin, APIView):
                 if staff
                 else {}
             ),
-            "pending_runs": TaskExecutionRecord.objects.filter(status=TaskStatus.PENDING).count(),
+            "pending_runs": sum(n for (_, status), n in waiting.items() if status == TaskStatus.PENDING),
+            "queued_runs": sum(queued.values()),
             "heartbeat_timeout_seconds": float(conf.get("LEASE_SECONDS")),
             "server_time": serializers.DateTimeField().to_representation(now),
         }

@@ -80,6 +80,8 @@ class TaskStatus(StrEnum):
     MISSED = "missed"
 
 
+# Runs not ended yet: never a task's last result.
+OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
 # Statuses whose duration is the time a task's code ran (skipped and missed runs ran nothing).
 RAN_STATUSES = (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.INTERRUPTED)
 
