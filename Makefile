@@ -47,6 +47,13 @@ bench: venv
 bench-phases: venv
 	$(PY) -m benches.run --scenarios phases $(BENCH_ARGS)
 
+.PHONY: bench-fleet
+# The worker fleet (README: Scaling out): runs/s and lateness against 1, 2, 4, 8 db_worker processes with
+# tasks that sleep, against in-process, and the hand-off's cost per run; on a throw-away PostgreSQL server
+# (about 12 minutes on 2 cores). `make bench-fleet BENCH_ARGS=--quick` is the smoke run.
+bench-fleet: venv
+	$(PY) -m benches.fleet $(BENCH_ARGS)
+
 # Mutation testing of the core modules (README, Tests): slow, not part of `make test`.
 mutate: venv
 	@PYTHON=$(PY) scripts/mutate.sh $(MUTATE_ARGS)

@@ -109,3 +109,44 @@ def test_quick_phase_matrix_runs_ours_and_bare_apscheduler_with_the_phases_asked
         assert cell["ours"]["web_polls"] > 0 and cell["ours"]["web_polls_failed"] == 0
     table = (tmp_path / "results.md").read_text()
     assert "Lateness by phase distribution" in table and "| spread100 | async | 5 |" in table
+
+
+@pytest.mark.postgres
+@pytest.mark.fleet
+def test_quick_fleet_benchmark_measures_workers_against_in_process(tmp_path: Path) -> None:
+    """``python -m benches.fleet --quick``: real runscheduler and db_worker processes on its own PostgreSQL."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benches.fleet", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for k in (1, 2):
+        for executor in ("fleet", "local"):
+            figures = results["scaling"][f"{executor}/{k}"]
+            assert "error" not in figures, (executor, k, figures)
+            assert figures["fires_run"] > 0 and figures["runs_per_s"] > 0, (executor, k, figures)
+            assert 0 <= figures["lateness_p50_ms"] <= figures["lateness_p99_ms"], (executor, k, figures)
+    overhead = results["overhead"]
+    fleet, local, handoff = overhead["fleet"], overhead["local"], overhead["handoff"]
+    assert "error" not in fleet and "error" not in local and "error" not in handoff, overhead
+    # The fleet's lateness decomposes into the queue's own timestamps, each measured.
+    for part in ("fire_to_enqueued", "enqueued_to_taken", "taken_to_claimed"):
+        assert fleet[f"{part}_p50_ms"] is not None and fleet[f"{part}_p50_ms"] >= 0, (part, fleet)
+    assert local.get("fire_to_enqueued_p50_ms") is None  # in-process runs are never enqueued
+    assert handoff["samples"] >= 3 and handoff["claim_to_enqueued_p50_ms"] >= 0, handoff
+    table = (tmp_path / "results.md").read_text()
+    assert "| 1 |" in table and "| 2 |" in table and "claim -> enqueued" in table
+
+
+def test_fleet_benchmark_options_are_checked() -> None:
+    from benches.fleet import parse
+
+    options = parse(["--workers", "1,3", "--tasks", "12", "--sleep", "0.5"])
+    assert (options.workers, options.tasks, options.sleep, options.repeats) == ((1, 3), 12, 0.5, 3)
+    for bad in (["--workers", "two"], ["--workers", "0,2"], ["--sleep", "long"]):
+        with pytest.raises(SystemExit):
+            parse(bad)
