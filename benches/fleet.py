@@ -66,7 +66,7 @@ class FleetOptions:
     interval: float = 0.1
     warmup: float = 3.0
     window: float = 8.0
-    out: Path = ROOT / "benches" / "results-fleet"
+    out: Path = ROOT / "benches" / "results" / "fleet"
     publish: bool = True
     command: str = ""
 
