@@ -102,6 +102,14 @@ def ended_pid() -> int:
 
 def test_pid_is_alive_for_live_processes_only(tmp_path: Path) -> None:
     assert pid_is_alive(os.getpid())
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        # Asking twice: the question must not harm the process it asks about.
+        assert pid_is_alive(sleeper.pid) and pid_is_alive(sleeper.pid)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     assert not pid_is_alive(ended_pid())
     # A command name may hold ") R (": the state is the field after the last ')'.
     tricky = tmp_path / "a) R (b"

@@ -77,3 +77,31 @@ def test_set_schedule_keeps_only_the_fields_of_its_type(caplog: pytest.LogCaptur
     with pytest.raises(ScheduleValidationError) as caught:
         services.set_schedule("tick", schedule_type="interval", interval_seconds=0)
     assert caught.value.subject == "task 'tick'" and list(caught.value.errors) == ["interval_seconds"]
+
+
+def test_enable_overrides_a_task_disabled_in_code_and_disable_stores_its_reason() -> None:
+    # `long` is `enabled = False` in code: enabling must override that, not fall back to it.
+    assert services.enable_task("long").enabled is True
+    assert TaskConfig.objects.get(name="long").enabled_override is True
+    disabled = services.disable_task("long")
+    assert (disabled.enabled, disabled.disabled_reason) == (False, "")
+    assert services.disable_task("long", reason="maintenance").disabled_reason == "maintenance"
+    assert services.enable_task("long").disabled_reason == "", "enabling clears the reason"
+
+
+def test_refusals_name_the_task(admin_user: Any) -> None:
+    with pytest.raises(ScheduleValidationError) as reason_error:
+        services.disable_task("tick", reason="x" * 1001)
+    assert str(reason_error.value).startswith("task 'tick': ") and "reason" in str(reason_error.value)
+    with pytest.raises(ScheduleValidationError) as timeout_error:
+        services.set_timeout("tick", -1)
+    assert str(timeout_error.value).startswith("task 'tick': ") and "timeout" in str(timeout_error.value)
+
+
+def test_timeout_changes_are_logged_with_what_changed(admin_user: Any) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    services.set_timeout("tick", 30, user=admin_user)
+    services.set_timeout("tick", None, user=admin_user)
+    messages = list(LogEntry.objects.filter(object_id="tick").order_by("id").values_list("change_message", flat=True))
+    assert messages == ["Timeout overridden: 30s.", "Timeout reset to the default."]

@@ -313,6 +313,15 @@ def test_interval_trigger_still_built_here() -> None:
     assert trigger.get_next_fire_time(None, datetime(2026, 1, 1, tzinfo=UTC)) == datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def test_interval_trigger_keeps_its_interval_and_zone() -> None:
+    start = datetime(2026, 1, 1, 9, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
+    trigger = make_interval_trigger(90, "Asia/Tokyo", start_date=start)
+    first = trigger.get_next_fire_time(None, start)
+    second = trigger.get_next_fire_time(first, first)
+    assert (first, second - first) == (start, timedelta(seconds=90))
+    assert str(first.tzinfo) == str(second.tzinfo) == "Asia/Tokyo", "fire times are shown in the task's zone"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_build_trigger_ends_the_schedule_at_the_end_date() -> None:
     config = services.set_options("tick", {"end_date": "2020-01-01T00:00:00+00:00"})
