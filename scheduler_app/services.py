@@ -77,7 +77,7 @@ def _change(name: str, user: Any, message: str, **changes: Any) -> TaskConfig:
                 queryset=TaskConfig.objects.filter(name=name),
                 action_flag=CHANGE,
                 change_message=message,
-                single_object=True,
+                single_object=True,  # pragma: no mutate (only what log_actions returns; the entry is the same)
             )
     logger.info("task %s: %s (by %s)", name, message, getattr(user, "username", None) or "code")
     config.refresh_from_db()
@@ -202,7 +202,7 @@ def request_run(name: str, user: Any = None, origin: str = "api") -> TaskExecuti
             queryset=TaskConfig.objects.filter(name=name),
             action_flag=CHANGE,
             change_message=f"Run requested (record {record.pk}).",
-            single_object=True,
+            single_object=True,  # pragma: no mutate (only what log_actions returns; the entry is the same)
         )
     logger.info("task %s: manual run %s queued by %s", name, record.pk, getattr(user, "username", origin))
     announce_pending()

@@ -105,3 +105,25 @@ def test_timeout_changes_are_logged_with_what_changed(admin_user: Any) -> None:
     services.set_timeout("tick", None, user=admin_user)
     messages = list(LogEntry.objects.filter(object_id="tick").order_by("id").values_list("change_message", flat=True))
     assert messages == ["Timeout overridden: 30s.", "Timeout reset to the default."]
+
+
+def test_changes_say_who_and_when_and_anonymous_changes_name_nobody(admin_user: Any) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    before = TaskConfig.objects.get(name="tick").updated_at
+    changed = services.disable_task("tick", user=admin_user)
+    assert changed.updated_by == admin_user and changed.updated_at > before
+    assert services.enable_task("tick", user=AnonymousUser()).updated_by is None
+
+
+def test_a_busy_task_refuses_a_manual_run_naming_it(caplog: pytest.LogCaptureFixture, admin_user: Any) -> None:
+    from scheduler_app.exceptions import TaskBusy
+    from scheduler_app.models import TaskState
+
+    with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
+        record = services.request_run("tick", user=admin_user)
+    assert f"task tick: manual run {record.pk} queued by {admin_user.username}" in caplog.messages
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    with pytest.raises(TaskBusy) as busy:
+        services.request_run("tick")
+    assert busy.value.name == "tick" and "'tick'" in str(busy.value)

@@ -328,3 +328,19 @@ def test_build_trigger_ends_the_schedule_at_the_end_date() -> None:
     assert build_trigger(config).get_next_fire_time(None, datetime.now(UTC)) is None
     config = services.clear_options("tick")
     assert build_trigger(config).get_next_fire_time(None, datetime.now(UTC)) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_build_trigger_follows_the_effective_schedule_within_its_dates() -> None:
+    services.set_schedule("tick", schedule_type="cron", cron_expression="0 * * * *", timezone_name="UTC")
+    config = services.set_options(
+        "tick", {"start_date": "2030-01-01T01:30:00+00:00", "end_date": "2030-01-01T04:00:00+00:00"}
+    )
+    hours = next_fire_times(build_trigger(config), datetime(2029, 12, 31, tzinfo=UTC), 10)
+    assert hours == [datetime(2030, 1, 1, hour, tzinfo=UTC) for hour in (2, 3, 4)]
+    config = services.set_schedule("tick", schedule_type="interval", interval_seconds=90)
+    times = next_fire_times(build_trigger(config), datetime(2030, 1, 1, 2, tzinfo=UTC), 3)
+    # Anchored to the start date: every fire is a whole number of intervals after it.
+    assert (times[0] - datetime(2030, 1, 1, 1, 30, tzinfo=UTC)).total_seconds() % 90 == 0
+    assert [b - a for a, b in pairwise(times)] == [timedelta(seconds=90)] * 2
+    assert times[-1] <= datetime(2030, 1, 1, 4, tzinfo=UTC)
