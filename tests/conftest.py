@@ -21,6 +21,15 @@ def processes(transactional_db: None, tmp_path: Path) -> Iterator[ProcessFactory
 
 
 @pytest.fixture(autouse=True)
+def _fresh_time_zone_transitions() -> None:
+    """Each test computes the zone transitions it needs: a cache warmed by an earlier test (or by
+    collection) would hide from that test the code that finds them (mutation testing saw none of it)."""
+    from scheduler_app.triggers import _transitions_in_year
+
+    _transitions_in_year.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttles() -> Iterator[None]:
     """Request rates and failed-login counts live in Django's cache: each test starts with none."""
     from django.core.cache import cache

@@ -344,3 +344,11 @@ def test_build_trigger_follows_the_effective_schedule_within_its_dates() -> None
     assert (times[0] - datetime(2030, 1, 1, 1, 30, tzinfo=UTC)).total_seconds() % 90 == 0
     assert [b - a for a, b in pairwise(times)] == [timedelta(seconds=90)] * 2
     assert times[-1] <= datetime(2030, 1, 1, 4, tzinfo=UTC)
+
+
+def test_next_fire_times_lists_distinct_fires_in_order() -> None:
+    now = datetime(2030, 1, 1, 0, 0, tzinfo=UTC)
+    quarter = next_fire_times(CronTrigger("*/15 * * * *", "UTC"), now, 3)
+    assert quarter == [now + timedelta(minutes=minutes) for minutes in (15, 30, 45)], "strictly after now"
+    interval = next_fire_times(make_interval_trigger(600, "UTC", start_date=now), now, 3)
+    assert interval == [now, now + timedelta(minutes=10), now + timedelta(minutes=20)]
