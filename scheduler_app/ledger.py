@@ -597,7 +597,9 @@ class Ledger:
     def _announce(self, record: TaskExecutionRecord) -> None:
         """After the commit: a claimed run has started; a skipped one has ended."""
         if record.status == TaskStatus.RUNNING:
-            signals.run_started.send(sender=Ledger, record=record, task=self.registry.get(record.task_id))
+            # Asked first: a burst announces every fire before its runs start, and nobody may listen.
+            if signals.run_started.has_listeners(Ledger):
+                signals.run_started.send(sender=Ledger, record=record, task=self.registry.get(record.task_id))
         elif record.status == TaskStatus.SKIPPED:
             logger.info("task %s: %s", record.task_id, record.message)
             self._send_finished(record)

@@ -213,3 +213,19 @@ def _handed_off_later(ledger: Ledger) -> TaskExecutionRecord:
     assert record is not None and record.status == TaskStatus.RUNNING
     assert ledger.hand_off(record.pk, "fleet")
     return record
+
+
+def test_a_claimed_fire_is_announced_to_run_started_receivers_with_its_task() -> None:
+    heard: list[tuple[int, str]] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, task: object, **kwargs: object) -> None:
+        heard.append((record.pk, type(task).__name__))
+
+    ledger = Ledger()
+    signals.run_started.connect(receiver)
+    try:
+        record = ledger.record_fires([Fire(ledger.config("tick"), timezone.now().replace(microsecond=0))])[0]
+    finally:
+        signals.run_started.disconnect(receiver)
+    assert record is not None and record.status == TaskStatus.RUNNING
+    assert heard == [(record.pk, type(ledger.registry.get("tick")).__name__)]
