@@ -139,7 +139,7 @@ def child() -> None:
             yappi.stop()
             with open(profile, "w") as handle:
                 stats = sorted(yappi.get_func_stats(), key=lambda f: f.ttot, reverse=True)
-                for f in stats[:60]:
+                for f in stats[:400]:
                     handle.write(f"{f.ttot * 1000:10.1f} {f.tsub * 1000:10.1f} {f.ncall:8d}  {f.full_name[-110:]}\n")
         data = {"handed": handed, "batches": batches, "begins": begins, "starts": starts,
                 "transactions": transactions}  # fmt: skip

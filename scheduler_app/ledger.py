@@ -21,7 +21,9 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Value
+from django.db.models.base import ModelState
 from django.db.models.functions import Greatest
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from scheduler_app import conf, signals
@@ -149,6 +151,7 @@ class Ledger:
                 if n == len(rounds):
                     rounds.append([])
                 rounds[n].append(i)
+        claims: dict[int, tuple[int, bool]] = {}
         if rounds:
             with write_transaction():
                 for round_ in rounds:
@@ -169,8 +172,10 @@ class Ledger:
                     )
                     for i in round_:
                         if fires[i].config.name in result:
-                            record_id, claimed = result[fires[i].config.name]
-                            records[i] = self._scheduled_record(fires[i], record_id, claimed, now)
+                            claims[i] = result[fires[i].config.name]
+        # Built after the commit: the write lock is held for the SQL only.
+        for i, (record_id, claimed) in claims.items():
+            records[i] = self._scheduled_record(fires[i], record_id, claimed, now)
         for i, fire in enumerate(fires):
             if policies[i] != OverlapPolicy.BUFFER_ONE:
                 continue
@@ -232,7 +237,16 @@ class Ledger:
             "worker_label": self.worker_label,
             **fields,
         }
-        record = TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, [values[name] for name in _RECORD_COLUMNS])
+        if pre_init.has_listeners(TaskExecutionRecord) or post_init.has_listeners(TaskExecutionRecord):
+            record = TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, [values[name] for name in _RECORD_COLUMNS])
+        else:
+            # What from_db() gives for a full row when nobody listens to the init signals: the
+            # values by attname and a state that says "read from the database". Model.__init__
+            # (a descriptor call per field) was the largest share of a busy dispatcher's CPU.
+            record = TaskExecutionRecord.__new__(TaskExecutionRecord)
+            record.__dict__.update({name: values[name] for name in _RECORD_COLUMNS})
+            record._state = ModelState()
+            record._state.adding = False
         if self.process is not None:
             record.worker = self.process
         return record

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db.models.signals import post_init
 from django.utils import timezone
 
 from scheduler_app import services, signals
@@ -229,3 +230,25 @@ def test_a_claimed_fire_is_announced_to_run_started_receivers_with_its_task() ->
         signals.run_started.disconnect(receiver)
     assert record is not None and record.status == TaskStatus.RUNNING
     assert heard == [(record.pk, type(ledger.registry.get("tick")).__name__)]
+
+
+def test_a_fires_record_is_its_row_as_stored_whether_or_not_init_signals_are_heard() -> None:
+    ledger = Ledger(worker_label="scheduler:1")
+    initialised: list[TaskExecutionRecord] = []
+
+    def heard(sender: object, instance: TaskExecutionRecord, **kwargs: object) -> None:
+        initialised.append(instance)
+
+    start = timezone.now().replace(microsecond=0)
+    built = [ledger.record_fires([Fire(ledger.config("tick"), start)])[0]]
+    post_init.connect(heard, sender=TaskExecutionRecord)
+    try:
+        built.append(ledger.record_fires([Fire(ledger.config("tick"), start + timedelta(seconds=1))])[0])
+    finally:
+        post_init.disconnect(heard, sender=TaskExecutionRecord)
+    assert built[1] in initialised, "a listener of post_init sees the record built"
+    for record in built:
+        assert record is not None and record._state.adding is False
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        for field in TaskExecutionRecord._meta.concrete_fields:
+            assert getattr(record, field.attname) == getattr(stored, field.attname), field.attname
