@@ -13,6 +13,7 @@ started, ``signals.run_finished`` for a record that reached a final status, with
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,33 @@ DISABLED_RETRY_MESSAGE = "skipped: the task was disabled, so its retries stopped
 
 
 _RECORD_COLUMNS = [field.attname for field in TaskExecutionRecord._meta.concrete_fields]
+
+
+def _record_from_row(row: list[Any]) -> TaskExecutionRecord:
+    """A record from its column values in ``_RECORD_COLUMNS`` order, as ``from_db`` builds it.
+
+    Without Model.__init__ (a descriptor call per field: the largest share of a busy
+    dispatcher's CPU) while no init signal is heard: the values by attname, and a state that
+    says "read from the database".
+    """
+    if pre_init.has_listeners(TaskExecutionRecord) or post_init.has_listeners(TaskExecutionRecord):
+        return TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, row)
+    record = TaskExecutionRecord.__new__(TaskExecutionRecord)
+    record.__dict__.update(zip(_RECORD_COLUMNS, row, strict=True))
+    record._state = ModelState()
+    record._state.adding = False
+    return record
+
+
+def clone_record(record: TaskExecutionRecord) -> TaskExecutionRecord:
+    """A copy of ``record`` to change apart from it (what ``copy.copy`` gives, without pickling's path)."""
+    clone = TaskExecutionRecord.__new__(TaskExecutionRecord)
+    clone.__dict__.update(record.__dict__)
+    clone._state = copy.copy(record._state)
+    clone._state.fields_cache = dict(record._state.fields_cache)
+    return clone
+
+
 # What a fire's record holds unless said otherwise, as records.py writes it.
 _FIRE_RECORD_DEFAULTS: dict[str, Any] = {
     "trigger": Trigger.SCHEDULED,
@@ -237,16 +265,7 @@ class Ledger:
             "worker_label": self.worker_label,
             **fields,
         }
-        if pre_init.has_listeners(TaskExecutionRecord) or post_init.has_listeners(TaskExecutionRecord):
-            record = TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, [values[name] for name in _RECORD_COLUMNS])
-        else:
-            # What from_db() gives for a full row when nobody listens to the init signals: the
-            # values by attname and a state that says "read from the database". Model.__init__
-            # (a descriptor call per field) was the largest share of a busy dispatcher's CPU.
-            record = TaskExecutionRecord.__new__(TaskExecutionRecord)
-            record.__dict__.update({name: values[name] for name in _RECORD_COLUMNS})
-            record._state = ModelState()
-            record._state.adding = False
+        record = _record_from_row([values[name] for name in _RECORD_COLUMNS])
         if self.process is not None:
             record.worker = self.process
         return record

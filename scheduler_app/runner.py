@@ -10,7 +10,6 @@ transaction or lock is held while a task's code runs.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import socket
@@ -37,6 +36,7 @@ from scheduler_app.ledger import (
     Ledger,
     MissedFire,
     RunOutcome,
+    clone_record,
     retry_delay,
 )
 from scheduler_app.logging import log_context
@@ -323,7 +323,7 @@ class TaskRunner:
                     self._finish_cond.wait(remaining)
                 # The finisher fills in its own copies: the launcher's records stay as the runs
                 # began. Copied here, not at launch, where each copy delayed the rest of a burst.
-                batch = [_Run(run.config, copy.copy(run.record), run.execution) for run in self._settled]
+                batch = [_Run(run.config, clone_record(run.record), run.execution) for run in self._settled]
                 self._settled.clear()
             faults.maybe_die("finisher")
             try:

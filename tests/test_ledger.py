@@ -11,7 +11,7 @@ from django.db.models.signals import post_init
 from django.utils import timezone
 
 from scheduler_app import services, signals
-from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger
+from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger, clone_record
 from scheduler_app.models import TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
@@ -252,3 +252,15 @@ def test_a_fires_record_is_its_row_as_stored_whether_or_not_init_signals_are_hea
         stored = TaskExecutionRecord.objects.get(pk=record.pk)
         for field in TaskExecutionRecord._meta.concrete_fields:
             assert getattr(record, field.attname) == getattr(stored, field.attname), field.attname
+
+
+def test_a_cloned_record_changes_apart_from_its_original() -> None:
+    ledger = Ledger(worker_label="scheduler:1")
+    record = ledger.record_fires([Fire(ledger.config("tick"), timezone.now().replace(microsecond=0))])[0]
+    assert record is not None
+    clone = clone_record(record)
+    assert clone is not record and clone.pk == record.pk and clone.task == record.task
+    clone.status, clone.message = TaskStatus.SUCCESS, "done"
+    clone.task = None  # type: ignore[assignment]
+    assert (record.status, record.message, record.task_id) == (TaskStatus.RUNNING, "", "tick")
+    assert clone._state.adding is False and clone._state.fields_cache is not record._state.fields_cache
