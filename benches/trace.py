@@ -109,6 +109,36 @@ def child() -> None:
         transactions.append((threading.current_thread().name, asked, locked, time.time()))
 
     ledger.write_transaction = timed_transaction
+    from scheduler_app import jobstore
+
+    jobstore.write_transaction = timed_transaction
+    original_flush = jobstore.CachedDjangoJobStore.flush
+
+    def timed_flush(self: Any) -> int:
+        # The whole flush (pickling included), noted as a "transaction" of its own row.
+        began = time.time()
+        try:
+            return original_flush(self)
+        finally:
+            transactions.append(("job store flush, whole", began, began, time.time()))
+
+    jobstore.CachedDjangoJobStore.flush = timed_flush
+
+    import gc
+
+    collecting: dict[int, float] = {}
+
+    def timed_collection(phase: str, info: dict[str, int]) -> None:
+        # Each garbage collection of the oldest generation, as a "transaction" row of its own.
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            collecting[2] = time.time()
+        elif 2 in collecting:
+            began = collecting.pop(2)
+            transactions.append(("gc generation 2", began, began, time.time()))
+
+    gc.callbacks.append(timed_collection)
 
     # Experiments (--env), each a change to try before making it in the code:
     if os.environ.get("BENCH_EXP_PLAIN_LOOP"):
@@ -139,7 +169,7 @@ def child() -> None:
             yappi.stop()
             with open(profile, "w") as handle:
                 stats = sorted(yappi.get_func_stats(), key=lambda f: f.ttot, reverse=True)
-                for f in stats[:60]:
+                for f in stats[:400]:
                     handle.write(f"{f.ttot * 1000:10.1f} {f.tsub * 1000:10.1f} {f.ncall:8d}  {f.full_name[-110:]}\n")
         data = {"handed": handed, "batches": batches, "begins": begins, "starts": starts,
                 "transactions": transactions}  # fmt: skip

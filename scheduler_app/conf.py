@@ -1,10 +1,13 @@
-"""The ``SCHEDULER`` settings dict, with its defaults, read at the time of use."""
+"""The ``SCHEDULER`` settings dict, with its defaults, read at the time of use (a replaced dict is
+seen through Django's ``setting_changed``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     # Dotted paths of BaseTask subclasses to register in every process.
@@ -66,9 +69,29 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# The SCHEDULER dict, looked up once: every run asks for a few keys, and each lookup through
+# ``settings`` costs more than the rest of get(). The dict itself is kept, so a change made in
+# it is seen; replacing it (``override_settings``, pytest's ``settings``) clears this.
+_configured: dict[str, Any] | None = None
+
+
+def _scheduler() -> dict[str, Any]:
+    global _configured
+    configured = _configured
+    if configured is None:
+        configured = _configured = getattr(settings, "SCHEDULER", None) or {}
+    return configured
+
+
+@receiver(setting_changed)
+def _forget_scheduler(setting: str, **kwargs: Any) -> None:
+    global _configured
+    if setting == "SCHEDULER":
+        _configured = None
+
+
 def get(key: str) -> Any:
-    configured = getattr(settings, "SCHEDULER", None) or {}
-    return configured.get(key, DEFAULTS[key])
+    return _scheduler().get(key, DEFAULTS[key])
 
 
 def unknown_keys() -> list[str]:

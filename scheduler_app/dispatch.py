@@ -42,6 +42,9 @@ logger = logging.getLogger("scheduler_app.scheduler")
 
 # Queued runs started per look; a full batch is followed by another look at once.
 PENDING_BATCH = 100
+# Fires claimed and started per transaction: the first runs of a burst start while the rest are
+# claimed, instead of all waiting for the whole burst's claim.
+CLAIM_CHUNK = 50
 
 
 class DelayedFires:
@@ -213,7 +216,8 @@ class Dispatcher:
             close_thread_connections()
 
     def run_fires(self, batch: list[tuple[str, list[datetime], float | None]]) -> None:
-        """Apply the missed-run policy to due fires, then claim, record and start the rest at once.
+        """Apply the missed-run policy to due fires, then claim, record and start the rest, in
+        transactions of ``CLAIM_CHUNK`` fires.
 
         Fires that will not run are recorded ``missed`` together, in one transaction. A fire whose
         record cannot be written is not run (without its record nothing stops another process from
@@ -235,13 +239,13 @@ class Dispatcher:
             except (OperationalError, InterfaceError) as exc:
                 for fire in missed:
                     self._unrecordable(fire.task_name, [fire.scheduled_at], exc)
-            if not fires:
-                return
-            try:
-                self.runner.launch_fires(fires)
-            except (OperationalError, InterfaceError) as exc:
-                for fire in fires:
-                    self._unrecordable(fire.config.name, [fire.scheduled_at], exc)
+            for start in range(0, len(fires), CLAIM_CHUNK):
+                try:
+                    self.runner.launch_fires(fires[start : start + CLAIM_CHUNK])
+                except (OperationalError, InterfaceError) as exc:
+                    for fire in fires[start:]:
+                        self._unrecordable(fire.config.name, [fire.scheduled_at], exc)
+                    return
 
     def _fires_to_run(
         self, name: str, run_times: list[datetime], jitter: float | None, missed: list[MissedFire]

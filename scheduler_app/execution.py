@@ -62,6 +62,23 @@ def thread_ended(thread: threading.Thread | None) -> bool:
     return thread is not None and thread.ident is not None and not thread.is_alive()
 
 
+# Whether a task's ``run`` is ``async def``, by its function: asked twice per run, and
+# ``inspect.iscoroutinefunction`` is slow enough to show in a burst of no-op runs.
+_ASYNC_RUN: dict[Callable[..., Any], bool] = {}
+
+
+def runs_async(task: BaseTask) -> bool:
+    """Whether ``task.run`` is a coroutine function."""
+    run = task.run
+    function = getattr(run, "__func__", None)
+    if function is None:
+        return inspect.iscoroutinefunction(run)
+    known = _ASYNC_RUN.get(function)
+    if known is None:
+        known = _ASYNC_RUN[function] = inspect.iscoroutinefunction(run)
+    return known
+
+
 class Execution:
     """One run of a task's code: queued, then started by a worker, then settled exactly once.
 
@@ -92,7 +109,7 @@ class Execution:
     @property
     def deadline_seconds(self) -> float:
         # An async run is cancelled by asyncio at its timeout; give it a moment to unwind.
-        return self.timeout + CANCEL_GRACE_SECONDS if inspect.iscoroutinefunction(self.task.run) else self.timeout
+        return self.timeout + CANCEL_GRACE_SECONDS if runs_async(self.task) else self.timeout
 
     def settle(self, outcome: Outcome) -> bool:
         """Record how the run ended; False when it had already been settled."""
@@ -224,7 +241,7 @@ class _Worker:
         thread = threading.current_thread()
         idle_name, thread.name = thread.name, f"task:{execution.task.name}"
         try:
-            if self.runtime is None and inspect.iscoroutinefunction(execution.task.run):
+            if self.runtime is None and runs_async(execution.task):
                 self.runtime = AsyncRuntime(self.name)
             outcome = execution.context.run(call_task, execution.task, execution.timeout, self.runtime)
         finally:

@@ -31,6 +31,9 @@ from scheduler_app.models import TaskState
 
 logger = logging.getLogger("scheduler_app.jobstore")
 
+# Jobs written per transaction by flush(): the fires due meanwhile wait at most one chunk.
+FLUSH_CHUNK = 100
+
 
 class CachedDjangoJobStore(DjangoJobStore):
     def __init__(self) -> None:
@@ -99,34 +102,41 @@ class CachedDjangoJobStore(DjangoJobStore):
             self._dirty.clear()
 
     def flush(self) -> int:
-        """Write the next run times that changed since the last flush; returns how many jobs."""
+        """Write the next run times that changed since the last flush; returns how many jobs.
+
+        In transactions of ``FLUSH_CHUNK`` jobs, each pickled just before its own: a thousand
+        jobs in one took ~25 ms of the process's write lock (and ~60 ms of pickling before it),
+        and the fires due meanwhile waited for it.
+        """
         with self._cache_lock:
             dirty = [self._jobs[job_id] for job_id in self._dirty if job_id in self._jobs]
             self._dirty.clear()
-        if not dirty:
-            return 0
-        rows = [(job.id, job.next_run_time, pickle.dumps(job.__getstate__(), self.pickle_protocol)) for job in dirty]
+        for start in range(0, len(dirty), FLUSH_CHUNK):
+            try:
+                self._write(dirty[start : start + FLUSH_CHUNK])
+            except Exception:
+                with self._cache_lock:
+                    self._dirty.update(job.id for job in dirty[start:])
+                raise
+        return len(dirty)
+
+    def _write(self, jobs: list[Job]) -> None:
+        rows = [(job.id, job.next_run_time, pickle.dumps(job.__getstate__(), self.pickle_protocol)) for job in jobs]
         # Two executemany() statements instead of two ORM updates per job: with 1,000 jobs at 1 s the
         # per-row ORM flush took ~13% of the process and held the write lock the runs wait for.
         adapt = connection.ops.adapt_datetimefield_value
         job_table = connection.ops.quote_name(DjangoJob._meta.db_table)
         state_table = connection.ops.quote_name(TaskState._meta.db_table)
         state_key = connection.ops.quote_name(TaskState._meta.get_field("task").column)
-        try:
-            with write_transaction(), connection.cursor() as cursor:
-                cursor.executemany(
-                    f"UPDATE {job_table} SET next_run_time = %s, job_state = %s WHERE id = %s",
-                    [(adapt(get_django_internal_datetime(when)), state, job_id) for job_id, when, state in rows],
-                )
-                cursor.executemany(
-                    f"UPDATE {state_table} SET next_run_at = %s WHERE {state_key} = %s",
-                    [(adapt(when), job_id) for job_id, when, _ in rows],
-                )
-        except Exception:
-            with self._cache_lock:
-                self._dirty.update(job_id for job_id, _, _ in rows)
-            raise
-        return len(rows)
+        with write_transaction(), connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {job_table} SET next_run_time = %s, job_state = %s WHERE id = %s",
+                [(adapt(get_django_internal_datetime(when)), state, job_id) for job_id, when, state in rows],
+            )
+            cursor.executemany(
+                f"UPDATE {state_table} SET next_run_at = %s WHERE {state_key} = %s",
+                [(adapt(when), job_id) for job_id, when, _ in rows],
+            )
 
     def shutdown(self) -> None:
         # The caller flushes while it still holds the lease; a demoted leader must not write.

@@ -13,6 +13,7 @@ started, ``signals.run_finished`` for a record that reached a final status, with
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Value
+from django.db.models.base import ModelState
 from django.db.models.functions import Greatest
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from scheduler_app import conf, signals
@@ -60,6 +63,33 @@ DISABLED_RETRY_MESSAGE = "skipped: the task was disabled, so its retries stopped
 
 
 _RECORD_COLUMNS = [field.attname for field in TaskExecutionRecord._meta.concrete_fields]
+
+
+def _record_from_row(row: list[Any]) -> TaskExecutionRecord:
+    """A record from its column values in ``_RECORD_COLUMNS`` order, as ``from_db`` builds it.
+
+    Without Model.__init__ (a descriptor call per field: the largest share of a busy
+    dispatcher's CPU) while no init signal is heard: the values by attname, and a state that
+    says "read from the database".
+    """
+    if pre_init.has_listeners(TaskExecutionRecord) or post_init.has_listeners(TaskExecutionRecord):
+        return TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, row)
+    record = TaskExecutionRecord.__new__(TaskExecutionRecord)
+    record.__dict__.update(zip(_RECORD_COLUMNS, row, strict=True))
+    record._state = ModelState()
+    record._state.adding = False
+    return record
+
+
+def clone_record(record: TaskExecutionRecord) -> TaskExecutionRecord:
+    """A copy of ``record`` to change apart from it (what ``copy.copy`` gives, without pickling's path)."""
+    clone = TaskExecutionRecord.__new__(TaskExecutionRecord)
+    clone.__dict__.update(record.__dict__)
+    clone._state = copy.copy(record._state)
+    clone._state.fields_cache = dict(record._state.fields_cache)
+    return clone
+
+
 # What a fire's record holds unless said otherwise, as records.py writes it.
 _FIRE_RECORD_DEFAULTS: dict[str, Any] = {
     "trigger": Trigger.SCHEDULED,
@@ -149,6 +179,7 @@ class Ledger:
                 if n == len(rounds):
                     rounds.append([])
                 rounds[n].append(i)
+        claims: dict[int, tuple[int, bool]] = {}
         if rounds:
             with write_transaction():
                 for round_ in rounds:
@@ -169,8 +200,10 @@ class Ledger:
                     )
                     for i in round_:
                         if fires[i].config.name in result:
-                            record_id, claimed = result[fires[i].config.name]
-                            records[i] = self._scheduled_record(fires[i], record_id, claimed, now)
+                            claims[i] = result[fires[i].config.name]
+        # Built after the commit: the write lock is held for the SQL only.
+        for i, (record_id, claimed) in claims.items():
+            records[i] = self._scheduled_record(fires[i], record_id, claimed, now)
         for i, fire in enumerate(fires):
             if policies[i] != OverlapPolicy.BUFFER_ONE:
                 continue
@@ -232,7 +265,7 @@ class Ledger:
             "worker_label": self.worker_label,
             **fields,
         }
-        record = TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, [values[name] for name in _RECORD_COLUMNS])
+        record = _record_from_row([values[name] for name in _RECORD_COLUMNS])
         if self.process is not None:
             record.worker = self.process
         return record
@@ -597,7 +630,9 @@ class Ledger:
     def _announce(self, record: TaskExecutionRecord) -> None:
         """After the commit: a claimed run has started; a skipped one has ended."""
         if record.status == TaskStatus.RUNNING:
-            signals.run_started.send(sender=Ledger, record=record, task=self.registry.get(record.task_id))
+            # Asked first: a burst announces every fire before its runs start, and nobody may listen.
+            if signals.run_started.has_listeners(Ledger):
+                signals.run_started.send(sender=Ledger, record=record, task=self.registry.get(record.task_id))
         elif record.status == TaskStatus.SKIPPED:
             logger.info("task %s: %s", record.task_id, record.message)
             self._send_finished(record)

@@ -163,9 +163,11 @@ class TaskConfig(models.Model):
         """The effective timeout when ``fallback`` (e.g. ``trigger_task --timeout``) stands in for
         ``SCHEDULER["DEFAULT_TIMEOUT"]``; the one rule every run and every display uses."""
         chosen = next(
-            (v for v in (self.timeout_override, self.default_timeout_seconds, fallback) if v is not None),
-            conf.get("DEFAULT_TIMEOUT"),
+            (v for v in (self.timeout_override, self.default_timeout_seconds, fallback) if v is not None), None
         )
+        if chosen is None:
+            # Only then: the settings lookup costs more than the rest, and every run asks.
+            chosen = conf.get("DEFAULT_TIMEOUT")
         # Capped at validation's bound: a value stored before the bound existed must not overflow a wait.
         return min(float(chosen), MAX_TIMEOUT_SECONDS)
 

@@ -10,7 +10,7 @@ transaction (``db.write_transaction``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,22 @@ def _column(model: type[Model], name: str) -> str:
 
 def _datetime(value: datetime | None) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
+
+
+def _datetimes() -> Callable[[datetime | None], Any]:
+    """``_datetime`` for one batch: the connection's adapter looked up once, and each instant
+    adapted once (the fires of a burst share their time; a finisher batch shares its end)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    adapted: dict[datetime | None, Any] = {}
+
+    def to_db(value: datetime | None) -> Any:
+        try:
+            return adapted[value]
+        except KeyError:
+            result = adapted[value] = adapt(value)
+            return result
+
+    return to_db
 
 
 def _json(value: Any) -> Any:
@@ -114,12 +130,13 @@ def begin_scheduled(
     assert len(set(names)) == len(names), "one fire per task per call"
     shared = _fire_fields(now, worker, worker_label)
     now_db = shared["created_at"]
+    to_db = _datetimes()
     rows = [
         {
             **shared,
             "task": run.task_name,
             "status": TaskStatus.RUNNING.value,
-            "scheduled_at": _datetime(run.scheduled_at),
+            "scheduled_at": to_db(run.scheduled_at),
             "started_at": now_db,
             "message": "",
             "jitter_seconds": run.jitter_seconds,
@@ -157,12 +174,13 @@ def record_missed(
     recorded missed before): a fire never gets two.
     """
     shared = _fire_fields(now, worker, worker_label)
+    to_db = _datetimes()
     rows = [
         {
             **shared,
             "task": fire.task_name,
             "status": TaskStatus.MISSED.value,
-            "scheduled_at": _datetime(fire.scheduled_at),
+            "scheduled_at": to_db(fire.scheduled_at),
             "finished_at": shared["created_at"],
             "message": fire.reason,
         }
@@ -253,6 +271,8 @@ def finish_runs(outcomes: Sequence[RunOutcome]) -> list[bool]:
 def _write_records(cursor: Any, outcomes: list[RunOutcome]) -> None:
     record = TaskExecutionRecord
     fields = ("status", "started_at", "finished_at", "duration_seconds", "message", "error", "data")
+    to_db = _datetimes()
+    no_data = _json({})
     cursor.executemany(
         f"UPDATE {_table(record)} SET "
         + ", ".join(f"{_column(record, name)} = %s" for name in fields)
@@ -260,12 +280,12 @@ def _write_records(cursor: Any, outcomes: list[RunOutcome]) -> None:
         [
             [
                 outcome.status.value,
-                _datetime(outcome.started_at),
-                _datetime(outcome.finished_at),
+                to_db(outcome.started_at),
+                to_db(outcome.finished_at),
                 outcome.duration_seconds,
                 outcome.message,
                 outcome.error,
-                _json(outcome.data),
+                no_data if outcome.data == {} else _json(outcome.data),
                 outcome.record_id,
             ]
             for outcome in outcomes
@@ -293,9 +313,10 @@ def _write_states(cursor: Any, outcomes: list[RunOutcome]) -> None:
         "other": common + where,
     }
     params: dict[str, list[list[Any]]] = {kind: [] for kind in statements}
+    to_db = _datetimes()
     for outcome in sorted(outcomes, key=lambda outcome: (outcome.task_name, outcome.record_id)):
-        finished = _datetime(outcome.finished_at)
-        values = [outcome.status.value, _datetime(outcome.started_at), finished]
+        finished = to_db(outcome.finished_at)
+        values = [outcome.status.value, to_db(outcome.started_at), finished]
         if outcome.status == TaskStatus.SUCCESS:
             params["success"].append([*values, finished, outcome.task_name])
         elif outcome.status in FAILURE_STATUSES:

@@ -10,7 +10,6 @@ transaction or lock is held while a task's code runs.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import socket
@@ -37,6 +36,7 @@ from scheduler_app.ledger import (
     Ledger,
     MissedFire,
     RunOutcome,
+    clone_record,
     retry_delay,
 )
 from scheduler_app.logging import log_context
@@ -296,11 +296,9 @@ class TaskRunner:
             if self._finisher is None:
                 self._finisher = threading.Thread(target=self._finisher_loop, name="run-finisher", daemon=True)
                 self._finisher.start()
-        # The finisher fills in its own copy: the caller's record stays as the run began.
-        finishing = copy.copy(record)
         # Not in the lock: a run may settle at once (pool closed) and queue itself for the finisher.
         try:
-            self._submit(config, record, lambda execution: self._queue_finish(config, finishing, execution))
+            self._submit(config, record, lambda execution: self._queue_finish(config, record, execution))
         except Exception:
             with self._finish_cond:
                 self._unrecorded_runs -= 1
@@ -323,7 +321,9 @@ class TaskRunner:
                 deadline = time.monotonic() + FINISH_BATCH_SECONDS
                 while not self._finisher_stop and (remaining := deadline - time.monotonic()) > 0:
                     self._finish_cond.wait(remaining)
-                batch = list(self._settled)
+                # The finisher fills in its own copies: the launcher's records stay as the runs
+                # began. Copied here, not at launch, where each copy delayed the rest of a burst.
+                batch = [_Run(run.config, clone_record(run.record), run.execution) for run in self._settled]
                 self._settled.clear()
             faults.maybe_die("finisher")
             try:

@@ -7,9 +7,15 @@ woke it, made that line late. ``request_stop()`` alone must end them.
 
 from __future__ import annotations
 
-import pytest
+from datetime import datetime, timedelta
 
+import pytest
+from django.db import OperationalError
+from django.utils import timezone
+
+from scheduler_app import dispatch as dispatch_module
 from scheduler_app import services
+from scheduler_app.ledger import Fire
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord
 from scheduler_app.scheduler import TaskScheduler
 from tests.processes import wait_for
@@ -56,3 +62,52 @@ def test_a_stop_ends_a_pickup_batch_before_its_next_start() -> None:
         wait_for(lambda: TaskExecutionRecord.objects.get(pk=record.pk).status == "success", 10, message="the run")
     finally:
         scheduler.runner.close()
+
+
+def _fires_of_tick(count: int) -> list[tuple[str, list[datetime], float | None]]:
+    start = timezone.now().replace(microsecond=0)
+    return [("tick", [start + timedelta(seconds=i)], None) for i in range(count)]
+
+
+def test_a_batch_is_claimed_in_chunks_and_every_fire_gets_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch_module, "CLAIM_CHUNK", 2)
+    scheduler = TaskScheduler()
+    scheduler.runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    scheduler.jobs.load()
+    chunks: list[int] = []
+    launch = scheduler.runner.launch_fires
+    monkeypatch.setattr(scheduler.runner, "launch_fires", lambda fires: chunks.append(len(fires)) or launch(fires))
+    try:
+        scheduler.dispatch.run_fires(_fires_of_tick(5))
+        assert scheduler.runner.drain(30)
+    finally:
+        scheduler.runner.close()
+    assert chunks == [2, 2, 1]
+    assert TaskExecutionRecord.objects.filter(task_id="tick", trigger="scheduled").count() == 5
+
+
+def test_fires_of_a_chunk_the_database_refused_wait_to_be_recorded_missed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch_module, "CLAIM_CHUNK", 2)
+    scheduler = TaskScheduler()
+    scheduler.runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    scheduler.jobs.load()
+    launch = scheduler.runner.launch_fires
+    calls: list[int] = []
+
+    def refuses_second(fires: list[Fire]) -> object:
+        calls.append(len(fires))
+        if len(calls) == 2:
+            raise OperationalError("database is locked")
+        return launch(fires)
+
+    monkeypatch.setattr(scheduler.runner, "launch_fires", refuses_second)
+    try:
+        scheduler.dispatch.run_fires(_fires_of_tick(5))
+        assert scheduler.runner.drain(30)
+        assert calls == [2, 2], "no chunk after the refused one"
+        assert TaskExecutionRecord.objects.filter(task_id="tick").count() == 2
+        scheduler.dispatch.record_unrecorded()
+    finally:
+        scheduler.runner.close()
+    missed = TaskExecutionRecord.objects.filter(task_id="tick", status="missed")
+    assert missed.count() == 3

@@ -10,7 +10,7 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
-from scheduler_app.execution import WorkerPool, call_task
+from scheduler_app.execution import WorkerPool, call_task, runs_async
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 from tests.processes import wait_for
 
@@ -201,3 +201,29 @@ def test_closed_pool_refuses_new_runs() -> None:
     pool.close()
     with pytest.raises(RuntimeError, match="closed"):
         pool.start(Quick(), 1)
+
+
+def test_runs_async_tells_async_def_runs_from_plain_ones_per_task() -> None:
+    class Plain(BaseTask):
+        name = "plain-kind"
+        schedule = SCHEDULE
+
+        def run(self) -> TaskResult:
+            return TaskResult.success()
+
+    class Coroutine(BaseTask):
+        name = "coroutine-kind"
+        schedule = SCHEDULE
+
+        async def run(self) -> TaskResult:
+            return TaskResult.success()
+
+    async def replaced() -> TaskResult:
+        return TaskResult.success()
+
+    for _ in range(2):  # the second answer comes from what the first learned
+        assert runs_async(Plain()) is False
+        assert runs_async(Coroutine()) is True
+    patched = Plain()
+    patched.run = replaced  # type: ignore[method-assign]
+    assert runs_async(patched) is True, "a run set on the instance is asked about itself"

@@ -7,10 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db.models.signals import post_init
 from django.utils import timezone
 
 from scheduler_app import services, signals
-from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger
+from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger, clone_record
 from scheduler_app.models import TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
@@ -213,3 +214,53 @@ def _handed_off_later(ledger: Ledger) -> TaskExecutionRecord:
     assert record is not None and record.status == TaskStatus.RUNNING
     assert ledger.hand_off(record.pk, "fleet")
     return record
+
+
+def test_a_claimed_fire_is_announced_to_run_started_receivers_with_its_task() -> None:
+    heard: list[tuple[int, str]] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, task: object, **kwargs: object) -> None:
+        heard.append((record.pk, type(task).__name__))
+
+    ledger = Ledger()
+    signals.run_started.connect(receiver)
+    try:
+        record = ledger.record_fires([Fire(ledger.config("tick"), timezone.now().replace(microsecond=0))])[0]
+    finally:
+        signals.run_started.disconnect(receiver)
+    assert record is not None and record.status == TaskStatus.RUNNING
+    assert heard == [(record.pk, type(ledger.registry.get("tick")).__name__)]
+
+
+def test_a_fires_record_is_its_row_as_stored_whether_or_not_init_signals_are_heard() -> None:
+    ledger = Ledger(worker_label="scheduler:1")
+    initialised: list[TaskExecutionRecord] = []
+
+    def heard(sender: object, instance: TaskExecutionRecord, **kwargs: object) -> None:
+        initialised.append(instance)
+
+    start = timezone.now().replace(microsecond=0)
+    built = [ledger.record_fires([Fire(ledger.config("tick"), start)])[0]]
+    post_init.connect(heard, sender=TaskExecutionRecord)
+    try:
+        built.append(ledger.record_fires([Fire(ledger.config("tick"), start + timedelta(seconds=1))])[0])
+    finally:
+        post_init.disconnect(heard, sender=TaskExecutionRecord)
+    assert built[1] in initialised, "a listener of post_init sees the record built"
+    for record in built:
+        assert record is not None and record._state.adding is False
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        for field in TaskExecutionRecord._meta.concrete_fields:
+            assert getattr(record, field.attname) == getattr(stored, field.attname), field.attname
+
+
+def test_a_cloned_record_changes_apart_from_its_original() -> None:
+    ledger = Ledger(worker_label="scheduler:1")
+    record = ledger.record_fires([Fire(ledger.config("tick"), timezone.now().replace(microsecond=0))])[0]
+    assert record is not None
+    clone = clone_record(record)
+    assert clone is not record and clone.pk == record.pk and clone.task == record.task
+    clone.status, clone.message = TaskStatus.SUCCESS, "done"
+    clone.task = None  # type: ignore[assignment]
+    assert (record.status, record.message, record.task_id) == (TaskStatus.RUNNING, "", "tick")
+    assert clone._state.adding is False and clone._state.fields_cache is not record._state.fields_cache

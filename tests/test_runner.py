@@ -12,7 +12,7 @@ from django.utils import timezone
 from scheduler_app import services, signals
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
-from scheduler_app.runner import BUSY_MESSAGE, MissedFire, TaskRunner
+from scheduler_app.runner import BUSY_MESSAGE, Fire, MissedFire, TaskRunner
 from scheduler_app.services import request_run, sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 from tests.processes import wait_for
@@ -359,3 +359,12 @@ def test_a_launched_run_that_fails_queues_its_retry(runner: TaskRunner) -> None:
     assert runner.drain(30)
     assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "failed"
     assert TaskExecutionRecord.objects.filter(retry_of_id=queued.pk, status="pending").count() == 1
+
+
+def test_launched_fires_records_stay_as_begun_while_the_finisher_writes_the_outcome(runner: TaskRunner) -> None:
+    config = runner.ledger.config("tick")
+    [record] = runner.launch_fires([Fire(config, timezone.now().replace(microsecond=0))])
+    assert record is not None
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == "success"
+    assert (record.status, record.finished_at) == ("running", None), "the caller's record is not the finisher's"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -52,6 +53,11 @@ class Command(BaseCommand):
             f"scheduler starting with {len(task_scheduler.registry)} task(s); "
             f"poll every {conf.get('POLL_INTERVAL')}s, lease {conf.get('LEASE_SECONDS')}s"
         )
+        # Django, the tasks' modules and the settings are loaded: kept out of the collector's full
+        # passes, which otherwise walk them all while every thread waits (one took 73 ms with
+        # 1,000 tasks, and the fires due then were that late).
+        gc.collect()
+        gc.freeze()
         task_scheduler.run_forever()
         alerts.shutdown(timeout=5.0)  # the last runs' alerts go out before the process exits
         status = EXIT_THREAD_DIED if task_scheduler.problem else 0

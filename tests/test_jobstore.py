@@ -1,0 +1,88 @@
+"""The write-behind job store: next run times kept in memory, written in chunks by ``flush()``."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apscheduler.job import Job
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from django_apscheduler.models import DjangoJob
+
+from scheduler_app import jobstore
+from scheduler_app.job_sync import JOB_FUNC
+from scheduler_app.jobstore import CachedDjangoJobStore
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(db: None) -> Iterator[CachedDjangoJobStore]:
+    aps = BackgroundScheduler(timezone=UTC)
+    store = CachedDjangoJobStore()
+    store.start(aps, "default")
+    for number in range(5):
+        job = Job(
+            aps,
+            id=f"job-{number}",
+            func=JOB_FUNC,
+            args=(),
+            kwargs={"fingerprint": f"job-{number}"},
+            trigger=IntervalTrigger(seconds=1, start_date=START, timezone=UTC),
+            executor="default",
+            name=f"job-{number}",
+            misfire_grace_time=1,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=START,
+        )
+        store.add_job(job)
+    yield store
+    store.remove_all_jobs()
+
+
+def _advance(store: CachedDjangoJobStore, seconds: int) -> datetime:
+    when = START + timedelta(seconds=seconds)
+    for job in store.get_all_jobs():
+        job._modify(next_run_time=when)
+        store.update_job(job)
+    return when
+
+
+def _stored(job_id: str) -> tuple[datetime, datetime]:
+    row = DjangoJob.objects.get(id=job_id)
+    return row.next_run_time, pickle.loads(row.job_state)["next_run_time"]
+
+
+def test_flush_writes_every_changed_job_in_chunks(store: CachedDjangoJobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobstore, "FLUSH_CHUNK", 2)
+    when = _advance(store, 7)
+    assert store.flush() == 5
+    for number in range(5):
+        assert _stored(f"job-{number}") == (when, when)
+    assert store.flush() == 0, "nothing changed since"
+
+
+def test_jobs_a_failed_chunk_did_not_write_are_written_by_the_next_flush(
+    store: CachedDjangoJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobstore, "FLUSH_CHUNK", 2)
+    when = _advance(store, 9)
+    write = CachedDjangoJobStore._write
+    calls = []
+
+    def fails_second(self: CachedDjangoJobStore, jobs: list[Job]) -> None:
+        calls.append(len(jobs))
+        if len(calls) == 2:
+            raise RuntimeError("database gone")
+        write(self, jobs)
+
+    monkeypatch.setattr(CachedDjangoJobStore, "_write", fails_second)
+    with pytest.raises(RuntimeError):
+        store.flush()
+    assert store.flush() == 3, "the failed chunk and the one after it"
+    for number in range(5):
+        assert _stored(f"job-{number}") == (when, when)
