@@ -42,7 +42,7 @@ from scheduler_app.records import (
 )
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.task_rows import sync_task_rows
-from scheduler_app.tasks.base import OverlapPolicy, RetryBackoff, TaskStatus
+from scheduler_app.tasks.base import OPEN_STATUSES, OverlapPolicy, RetryBackoff, TaskStatus
 from scheduler_app.validation import MAX_DURATION_SECONDS
 
 __all__ = ["Fire", "Ledger", "MissedFire", "RunOutcome", "retry_delay"]
@@ -617,7 +617,7 @@ class Ledger:
     def prune(before: datetime, batch_size: int) -> int:
         """Delete finished records created before ``before``, ``batch_size`` rows per transaction."""
         old = TaskExecutionRecord.objects.filter(created_at__lt=before).exclude(
-            status__in=[TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING]
+            status__in=OPEN_STATUSES
         )
         deleted = 0
         # Small batches keep each write transaction short, so the scheduler never waits long.
