@@ -61,6 +61,10 @@ def manage(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess
     )
 
 
+def _take_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class RunSh:
     """``scripts/run.sh`` in its own process group, as a terminal runs it (Ctrl-C = SIGINT to the group)."""
 
@@ -74,6 +78,9 @@ class RunSh:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A terminal's shell takes Ctrl-C; a suite started in the background of a script inherits
+            # SIGINT ignored, which bash cannot trap (run.sh would never hear the first Ctrl-C).
+            preexec_fn=_take_ctrl_c,
         )
         self.base = f"http://127.0.0.1:{port}"
 
