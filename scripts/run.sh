@@ -58,19 +58,6 @@ case "$admin_state" in
 esac
 
 pids=()
-# Waiting is a loop of short foreground sleeps, not the `wait` builtin: a terminal's Ctrl-C reaches
-# the sleep too, and bash acts on a SIGINT that killed its foreground child at once. In `wait`, bash
-# sometimes left it unhandled while a child kept running (seen in tests/test_first_hour.py).
-any_alive() {
-  local pid
-  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done
-  return 1
-}
-all_alive() {
-  local pid
-  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
-  return 0
-}
 stop_now() {
   trap - INT TERM
   echo "stopping now, without waiting for running tasks (the next start records them interrupted)"
@@ -83,7 +70,7 @@ stop() {
   echo
   echo "stopping (running tasks may finish first; Ctrl-C again to stop at once)..."
   kill -TERM "${pids[@]}" 2>/dev/null || true
-  while any_alive; do sleep 0.2; done
+  wait "${pids[@]}" 2>/dev/null || true
 }
 trap stop INT TERM EXIT
 
@@ -102,12 +89,4 @@ cat <<MSG
   Press Ctrl-C to stop both.
 
 MSG
-# Until one of them ends (or Ctrl-C); then the EXIT trap stops the other. The status is the ended one's.
-while all_alive; do sleep 0.2; done
-for pid in "${pids[@]}"; do
-  if ! kill -0 "$pid" 2>/dev/null; then
-    status=0
-    wait "$pid" 2>/dev/null || status=$?
-    exit "$status"
-  fi
-done
+wait -n "${pids[@]}"
