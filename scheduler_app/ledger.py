@@ -616,9 +616,7 @@ class Ledger:
     @staticmethod
     def prune(before: datetime, batch_size: int) -> int:
         """Delete finished records created before ``before``, ``batch_size`` rows per transaction."""
-        old = TaskExecutionRecord.objects.filter(created_at__lt=before).exclude(
-            status__in=OPEN_STATUSES
-        )
+        old = TaskExecutionRecord.objects.filter(created_at__lt=before).exclude(status__in=OPEN_STATUSES)
         deleted = 0
         # Small batches keep each write transaction short, so the scheduler never waits long.
         while ids := list(old.values_list("pk", flat=True)[:batch_size]):

@@ -81,8 +81,6 @@ class TaskRunner:
     ) -> None:
         self.registry = registry or task_registry
         self.default_timeout = default_timeout
-        # The process row that owns our runs, so that a dead process's runs can be found.
-        self.process = process
         self.worker_label = f"{socket.gethostname()}:{os.getpid()}"
         self.ledger = Ledger(self.registry, process, self.worker_label)
         # Set by a stopping scheduler: runs still going stop waiting and record `interrupted`.
@@ -100,6 +98,15 @@ class TaskRunner:
         # Told the names of the tasks whose runs just ended (after their outcomes are written),
         # so that a manual run waiting for one of them starts right after it.
         self.on_runs_ended: Callable[[set[str]], None] | None = None
+
+    @property
+    def process(self) -> SchedulerProcess | None:
+        """The process row that owns our runs (the ledger's), so that a dead process's runs can be found."""
+        return self.ledger.process
+
+    @process.setter
+    def process(self, row: SchedulerProcess | None) -> None:
+        self.ledger.process = row
 
     @property
     def executor(self) -> Executor:

@@ -119,11 +119,13 @@ class TaskScheduler:
         logger.info("scheduler stopped")
         self.jobs.drop()
         close_thread_connections()
+        self._stopping.clear()
 
     def _prepare(self) -> None:
         from scheduler_app.services import sync_task_rows
 
-        self._stopping.clear()
+        # `_stopping` is not cleared here: a stop asked for during start-up (a Ctrl-C before the loop
+        # began) must still stop it. `stop()` clears it once stopped, so that the object can run again.
         self.problem = ""
         self._progress_at = None
         self.jobs.forget_judgements()

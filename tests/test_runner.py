@@ -368,3 +368,12 @@ def test_launched_fires_records_stay_as_begun_while_the_finisher_writes_the_outc
     assert runner.drain(30)
     assert TaskExecutionRecord.objects.get(pk=record.pk).status == "success"
     assert (record.status, record.finished_at) == ("running", None), "the caller's record is not the finisher's"
+
+
+def test_the_process_set_on_a_runner_owns_the_runs_it_records() -> None:
+    # The scheduler registers its process row after it made its runner: the records must name it,
+    # or a dead process's runs cannot be found (reaping, a stopping scheduler's leftovers).
+    runner = TaskRunner()
+    runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    record = run_fire(runner, "tick", datetime(2027, 2, 1, tzinfo=UTC))
+    assert record is not None and record.worker_id == runner.process.pk
