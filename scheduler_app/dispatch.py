@@ -143,6 +143,7 @@ class Dispatcher:
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="fire-dispatcher", daemon=True)
         self._dispatcher.start()
         self.runner.on_runs_ended = self._runs_ended
+        self.runner.claims_waiting = self.claims_waiting
         self._pickup_wake.clear()
         self._pickup = threading.Thread(target=self._pickup_loop, name="run-pickup", daemon=True)
         self._pickup.start()
@@ -185,6 +186,11 @@ class Dispatcher:
         return threads
 
     # -- fires ---------------------------------------------------------------------------------
+
+    def claims_waiting(self) -> bool:
+        """Whether fires are handed over and not claimed yet, or being claimed (the runner's
+        finisher holds outcomes meanwhile: a burst's fires start first)."""
+        return self.busy_since is not None or bool(self._fires)
 
     def queue_fires(self, name: str, run_times: list[datetime], jitter: float | None = None) -> None:
         """Hand due fires of one task to the dispatcher (called by APScheduler's thread: returns at once)."""

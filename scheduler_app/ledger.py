@@ -65,14 +65,19 @@ DISABLED_RETRY_MESSAGE = "skipped: the task was disabled, so its retries stopped
 _RECORD_COLUMNS = [field.attname for field in TaskExecutionRecord._meta.concrete_fields]
 
 
-def _record_from_row(row: list[Any]) -> TaskExecutionRecord:
+def _init_heard() -> bool:
+    """Whether a ``pre_init``/``post_init`` receiver listens for records (asked once per batch)."""
+    return pre_init.has_listeners(TaskExecutionRecord) or post_init.has_listeners(TaskExecutionRecord)
+
+
+def _record_from_row(row: list[Any], init_heard: bool | None = None) -> TaskExecutionRecord:
     """A record from its column values in ``_RECORD_COLUMNS`` order, as ``from_db`` builds it.
 
     Without Model.__init__ (a descriptor call per field: the largest share of a busy
     dispatcher's CPU) while no init signal is heard: the values by attname, and a state that
-    says "read from the database".
+    says "read from the database". ``init_heard``: ``_init_heard()``, when the caller asked already.
     """
-    if pre_init.has_listeners(TaskExecutionRecord) or post_init.has_listeners(TaskExecutionRecord):
+    if _init_heard() if init_heard is None else init_heard:
         return TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, row)
     record = TaskExecutionRecord.__new__(TaskExecutionRecord)
     record.__dict__.update(zip(_RECORD_COLUMNS, row, strict=True))
@@ -202,8 +207,9 @@ class Ledger:
                         if fires[i].config.name in result:
                             claims[i] = result[fires[i].config.name]
         # Built after the commit: the write lock is held for the SQL only.
+        init_heard = _init_heard()
         for i, (record_id, claimed) in claims.items():
-            records[i] = self._scheduled_record(fires[i], record_id, claimed, now)
+            records[i] = self._scheduled_record(fires[i], record_id, claimed, now, init_heard)
         for i, fire in enumerate(fires):
             if policies[i] != OverlapPolicy.BUFFER_ONE:
                 continue
@@ -214,11 +220,12 @@ class Ledger:
                 )
             except IntegrityError:
                 records[i] = None
+        started_heard = signals.run_started.has_listeners(Ledger)
         for i, (fire, record) in enumerate(zip(fires, records, strict=True)):
             if record is None:
                 logger.info("fire of %s at %s already recorded by another process", fire.config.name, fire.scheduled_at)
             elif policies[i] != OverlapPolicy.BUFFER_ONE:
-                self._announce(record)
+                self._announce(record, started_heard)
         return records
 
     def record_missed(self, fires: Sequence[MissedFire]) -> list[TaskExecutionRecord | None]:
@@ -248,7 +255,13 @@ class Ledger:
         return records
 
     def _fire_record(
-        self, record_id: int, task_name: str, scheduled_at: datetime, now: datetime, **fields: Any
+        self,
+        record_id: int,
+        task_name: str,
+        scheduled_at: datetime,
+        now: datetime,
+        init_heard: bool | None = None,
+        **fields: Any,
     ) -> TaskExecutionRecord:
         """A scheduled fire's record as ``records.py`` wrote it, as a model instance (not read back).
 
@@ -265,16 +278,19 @@ class Ledger:
             "worker_label": self.worker_label,
             **fields,
         }
-        record = _record_from_row([values[name] for name in _RECORD_COLUMNS])
+        record = _record_from_row([values[name] for name in _RECORD_COLUMNS], init_heard)
         if self.process is not None:
-            record.worker = self.process
+            # What assigning ``record.worker`` does once worker_id is set, without its descriptor.
+            record._state.fields_cache["worker"] = self.process
         return record
 
-    def _scheduled_record(self, fire: Fire, record_id: int, claimed: bool, now: datetime) -> TaskExecutionRecord:
+    def _scheduled_record(
+        self, fire: Fire, record_id: int, claimed: bool, now: datetime, init_heard: bool
+    ) -> TaskExecutionRecord:
         fields: dict[str, Any] = {"status": TaskStatus.RUNNING, "started_at": now, "jitter_seconds": fire.jitter}
         if not claimed:
             fields.update(status=TaskStatus.SKIPPED, finished_at=now, duration_seconds=0.0, message=BUSY_MESSAGE)
-        return self._fire_record(record_id, fire.config.name, fire.scheduled_at, now, **fields)
+        return self._fire_record(record_id, fire.config.name, fire.scheduled_at, now, init_heard, **fields)
 
     # -- manual runs and queued work -----------------------------------------------------------
 
@@ -625,11 +641,14 @@ class Ledger:
 
     # -- announcing ----------------------------------------------------------------------------
 
-    def _announce(self, record: TaskExecutionRecord) -> None:
-        """After the commit: a claimed run has started; a skipped one has ended."""
+    def _announce(self, record: TaskExecutionRecord, started_heard: bool | None = None) -> None:
+        """After the commit: a claimed run has started; a skipped one has ended.
+
+        ``started_heard``: whether ``run_started`` has receivers, when the caller (a burst) asked once.
+        """
         if record.status == TaskStatus.RUNNING:
             # Asked first: a burst announces every fire before its runs start, and nobody may listen.
-            if signals.run_started.has_listeners(Ledger):
+            if signals.run_started.has_listeners(Ledger) if started_heard is None else started_heard:
                 signals.run_started.send(sender=Ledger, record=record, task=self.registry.get(record.task_id))
         elif record.status == TaskStatus.SKIPPED:
             logger.info("task %s: %s", record.task_id, record.message)

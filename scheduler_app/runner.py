@@ -53,6 +53,13 @@ logger = logging.getLogger("scheduler_app.runner")
 # by one (about a hundred transactions a second with 200 tasks spread over the second) they made
 # fires wait for the lock; gathered, the finisher writes about twenty times a second (BENCHMARKS.md).
 FINISH_BATCH_SECONDS = 0.05
+# While fires are being claimed (``claims_waiting`` says so), the finisher holds the outcomes it
+# gathered, for at most this long: claims and outcomes share one core's worth of Python, and in a
+# burst of a thousand fires the outcomes' writes, log lines and signals made the later fires start
+# late (BENCHMARKS.md). A run's outcome is written at most this much later; its start never waits.
+FINISH_MAX_DEFER_SECONDS = 1.0
+# How often a deferring finisher looks whether the claims are done.
+FINISH_DEFER_POLL_SECONDS = 0.005
 
 
 @dataclass
@@ -98,6 +105,9 @@ class TaskRunner:
         # Told the names of the tasks whose runs just ended (after their outcomes are written),
         # so that a manual run waiting for one of them starts right after it.
         self.on_runs_ended: Callable[[set[str]], None] | None = None
+        # Says whether fires are waiting to be claimed or being claimed (the scheduler's dispatcher):
+        # the finisher then holds its outcomes, up to FINISH_MAX_DEFER_SECONDS.
+        self.claims_waiting: Callable[[], bool] | None = None
 
     @property
     def process(self) -> SchedulerProcess | None:
@@ -314,7 +324,10 @@ class TaskRunner:
     def _queue_finish(self, config: TaskConfig, record: TaskExecutionRecord, execution: RunHandle) -> None:
         with self._finish_cond:
             self._settled.append(_Run(config, record, execution))
-            self._finish_cond.notify_all()
+            # The first outcome wakes the finisher; later ones join its batch without waking it
+            # (in a burst, a wake-up per run took the GIL from the fires still being claimed).
+            if len(self._settled) == 1:
+                self._finish_cond.notify_all()
 
     def _finisher_loop(self) -> None:
         """Write the outcomes of launched runs, many per transaction, then what follows them."""
@@ -325,9 +338,14 @@ class TaskRunner:
                 if not self._settled:
                     return
                 # Outcomes that come within the window join this batch (a stop writes at once).
-                deadline = time.monotonic() + FINISH_BATCH_SECONDS
+                first = time.monotonic()
+                deadline = first + FINISH_BATCH_SECONDS
                 while not self._finisher_stop and (remaining := deadline - time.monotonic()) > 0:
                     self._finish_cond.wait(remaining)
+                # Fires first: while they are claimed, the outcomes wait (and more join the batch).
+                latest = first + FINISH_MAX_DEFER_SECONDS
+                while not self._finisher_stop and time.monotonic() < latest and self._claims_waiting():
+                    self._finish_cond.wait(FINISH_DEFER_POLL_SECONDS)
                 # The finisher fills in its own copies: the launcher's records stay as the runs
                 # began. Copied here, not at launch, where each copy delayed the rest of a burst.
                 batch = [_Run(run.config, clone_record(run.record), run.execution) for run in self._settled]
@@ -350,6 +368,16 @@ class TaskRunner:
                     self.on_runs_ended({run.config.name for run in batch})
                 except Exception:
                     logger.exception("telling the scheduler that %d run(s) ended failed", len(batch))
+
+    def _claims_waiting(self) -> bool:
+        claims_waiting = self.claims_waiting
+        if claims_waiting is None:
+            return False
+        try:
+            return claims_waiting()
+        except Exception:
+            logger.exception("asking whether fires wait to be claimed failed; writing outcomes now")
+            return False
 
     def _launch_buffered_after(self, runs: list[_Run]) -> None:
         """Start the fire that ``buffer_one`` kept behind each run that just ended."""

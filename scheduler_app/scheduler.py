@@ -225,7 +225,7 @@ class TaskScheduler:
             self.jobs.sync()
         self.jobs.leave_out_failed_triggers()
         self.dispatch.wake_pickup()  # the poll: retries that came due, and anything a notification missed
-        self.jobs.flush_if_due()
+        self.jobs.flush_if_due(busy=self.dispatch.claims_waiting())
         if self._ticks % REAP_EVERY_TICKS == 0:
             self.leadership.reap(self.runner.interrupt)
 

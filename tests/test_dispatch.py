@@ -111,3 +111,24 @@ def test_fires_of_a_chunk_the_database_refused_wait_to_be_recorded_missed(monkey
         scheduler.runner.close()
     missed = TaskExecutionRecord.objects.filter(task_id="tick", status="missed")
     assert missed.count() == 3
+
+
+def test_claims_are_waiting_while_fires_are_handed_over_or_being_claimed() -> None:
+    """What the finisher and the job store's flush ask before they take the process's time."""
+    scheduler = TaskScheduler()
+    dispatch = scheduler.dispatch
+    assert dispatch.claims_waiting() is False
+    dispatch.queue_fires("tick", [timezone.now()])  # the dispatcher thread is not started: it stays queued
+    assert dispatch.claims_waiting() is True
+    dispatch._fires.clear()
+    dispatch.busy_since = 1.0
+    assert dispatch.claims_waiting() is True
+    dispatch.busy_since = None
+    assert dispatch.claims_waiting() is False
+    dispatch.start()
+    try:
+        assert scheduler.runner.claims_waiting == dispatch.claims_waiting, "the runner's finisher asks the dispatcher"
+    finally:
+        scheduler.request_stop()
+        dispatch.stop()
+        scheduler.runner.close()

@@ -227,3 +227,18 @@ def test_runs_async_tells_async_def_runs_from_plain_ones_per_task() -> None:
     patched = Plain()
     patched.run = replaced  # type: ignore[method-assign]
     assert runs_async(patched) is True, "a run set on the instance is asked about itself"
+
+
+def test_settled_is_set_once_the_handler_returned_whether_asked_before_or_after() -> None:
+    pool = WorkerPool(1)
+    seen_by_handler: list[bool] = []
+    try:
+        asked_before = pool.start(Quick(), 5, lambda execution: seen_by_handler.append(execution.settled.is_set()))
+        assert asked_before.settled.wait(10)
+        assert seen_by_handler == [False], "set before the handler's effects were done"
+        asked_after = pool.start(Quick(), 5)
+        wait_for(lambda: asked_after.outcome is not None, timeout=10, message="the run to end")
+        assert asked_after.wait().status == TaskStatus.SUCCESS
+        assert asked_after.settled.is_set()
+    finally:
+        pool.close(wait=5)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import pickle
+import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import ref_to_obj
 
-from scheduler_app import scheduler
-from scheduler_app.job_sync import JOB_FUNC, IsolatedTrigger, take_trigger_failures
+from scheduler_app import conf, job_sync, scheduler
+from scheduler_app.job_sync import JOB_FUNC, IsolatedTrigger, JobSync, take_trigger_failures
+from scheduler_app.registry import task_registry
 from scheduler_app.triggers import CronTrigger, make_interval_trigger
 from tests.processes import wait_for
 
@@ -57,3 +60,27 @@ def test_an_isolated_trigger_keeps_its_trigger_through_the_job_store() -> None:
     assert trigger.task == "nightly" and str(trigger) == "cron[0 2 * * * Europe/Berlin]"
     after = datetime(2027, 1, 1, tzinfo=UTC)
     assert trigger.get_next_fire_time(None, after) == datetime(2027, 1, 1, 1, 0, tzinfo=UTC)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_due_flush_waits_while_fires_are_claimed_but_not_beyond_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = JobSync(task_registry)
+    jobs.start(lambda name, run_times: None)
+    flushes: list[int] = []
+    assert jobs._jobstore is not None
+    flush = jobs._jobstore.flush
+    monkeypatch.setattr(jobs._jobstore, "flush", lambda: flushes.append(flush()) or flushes[-1])
+    interval = float(conf.get("JOBSTORE_FLUSH_INTERVAL"))
+    try:
+        jobs._last_flush = time.monotonic() - 1.5 * interval
+        jobs.flush_if_due(busy=True)
+        assert flushes == [], "flushed while fires were being claimed"
+        jobs.flush_if_due(busy=False)
+        assert len(flushes) == 1, "a due flush once the claims are done"
+        jobs.flush_if_due(busy=False)
+        assert len(flushes) == 1, "not due again at once"
+        jobs._last_flush = time.monotonic() - (job_sync.FLUSH_MAX_DEFER + 0.5) * interval
+        jobs.flush_if_due(busy=True)
+        assert len(flushes) == 2, "claims that never end do not hold the flush back for longer"
+    finally:
+        jobs.drop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from scheduler_app import runner as runner_module
 from scheduler_app import services, signals
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
@@ -377,3 +379,53 @@ def test_the_process_set_on_a_runner_owns_the_runs_it_records() -> None:
     runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
     record = run_fire(runner, "tick", datetime(2027, 2, 1, tzinfo=UTC))
     assert record is not None and record.worker_id == runner.process.pk
+
+
+def test_outcomes_wait_while_fires_are_claimed_then_are_written(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Claims first: in a burst, the finisher's writes and log lines made the later fires start late.
+    monkeypatch.setattr(runner_module, "FINISH_MAX_DEFER_SECONDS", 60.0)
+    claiming = threading.Event()
+    claiming.set()
+    asked = threading.Semaphore(0)
+
+    def claims_waiting() -> bool:
+        asked.release()
+        return claiming.is_set()
+
+    runner.claims_waiting = claims_waiting
+    queued = request_run("tick")
+    assert runner.launch_pending(queued.pk)
+    wait_for(lambda: runner.in_flight() == 0, timeout=10, message="the run to end")
+    for _ in range(3):  # the finisher asked, was told to wait, and asked again: it is holding the outcome
+        assert asked.acquire(timeout=10), "the finisher never asked whether fires are being claimed"
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running", "written while fires were claimed"
+    claiming.clear()
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+
+
+def test_outcomes_are_held_no_longer_than_the_limit(runner: TaskRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "FINISH_MAX_DEFER_SECONDS", 0.2)
+    runner.claims_waiting = lambda: True  # claims that never end must not keep outcomes unwritten
+    queued = request_run("tick")
+    assert runner.launch_pending(queued.pk)
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+
+
+def test_a_failing_claims_question_writes_outcomes_at_once(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runner_module, "FINISH_MAX_DEFER_SECONDS", 60.0)
+
+    def broken() -> bool:
+        raise RuntimeError("no answer")
+
+    runner.claims_waiting = broken
+    queued = request_run("tick")
+    assert runner.launch_pending(queued.pk)
+    assert runner.drain(30), "held for the whole limit"
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+    assert "asking whether fires wait to be claimed failed" in caplog.text
