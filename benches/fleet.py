@@ -40,11 +40,10 @@ from benches.run import (
     Workspace,
     analyse_fires,
     fmt,
-    log,
     machine,
-    median,
     percentile,
     publish,
+    repeated,
     started,
     timestamp,
     wait_until,
@@ -197,23 +196,6 @@ def handoff_only(ws: Workspace, options: FleetOptions) -> dict[str, Any]:
         return {f"claim_to_enqueued_{k}": v for k, v in ms(values).items()} | {"samples": len(values)}
     finally:
         database.drop()
-
-
-def repeated(options: FleetOptions, what: str, run: Any) -> dict[str, Any]:
-    runs = []
-    for attempt in range(options.repeats):
-        log(f"{what} ({attempt + 1}/{options.repeats})")
-        try:
-            runs.append(run())
-        except Exception as exc:
-            log(f"{what} failed: {exc}")
-            runs.append({"error": str(exc)[-2000:]})
-    good = [r for r in runs if "error" not in r]
-    summary: dict[str, Any] = {k: median([r.get(k) for r in good]) for k in sorted({k for r in good for k in r})}
-    if not good:
-        summary["error"] = runs[-1]["error"]
-    summary["runs"] = runs
-    return summary
 
 
 def run_all(options: FleetOptions, ws: Workspace) -> dict[str, Any]:

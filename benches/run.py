@@ -39,7 +39,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from benches.jobs import PHASES
 
@@ -610,7 +610,11 @@ def run_djq_burst(ws: Workspace, tasks: int) -> dict[str, Any]:
 # -- scenarios ---------------------------------------------------------------------------------
 
 
-def repeated(options: Options, what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+class Repeats(Protocol):
+    repeats: int
+
+
+def repeated(options: Repeats, what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``run`` ``repeats`` times; the medians of each figure, and the raw runs."""
     runs = []
     for attempt in range(options.repeats):

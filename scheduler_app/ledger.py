@@ -342,20 +342,26 @@ class Ledger:
                 running_count=1, buffered_record_id=None
             ):
                 return None
-            started = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.PENDING).update(
-                status=TaskStatus.RUNNING,
-                started_at=timezone.now(),
-                worker=self.process,
-                worker_label=self.worker_label,
-                message="",
-            )
-            if not started:
+            if not self._start_here(record_id, TaskStatus.PENDING):
                 # The kept record is gone (pruned): give the slot back.
                 state.update(running_count=Greatest(F("running_count") - 1, Value(0)))
                 return None
             record = TaskExecutionRecord.objects.get(pk=record_id)
         self._announce(record)
         return record
+
+    def _start_here(self, record_id: int, waiting: TaskStatus) -> bool:
+        """A record still in status ``waiting`` starts now, here: ``running`` under this ledger's
+        process and label, its message cleared. False when it is no longer ``waiting``."""
+        return bool(
+            TaskExecutionRecord.objects.filter(pk=record_id, status=waiting).update(
+                status=TaskStatus.RUNNING,
+                started_at=timezone.now(),
+                worker=self.process,
+                worker_label=self.worker_label,
+                message="",
+            )
+        )
 
     def skip_queued(self, record_id: int, message: str) -> bool:
         """Settle a queued run that will not run as ``skipped``, with ``message``; False if it was not queued."""
@@ -388,14 +394,7 @@ class Ledger:
         One UPDATE conditioned on ``queued``: of two deliveries of one run, one claims it, the other
         gets None (as does a run that was settled meanwhile, e.g. expired in the queue).
         """
-        taken = TaskExecutionRecord.objects.filter(pk=record_id, status=TaskStatus.QUEUED).update(
-            status=TaskStatus.RUNNING,
-            started_at=timezone.now(),
-            worker=self.process,
-            worker_label=self.worker_label,
-            message="",
-        )
-        if not taken:
+        if not self._start_here(record_id, TaskStatus.QUEUED):
             return None
         record = TaskExecutionRecord.objects.get(pk=record_id)
         config = self.config(record.task_id)
