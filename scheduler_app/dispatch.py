@@ -147,7 +147,7 @@ class Dispatcher:
         self._pickup_wake.clear()
         self._pickup = threading.Thread(target=self._pickup_loop, name="run-pickup", daemon=True)
         self._pickup.start()
-        self._watcher = PendingWatcher(self.wake_pickup)
+        self._watcher = PendingWatcher(self.wake_pickup, self._manual_runs_wait)
         self._watcher.start()
 
     def wake(self) -> None:
@@ -353,6 +353,11 @@ class Dispatcher:
                     self.stopping.wait(interval)
         finally:
             close_thread_connections()
+
+    def _manual_runs_wait(self) -> bool:
+        """Whether a queued manual run waits for a run of its task to end (as of the last pickup)."""
+        with self._waiting_lock:
+            return bool(self._waiting_tasks)
 
     def _runs_ended(self, names: set[str]) -> None:
         """Called by the runner's finisher: a manual run waiting for one of these tasks can start."""

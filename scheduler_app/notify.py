@@ -1,12 +1,14 @@
 """How a queued run reaches the active scheduler at once, instead of at its next poll.
 
-``announce_pending()`` is called by whoever queues a run (``services.request_run``). On PostgreSQL
-it sends ``NOTIFY`` after the commit, and the scheduler's ``PendingWatcher`` thread, listening on a
-connection of its own, wakes the pickup. On SQLite (no notifications between processes) the watcher
-reads ``PRAGMA data_version`` every ``SQLITE_CHECK_SECONDS`` on a connection of its own (it changes
-when another connection commits; reading it touches no table) and, when it changed, the id of the
-newest queued record through the pending index. Either way the control
-loop's poll stays the fallback: a lost
+``announce_pending()`` is called by whoever queues a run (``services.request_run``), and by a
+process other than the scheduler that ended a run (``trigger_task``, a fleet worker): a manual run
+queued behind that run waits for its end. On PostgreSQL it sends ``NOTIFY`` after the commit, and
+the scheduler's ``PendingWatcher`` thread, listening on a connection of its own, wakes the pickup.
+On SQLite (no notifications between processes) the watcher reads ``PRAGMA data_version`` every
+``SQLITE_CHECK_SECONDS`` on a connection of its own (it changes when another connection commits;
+reading it touches no table) and, when it changed, wakes the pickup if a newer record was queued
+(the id of the newest queued record, through the pending index) or if a queued manual run waits
+for a run to end (``waiting()``). Either way the control loop's poll stays the fallback: a lost
 connection or notification only costs the old latency, and the listener reconnects by itself.
 """
 
@@ -32,7 +34,7 @@ RECONNECT_SECONDS = (0.5, 30.0)
 
 
 def announce_pending() -> None:
-    """Tell the schedulers, once the caller's transaction commits, that a run was queued."""
+    """Tell the schedulers, once the caller's transaction commits, that a run was queued or ended."""
     if connection.vendor == "postgresql":
         transaction.on_commit(_notify)
 
@@ -49,8 +51,10 @@ def _notify() -> None:
 class PendingWatcher:
     """A thread that calls ``wake()`` soon after a run is queued by any process."""
 
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self, wake: Callable[[], None], waiting: Callable[[], bool] | None = None) -> None:
         self.wake = wake
+        # Whether a queued manual run waits for a run to end (SQLite: any commit may be that end).
+        self.waiting = waiting
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.vendor = connection.vendor
@@ -104,6 +108,9 @@ class PendingWatcher:
                 # The first look too: a run queued before it would otherwise wait for the poll.
                 self.wake()
                 newest = latest
+            elif self.waiting is not None and self.waiting():
+                # Another process may have ended the run that a queued manual run waits for.
+                self.wake()
         if database is not None:
             database.close()
 

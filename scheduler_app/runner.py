@@ -41,6 +41,7 @@ from scheduler_app.ledger import (
 )
 from scheduler_app.logging import log_context
 from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState
+from scheduler_app.notify import announce_pending
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.tasks.base import OverlapPolicy, TaskStatus
 
@@ -142,6 +143,8 @@ class TaskRunner:
             if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
                 while not self.cancel.is_set() and (buffered := self.ledger.claim_buffered(config)) is not None:
                     self._execute(config, buffered)
+            # A manual run queued meanwhile waits for this end: the scheduler learns it now, not at its poll.
+            announce_pending()
             return record
 
     def run_handed_off(self, record_id: int) -> TaskExecutionRecord | None:
@@ -162,6 +165,8 @@ class TaskRunner:
             if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
                 while not self.cancel.is_set() and (buffered := self.ledger.claim_buffered(config)) is not None:
                     self._execute(config, buffered)
+            # A manual run queued meanwhile waits for this end: the scheduler learns it now, not at its poll.
+            announce_pending()
             return record
 
     def _execute(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
