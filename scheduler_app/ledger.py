@@ -13,7 +13,6 @@ started, ``signals.run_finished`` for a record that reached a final status, with
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,8 +89,11 @@ def clone_record(record: TaskExecutionRecord) -> TaskExecutionRecord:
     """A copy of ``record`` to change apart from it (what ``copy.copy`` gives, without pickling's path)."""
     clone = TaskExecutionRecord.__new__(TaskExecutionRecord)
     clone.__dict__.update(record.__dict__)
-    clone._state = copy.copy(record._state)
-    clone._state.fields_cache = dict(record._state.fields_cache)
+    state = ModelState.__new__(ModelState)
+    state.__dict__.update(record._state.__dict__)
+    state.__dict__.pop("peers", None)  # weak references to other instances: copy.copy leaves them out too
+    state.fields_cache = dict(record._state.fields_cache)
+    clone._state = state
     return clone
 
 
