@@ -155,6 +155,18 @@ def child() -> None:
         # The finisher's batch window (runner.FINISH_BATCH_SECONDS), e.g. 0 to see what it saves.
         runner.FINISH_BATCH_SECONDS = float(gather)
 
+    # CPU seconds per thread at the window's start (SIGUSR2), for the share of each kind of thread.
+    thread_cpu_at_start: dict[int, float] = {}
+
+    def thread_cpu() -> dict[int, tuple[str, float]]:
+        seconds = {}
+        for thread in threading.enumerate():
+            try:
+                seconds[thread.ident] = (thread.name, time.clock_gettime(time.pthread_getcpuclockid(thread.ident)))
+            except (OSError, TypeError):
+                continue
+        return seconds
+
     profile = os.environ.get("BENCH_TRACE_PROFILE")
     if profile:
         # CPU time per function over all threads (yappi, measurement only: not a requirement).
@@ -162,7 +174,13 @@ def child() -> None:
 
         yappi.set_clock_type("cpu")
         yappi.start()
-        signal.signal(signal.SIGUSR2, lambda signum, frame: yappi.clear_stats())
+
+    def window_starts(signum: int, frame: Any) -> None:
+        thread_cpu_at_start.update({ident: cpu for ident, (_, cpu) in thread_cpu().items()})
+        if profile:
+            yappi.clear_stats()
+
+    signal.signal(signal.SIGUSR2, window_starts)
 
     def dump(signum: int, frame: Any) -> None:
         if profile:
@@ -171,8 +189,13 @@ def child() -> None:
                 stats = sorted(yappi.get_func_stats(), key=lambda f: f.ttot, reverse=True)
                 for f in stats[:400]:
                     handle.write(f"{f.ttot * 1000:10.1f} {f.tsub * 1000:10.1f} {f.ncall:8d}  {f.full_name[-110:]}\n")
+        by_kind: dict[str, float] = defaultdict(float)
+        for ident, (name, cpu) in thread_cpu().items():
+            # Workers and their companions by kind (task-worker-3 -> task-worker); a run renames its worker.
+            kind = "task-worker" if name.startswith(("task-worker", "task:")) else name.rstrip("0123456789-")
+            by_kind[kind] += cpu - thread_cpu_at_start.get(ident, cpu)
         data = {"handed": handed, "batches": batches, "begins": begins, "starts": starts,
-                "transactions": transactions}  # fmt: skip
+                "transactions": transactions, "thread_cpu": by_kind}  # fmt: skip
         Path(out).write_text(json.dumps(data))
         os._exit(0)
 
@@ -275,15 +298,15 @@ def main() -> None:
                 180, "runscheduler to become active", process, log_path,
             )  # fmt: skip
             time.sleep(args.warmup)
-            if args.profile:
-                os.kill(process.pid, signal.SIGUSR2)
+            os.kill(process.pid, signal.SIGUSR2)
             w0 = time.time()
             time.sleep(args.seconds)
             w1 = time.time()
             time.sleep(1.0)
             os.kill(process.pid, signal.SIGUSR1)
             process.wait(timeout=60)
-        result = analyse(json.loads(out.read_text()), w0, w1)
+        data = json.loads(out.read_text())
+        result = analyse(data, w0, w1)
     finally:
         ws.close()
     print(f"{args.tasks} tasks, phases {args.phases}, kind {args.kind}, {args.seconds:g} s window, "
@@ -292,6 +315,10 @@ def main() -> None:
     for step, fig in result.items():
         cells = [f"{fig[k]:8.2f}" if fig[k] is not None else f"{'-':>8}" for k in ("p50_ms", "p99_ms", "mean_ms")]
         print(f"{step:32} {fig['n']:6d} " + " ".join(cells))
+    print("CPU ms per second of the window, by thread (from the window's start to the dump):")
+    for kind, seconds in sorted(data.get("thread_cpu", {}).items(), key=lambda item: -item[1]):
+        if seconds > 0.0005:
+            print(f"  {kind:30} {seconds * 1000 / args.seconds:8.1f}")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,17 @@ Only the leader scheduler holds a started store, so two schedulers never write i
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import pickle
 import threading
 from datetime import datetime
+from operator import itemgetter
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
+from apscheduler.util import datetime_to_utc_timestamp
 from django.db import connection
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
@@ -35,10 +39,20 @@ logger = logging.getLogger("scheduler_app.jobstore")
 FLUSH_CHUNK = 100
 
 
+def _run_time_key(job: Job) -> float:
+    """Where a job stands in the order of next run times (a paused job, with none, last)."""
+    return datetime_to_utc_timestamp(job.next_run_time) if job.next_run_time is not None else math.inf
+
+
 class CachedDjangoJobStore(DjangoJobStore):
     def __init__(self) -> None:
         super().__init__()
         self._jobs: dict[str, Job] = {}
+        # (next run time as a timestamp, job id), kept sorted: APScheduler asks for the due jobs and
+        # the next run time at every wake-up, which with fires spread over the second is up to once
+        # per fire; a scan of every job each time cost ~50 us per fire at 1,000 jobs (BENCHMARKS.md).
+        self._order: list[tuple[float, str]] = []
+        self._keys: dict[str, float] = {}
         self._dirty: set[str] = set()
         self._cache_lock = threading.RLock()
 
@@ -47,43 +61,63 @@ class CachedDjangoJobStore(DjangoJobStore):
         # the dispatch loop, and TaskExecutionRecord is our history.
         BaseJobStore.start(self, scheduler, alias)
         with self._cache_lock:
-            self._jobs = {job.id: job for job in super()._get_jobs()}
+            self._jobs, self._order, self._keys = {}, [], {}
+            for job in super()._get_jobs():
+                self._put(job)
             self._dirty.clear()
         logger.info("job store loaded %d job(s) from the database", len(self._jobs))
+
+    # -- the ordered cache (callers hold the lock) ---------------------------------------------
+
+    def _put(self, job: Job) -> None:
+        if job.id in self._keys:
+            self._drop(job.id)
+        key = _run_time_key(job)
+        self._jobs[job.id] = job
+        self._keys[job.id] = key
+        bisect.insort(self._order, (key, job.id))
+
+    def _drop(self, job_id: str) -> None:
+        entry = (self._keys.pop(job_id), job_id)
+        index = bisect.bisect_left(self._order, entry)
+        del self._order[index]
+        del self._jobs[job_id]
+
+    # -- BaseJobStore --------------------------------------------------------------------------
 
     def lookup_job(self, job_id: str) -> Job | None:
         with self._cache_lock:
             return self._jobs.get(job_id)
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
+        limit = datetime_to_utc_timestamp(now)
         with self._cache_lock:
-            due = [job for job in self._jobs.values() if job.next_run_time and job.next_run_time <= now]
-        return sorted(due, key=lambda job: job.next_run_time)
+            end = bisect.bisect_right(self._order, limit, key=itemgetter(0))
+            return [self._jobs[job_id] for _, job_id in self._order[:end]]
 
     def get_next_run_time(self) -> datetime | None:
         with self._cache_lock:
-            times = [job.next_run_time for job in self._jobs.values() if job.next_run_time]
-        return min(times) if times else None
+            if not self._order or self._order[0][0] == math.inf:
+                return None
+            return self._jobs[self._order[0][1]].next_run_time
 
     def get_all_jobs(self) -> list[Job]:
         with self._cache_lock:
-            jobs = list(self._jobs.values())
-        jobs.sort(key=lambda job: (job.next_run_time is None, job.next_run_time or datetime.max))
-        return jobs
+            return [self._jobs[job_id] for _, job_id in self._order]
 
     def add_job(self, job: Job) -> None:
         with self._cache_lock:
             if job.id in self._jobs:
                 raise ConflictingIdError(job.id)
             super().add_job(job)
-            self._jobs[job.id] = job
+            self._put(job)
         TaskState.objects.filter(task_id=job.id).update(next_run_at=job.next_run_time)
 
     def update_job(self, job: Job) -> None:
         with self._cache_lock:
             if job.id not in self._jobs:
                 raise JobLookupError(job.id)
-            self._jobs[job.id] = job
+            self._put(job)
             self._dirty.add(job.id)
 
     def remove_job(self, job_id: str) -> None:
@@ -91,14 +125,14 @@ class CachedDjangoJobStore(DjangoJobStore):
             if job_id not in self._jobs:
                 raise JobLookupError(job_id)
             DjangoJob.objects.filter(id=job_id).delete()
-            del self._jobs[job_id]
+            self._drop(job_id)
             self._dirty.discard(job_id)
         TaskState.objects.filter(task_id=job_id).update(next_run_at=None)
 
     def remove_all_jobs(self) -> None:
         with self._cache_lock:
             DjangoJob.objects.all().delete()
-            self._jobs.clear()
+            self._jobs, self._order, self._keys = {}, [], {}
             self._dirty.clear()
 
     def flush(self) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from django_apscheduler.models import DjangoJob
@@ -86,3 +88,48 @@ def test_jobs_a_failed_chunk_did_not_write_are_written_by_the_next_flush(
     assert store.flush() == 3, "the failed chunk and the one after it"
     for number in range(5):
         assert _stored(f"job-{number}") == (when, when)
+
+
+def test_due_jobs_and_next_run_time_match_apschedulers_memory_store(store: CachedDjangoJobStore) -> None:
+    """The ordered cache against an independent implementation: APScheduler's MemoryJobStore, fed the
+    same adds, moves, pauses and removals, must name the same due jobs in the same order."""
+    reference = MemoryJobStore()
+    reference.start(store._scheduler, "reference")
+    for job in store.get_all_jobs():
+        reference.add_job(job)
+    rng = random.Random(14)
+    ids = [job.id for job in store.get_all_jobs()]
+    for step in range(300):
+        job_id = rng.choice(ids)
+        job = store.lookup_job(job_id)
+        action = rng.random()
+        if job is None:
+            job = Job(
+                store._scheduler,
+                id=job_id,
+                func=JOB_FUNC,
+                args=(),
+                kwargs={},
+                trigger=IntervalTrigger(seconds=1, start_date=START, timezone=UTC),
+                executor="default",
+                name=job_id,
+                misfire_grace_time=1,
+                coalesce=True,
+                max_instances=1,
+                next_run_time=START + timedelta(seconds=rng.randint(0, 20)),
+            )
+            store.add_job(job)
+            reference.add_job(job)
+        elif action < 0.1:
+            store.remove_job(job_id)
+            reference.remove_job(job_id)
+        else:
+            # Moved (ties on purpose: several jobs share a time), or paused (no next run time).
+            when = None if action < 0.2 else START + timedelta(seconds=rng.randint(0, 20))
+            job._modify(next_run_time=when)
+            store.update_job(job)
+            reference.update_job(job)
+        now = START + timedelta(seconds=rng.randint(0, 20), microseconds=rng.choice([0, 500_000]))
+        assert [j.id for j in store.get_due_jobs(now)] == [j.id for j in reference.get_due_jobs(now)], step
+        assert store.get_next_run_time() == reference.get_next_run_time(), step
+        assert [j.id for j in store.get_all_jobs()] == [j.id for j in reference.get_all_jobs()], step
