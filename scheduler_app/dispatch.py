@@ -267,7 +267,7 @@ class Dispatcher:
             # Back from its jitter delay: the missed-run policy was applied when it was due.
             return [Fire(config, scheduled_at, jitter) for scheduled_at in run_times]
         to_run = self._apply_missed_policy(config, run_times, missed)
-        max_jitter = int(config.options.get("jitter_seconds") or 0)  # type: ignore[call-overload]
+        max_jitter = int(config.option("jitter_seconds") or 0)  # type: ignore[call-overload]
         if not max_jitter:
             return [Fire(config, scheduled_at) for scheduled_at in to_run]
         for scheduled_at in to_run:
@@ -282,7 +282,7 @@ class Dispatcher:
     def _apply_missed_policy(config: TaskConfig, run_times: list[datetime], missed: list[MissedFire]) -> list[datetime]:
         """Split due fires into those to run and those to record as missed, by the task's catch-up rules."""
         verdict = split_due_fires(
-            run_times, datetime.now(UTC), config.catch_up_window_seconds, str(config.options.get("catch_up"))
+            run_times, datetime.now(UTC), config.catch_up_window_seconds, str(config.option("catch_up"))
         )
         missed += [MissedFire(config.name, scheduled_at, reason) for scheduled_at, reason in verdict.missed]
         return verdict.run

@@ -69,17 +69,17 @@ def _init_heard() -> bool:
     return pre_init.has_listeners(TaskExecutionRecord) or post_init.has_listeners(TaskExecutionRecord)
 
 
-def _record_from_row(row: list[Any], init_heard: bool | None = None) -> TaskExecutionRecord:
-    """A record from its column values in ``_RECORD_COLUMNS`` order, as ``from_db`` builds it.
+def _record_from_values(values: dict[str, Any], init_heard: bool | None = None) -> TaskExecutionRecord:
+    """A record from the value of each of its columns (by attname), as ``from_db`` builds it.
 
     Without Model.__init__ (a descriptor call per field: the largest share of a busy
     dispatcher's CPU) while no init signal is heard: the values by attname, and a state that
     says "read from the database". ``init_heard``: ``_init_heard()``, when the caller asked already.
     """
     if _init_heard() if init_heard is None else init_heard:
-        return TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, row)
+        return TaskExecutionRecord.from_db(None, _RECORD_COLUMNS, [values[name] for name in _RECORD_COLUMNS])
     record = TaskExecutionRecord.__new__(TaskExecutionRecord)
-    record.__dict__.update(zip(_RECORD_COLUMNS, row, strict=True))
+    record.__dict__.update(values)
     record._state = ModelState()
     record._state.adding = False
     return record
@@ -280,7 +280,7 @@ class Ledger:
             "worker_label": self.worker_label,
             **fields,
         }
-        record = _record_from_row([values[name] for name in _RECORD_COLUMNS], init_heard)
+        record = _record_from_values(values, init_heard)
         if self.process is not None:
             # What assigning ``record.worker`` does once worker_id is set, without its descriptor.
             record._state.fields_cache["worker"] = self.process

@@ -247,6 +247,8 @@ def test_a_fires_record_is_its_row_as_stored_whether_or_not_init_signals_are_hea
     finally:
         post_init.disconnect(heard, sender=TaskExecutionRecord)
     assert built[1] in initialised, "a listener of post_init sees the record built"
+    columns = {field.attname for field in TaskExecutionRecord._meta.concrete_fields}
+    assert set(vars(built[0])) - {"_state"} == columns, "built without __init__: exactly its columns"
     for record in built:
         assert record is not None and record._state.adding is False
         stored = TaskExecutionRecord.objects.get(pk=record.pk)
