@@ -9,6 +9,7 @@ APScheduler's fires leave through ``TaskExecutor`` to the dispatcher (``dispatch
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -152,6 +153,11 @@ class JobSync:
         self._aps.start(paused=True)
         self.sync()
         self._jobstore.flush()
+        # The jobs, triggers and configurations just loaded live as long as the leadership: kept out
+        # of the collector's full passes (runscheduler froze what start-up loaded the same way), which
+        # otherwise walk them while every thread waits, fires included.
+        gc.collect()
+        gc.freeze()
         self._aps.resume()
 
     def shutdown(self) -> None:
