@@ -170,6 +170,8 @@ class JobSync:
         self.shutdown()
         self._aps = None
         self._jobstore = None
+        # What start() froze can be collected again (it would leak otherwise); the next start freezes anew.
+        gc.unfreeze()
 
     def flush(self) -> None:
         if self._jobstore is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
 import time
 from datetime import UTC, datetime, timedelta
@@ -84,3 +85,15 @@ def test_a_due_flush_waits_while_fires_are_claimed_but_not_beyond_its_limit(monk
         assert len(flushes) == 2, "claims that never end do not hold the flush back for longer"
     finally:
         jobs.drop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_leading_freezes_its_jobs_out_of_full_collections_and_stepping_down_thaws_them() -> None:
+    jobs = JobSync(task_registry)
+    gc.unfreeze()
+    jobs.start(lambda name, run_times: None)
+    try:
+        assert gc.get_freeze_count() > 0, "the loaded jobs are left out of full passes"
+    finally:
+        jobs.drop()
+    assert gc.get_freeze_count() == 0, "a dropped leadership's objects can be collected again"
