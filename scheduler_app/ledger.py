@@ -414,7 +414,9 @@ class Ledger:
         stale = list(TaskExecutionRecord.objects.filter(status=TaskStatus.QUEUED, started_at__lt=cutoff))
         expired = 0
         for record in stale:
+            # pragma: no mutate start (dead `else`: started_at__lt above never matches a record without started_at)
             queued_for = (now - record.started_at).total_seconds() if record.started_at else max_wait
+            # pragma: no mutate end
             outcome = RunOutcome(
                 record_id=record.pk,
                 task_name=record.task_id,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import re
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db.models.signals import post_init
@@ -12,7 +15,7 @@ from django.utils import timezone
 
 from scheduler_app import services, signals
 from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger, clone_record
-from scheduler_app.models import TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
 
@@ -266,3 +269,175 @@ def test_a_cloned_record_changes_apart_from_its_original() -> None:
     clone.task = None  # type: ignore[assignment]
     assert (record.status, record.message, record.task_id) == (TaskStatus.RUNNING, "", "tick")
     assert clone._state.adding is False and clone._state.fields_cache is not record._state.fields_cache
+
+
+# -- the fleet's transitions, field by field: what the scheduler, a worker and the admin read ---------
+
+
+def _fires_handed_off(ledger: Ledger, count: int) -> list[TaskExecutionRecord]:
+    """``count`` fires of "tick" (overlap allowed, so each claims a slot of its own) handed to "fleet"."""
+    config = services.set_options("tick", {"overlap": "allow"})
+    start = timezone.now().replace(microsecond=0)
+    records = ledger.record_fires([Fire(config, start + timedelta(seconds=i)) for i in range(count)])
+    for record in records:
+        assert record is not None and ledger.hand_off(record.pk, "fleet"), record
+    return [TaskExecutionRecord.objects.get(pk=record.pk) for record in records if record is not None]
+
+
+@pytest.fixture
+def heard_finished() -> Iterator[list[tuple[int, str]]]:
+    """The (record id, status) of each run_finished sent during the test."""
+    heard: list[tuple[int, str]] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        heard.append((record.pk, record.status))
+
+    signals.run_finished.connect(receiver)
+    yield heard
+    signals.run_finished.disconnect(receiver)
+
+
+def test_hand_off_queues_only_this_processs_running_record_and_clears_its_worker() -> None:
+    process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    ledger = Ledger(process=process, worker_label="here:1")
+    config = services.set_options("tick", {"overlap": "allow"})
+    start = timezone.now().replace(microsecond=0)
+    first, second = ledger.record_fires([Fire(config, start), Fire(config, start + timedelta(seconds=1))])
+    assert first is not None and second is not None
+    assert Ledger(worker_label="here:1").hand_off(first.pk, "fleet") is False, "another process's ledger"
+    assert ledger.hand_off(first.pk, "fleet") is True
+    handed = TaskExecutionRecord.objects.get(pk=first.pk)
+    assert (handed.status, handed.worker_id, handed.worker_label) == ("queued", None, "")
+    assert handed.message == "queued on backend 'fleet'"
+    untouched = TaskExecutionRecord.objects.get(pk=second.pk)
+    assert (untouched.status, untouched.worker_id, untouched.worker_label, untouched.message) == (
+        "running",
+        process.pk,
+        "here:1",
+        "",
+    ), "only the record named is handed off"
+    # A run of ours that ended (here: the reaper's verdict) is not handed to anyone.
+    assert ledger.interrupt([untouched], "the scheduler stopped") == 1
+    assert ledger.hand_off(second.pk, "fleet") is False
+    assert TaskExecutionRecord.objects.get(pk=second.pk).status == "interrupted"
+    assert TaskState.objects.get(task_id="tick").running_count == 1, "the queued run keeps its slot"
+
+
+def test_a_worker_claims_a_handed_off_run_as_its_own_starting_now() -> None:
+    record = _handed_off(Ledger(worker_label="here:1"))
+    # Handed off a minute ago: the run starts when a worker takes it, not when it was queued.
+    TaskExecutionRecord.objects.filter(pk=record.pk).update(started_at=timezone.now() - timedelta(seconds=60))
+    worker = SchedulerProcess.objects.create(kind="worker", host="w", pid=7)
+    started: list[int] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        started.append(record.pk)
+
+    before = timezone.now()
+    signals.run_started.connect(receiver)
+    try:
+        claimed = Ledger(process=worker, worker_label="w:7").claim_handed_off(record.pk)
+    finally:
+        signals.run_started.disconnect(receiver)
+    assert claimed is not None
+    config, running = claimed
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (config.name, stored.status, stored.worker_id, stored.worker_label, stored.message) == (
+        "tick",
+        "running",
+        worker.pk,
+        "w:7",
+        "",
+    )
+    assert stored.started_at is not None and stored.started_at >= before
+    assert (running.pk, running.started_at, running.worker_id) == (record.pk, stored.started_at, worker.pk)
+    assert started == [record.pk]
+    assert TaskState.objects.get(task_id="tick").running_count == 1
+    assert Ledger(process=worker, worker_label="w:7").claim_handed_off(record.pk) is None, "claimed once"
+    ended = _handed_off_later(Ledger())
+    assert Ledger().fail_hand_off(ended, "ConnectionError: down")
+    assert Ledger(process=worker, worker_label="w:7").claim_handed_off(ended.pk) is None, "a settled run"
+
+
+def test_a_failed_hand_off_ends_the_run_now_keeping_when_it_began(heard_finished: list[tuple[int, str]]) -> None:
+    ledger = Ledger()
+    record, other = _fires_handed_off(ledger, 2)
+    began = timezone.now() - timedelta(seconds=30)
+    TaskExecutionRecord.objects.filter(pk=record.pk).update(started_at=began)
+    record.refresh_from_db()
+    before = timezone.now()
+    assert ledger.fail_hand_off(record, "ConnectionError: redis down") is True
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.status, stored.message, stored.error, stored.data) == (
+        "failed",
+        "could not hand the run to its backend",
+        "ConnectionError: redis down",
+        {},
+    )
+    assert (stored.started_at, stored.duration_seconds) == (began, 0.0)
+    assert stored.finished_at is not None and stored.finished_at >= before
+    assert record.status == "failed", "the caller's record is read back"
+    assert TaskExecutionRecord.objects.get(pk=other.pk).status == "queued", "only that run"
+    assert TaskState.objects.get(task_id="tick").running_count == 1, "its slot is freed, the other's held"
+    assert heard_finished == [(record.pk, "failed")]
+    assert ledger.fail_hand_off(record, "again") is False
+    assert heard_finished == [(record.pk, "failed")], "an ended run is not announced again"
+
+
+def test_expiry_ends_runs_queued_too_long_as_missed_and_leaves_one_a_worker_claimed_meanwhile(
+    heard_finished: list[tuple[int, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger()
+    first, middle, last, fresh = _fires_handed_off(ledger, 4)
+    queued_at = timezone.now() - timedelta(seconds=120)
+    TaskExecutionRecord.objects.filter(pk__in=[first.pk, middle.pk, last.pk]).update(started_at=queued_at)
+    TaskExecutionRecord.objects.filter(pk=last.pk).update(message="")  # says nothing of where it waits
+    worker = Ledger(worker_label="w:7")
+
+    def a_worker_takes_the_middle_one(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        # While the expiry goes through its list (the first or the last first), a worker claims the middle one.
+        if len(heard_finished) == 1:
+            assert worker.claim_handed_off(middle.pk) is not None
+
+    signals.run_finished.connect(a_worker_takes_the_middle_one)
+    try:
+        before = timezone.now()
+        assert ledger.expire_queued(60) == 2
+    finally:
+        signals.run_finished.disconnect(a_worker_takes_the_middle_one)
+    assert sorted(heard_finished) == [(first.pk, "missed"), (last.pk, "missed")]
+    claimed = TaskExecutionRecord.objects.get(pk=middle.pk)
+    assert (claimed.status, claimed.worker_label, claimed.finished_at) == ("running", "w:7", None)
+    for record, waited_on in ((first, "queued on backend 'fleet'"), (last, "queued")):
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        assert (stored.status, stored.started_at, stored.duration_seconds, stored.error, stored.data) == (
+            "missed",
+            queued_at,
+            0.0,
+            "",
+            {},
+        )
+        assert stored.finished_at is not None and stored.finished_at >= before
+        assert re.fullmatch(
+            rf"missed: {re.escape(waited_on)} for 12\ds and no worker took it "
+            r"\(SCHEDULER\['FLEET_QUEUE_MAX_WAIT'\] is 60s\)",
+            stored.message,
+        ), stored.message
+        assert f"task tick: run {record.pk} {stored.message}" in caplog.messages
+    assert TaskExecutionRecord.objects.get(pk=fresh.pk).status == "queued", "within the wait"
+    assert TaskState.objects.get(task_id="tick").running_count == 2, "the claimed run's and the fresh one's"
+    assert ledger.expire_queued(1e12) == 0, "a huge wait expires nothing (and does not overflow the date)"
+
+
+def test_expiry_reads_the_queued_runs_only_not_the_history(django_assert_num_queries: Any) -> None:
+    # It runs at every reaper round: the old runs that ended, or still run, cost it nothing.
+    ledger = Ledger()
+    config = services.set_options("tick", {"overlap": "allow"})
+    start = timezone.now().replace(microsecond=0)
+    running, ended = ledger.record_fires([Fire(config, start), Fire(config, start + timedelta(seconds=1))])
+    assert running is not None and ended is not None
+    assert ledger.interrupt([ended], "the scheduler stopped") == 1
+    TaskExecutionRecord.objects.update(started_at=start - timedelta(days=1))
+    with django_assert_num_queries(1):
+        assert ledger.expire_queued(60) == 0
+    assert TaskExecutionRecord.objects.get(pk=running.pk).status == "running"

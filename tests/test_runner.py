@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,8 @@ from django.utils import timezone
 
 from scheduler_app import runner as runner_module
 from scheduler_app import services, signals
+from scheduler_app.abc import Executor, RunHandle, Submission
+from scheduler_app.executors.fleet import HandedOff
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
 from scheduler_app.runner import BUSY_MESSAGE, Fire, MissedFire, TaskRunner
@@ -19,6 +22,7 @@ from scheduler_app.services import request_run, sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 from tests.processes import wait_for
 from tests.runs import run_fire, run_queued
+from tests.tasks import FleetTickTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -429,3 +433,154 @@ def test_a_failing_claims_question_writes_outcomes_at_once(
     assert runner.drain(30), "held for the whole limit"
     assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
     assert "asking whether fires wait to be claimed failed" in caplog.text
+
+
+# -- tasks whose runs execute on a django.tasks backend's workers (README: Scaling out) ------------
+
+
+class HeldRuns(Executor):
+    """A backend as the runner sees it (local=False): keeps the runs handed to it and runs none, or
+    refuses them with ``error``. Without ``alias`` it is an executor that does not say its name."""
+
+    local = False
+
+    def __init__(self, alias: str | None = "fleet", error: Exception | None = None) -> None:
+        if alias is not None:
+            self.alias = alias
+        self.error = error
+        self.submitted: list[Submission] = []
+
+    def submit(self, run: Submission, on_settled: Callable[[RunHandle], None] | None = None) -> RunHandle:
+        if self.error is not None:
+            raise self.error
+        self.submitted.append(run)
+        return HandedOff(f"job-{run.record_id}")
+
+    def backlog(self) -> int:
+        return len(self.submitted)
+
+    def in_flight(self) -> list[RunHandle]:
+        return []
+
+    def interrupt_all(self, reason: str) -> int:
+        return 0
+
+    def dead_threads(self) -> list[str]:
+        return []
+
+    def close(self, wait: float = 0.0) -> None:
+        return None
+
+
+@pytest.fixture
+def fleet_tick() -> Iterator[str]:
+    """FleetTickTask (its ``executor`` is the backend alias "fleet"), registered for the test."""
+    task_registry.register(FleetTickTask)
+    sync_task_rows()
+    yield FleetTickTask.name
+    task_registry.unregister(FleetTickTask.name)
+
+
+def scheduler_with(backend: HeldRuns, default_timeout: float | None = None) -> TaskRunner:
+    """A scheduler's runner whose "fleet" backend is ``backend``."""
+    runner = TaskRunner(default_timeout=default_timeout)
+    runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    runner._backends["fleet"] = backend
+    return runner
+
+
+def test_a_fire_of_a_fleet_task_is_handed_to_its_backend_and_waits_queued(
+    fleet_tick: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = HeldRuns()
+    runner = scheduler_with(backend, default_timeout=42.0)
+    [record] = runner.launch_fires([Fire(runner.ledger.config(fleet_tick), datetime(2027, 3, 1, tzinfo=UTC))])
+    assert record is not None
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.status, stored.worker_id, stored.worker_label, stored.message) == (
+        "queued",
+        None,
+        "",
+        "queued on backend 'fleet'",
+    )
+    [run] = backend.submitted
+    # The task sets no timeout: the runner's default stands in for SCHEDULER["DEFAULT_TIMEOUT"].
+    assert (run.record_id, run.task, run.timeout) == (record.pk, task_registry.get(fleet_tick), 42.0)
+    assert state(fleet_tick).running_count == 1, "the slot is held while the run waits for a worker"
+    assert f"task fleet_tick: run {record.pk} handed to the backend 'fleet'" in caplog.messages
+    assert (runner.in_flight(), runner.drain(0)) == (0, True), "nothing of it runs here"
+
+
+def test_a_backend_that_does_not_say_its_name_is_named_by_a_question_mark(fleet_tick: str) -> None:
+    backend = HeldRuns(alias=None)
+    runner = scheduler_with(backend)
+    [record] = runner.launch_fires([Fire(runner.ledger.config(fleet_tick), datetime(2027, 3, 1, tzinfo=UTC))])
+    assert record is not None and [run.record_id for run in backend.submitted] == [record.pk]
+    assert TaskExecutionRecord.objects.get(pk=record.pk).message == "queued on backend '?'"
+
+
+def test_a_run_the_backend_refuses_fails_with_its_error_and_queues_its_retry(
+    fleet_tick: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    services.set_options(fleet_tick, {"max_retries": 1, "retry_delay_seconds": 60})
+    runner = scheduler_with(HeldRuns(error=ConnectionError("redis down")))
+    [record] = runner.launch_fires([Fire(runner.ledger.config(fleet_tick), datetime(2027, 3, 1, tzinfo=UTC))])
+    assert record is not None
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.status, stored.message, stored.error) == (
+        "failed",
+        "could not hand the run to its backend",
+        "ConnectionError: redis down",
+    )
+    assert state(fleet_tick).running_count == 0
+    retry = TaskExecutionRecord.objects.get(retry_of_id=record.pk)
+    assert (retry.status, retry.trigger, retry.attempt) == ("pending", "retry", 2)
+    [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
+    assert logged.getMessage() == f"task fleet_tick: run {record.pk} could not be handed to the backend 'fleet'"
+    assert logged.exc_info is not None and logged.exc_info[0] is ConnectionError
+
+
+def test_a_worker_runs_a_handed_off_run_here_once_and_records_it(
+    fleet_tick: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = scheduler_with(HeldRuns())
+    [record] = scheduler.launch_fires([Fire(scheduler.ledger.config(fleet_tick), datetime(2027, 3, 1, tzinfo=UTC))])
+    assert record is not None
+    worker = TaskRunner(process=SchedulerProcess.objects.create(kind="worker", host="w", pid=7))
+    try:
+        ran = worker.run_handed_off(record.pk)
+        assert ran is not None and (ran.pk, ran.status, ran.message) == (record.pk, "success", "tick")
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        assert (stored.status, stored.worker_id, stored.worker_label) == (
+            "success",
+            worker.process.pk,
+            worker.worker_label,
+        )
+        assert stored.data == {"pid": os.getpid()}, "its code ran in this process"
+        assert (state(fleet_tick).running_count, state(fleet_tick).run_count) == (0, 1)
+        assert worker.run_handed_off(record.pk) is None, "a second delivery runs nothing"
+    finally:
+        worker.close()
+    assert TaskExecutionRecord.objects.filter(task_id=fleet_tick).count() == 1
+    skipped = f"run {record.pk} is not queued any more (claimed by another delivery, or settled): skipped"
+    assert skipped in caplog.messages
+
+
+def test_a_fire_kept_behind_a_handed_off_run_runs_next_on_its_worker(fleet_tick: str) -> None:
+    services.set_options(fleet_tick, {"overlap": "buffer_one"})
+    backend = HeldRuns()
+    scheduler = scheduler_with(backend)
+    at = datetime(2027, 3, 1, tzinfo=UTC)
+    [first] = scheduler.launch_fires([Fire(scheduler.ledger.config(fleet_tick), at)])
+    [kept] = scheduler.launch_fires([Fire(scheduler.ledger.config(fleet_tick), at + timedelta(seconds=1))])
+    assert first is not None and kept is not None and kept.status == "pending"
+    assert [run.record_id for run in backend.submitted] == [first.pk], "the kept fire waits, not handed yet"
+    worker = TaskRunner(process=SchedulerProcess.objects.create(kind="worker", host="w", pid=7))
+    try:
+        ran = worker.run_handed_off(first.pk)
+    finally:
+        worker.close()
+    assert ran is not None and (ran.pk, ran.status) == (first.pk, "success")
+    stored = TaskExecutionRecord.objects.get(pk=kept.pk)
+    assert (stored.status, stored.worker_id, stored.worker_label) == ("success", worker.process.pk, worker.worker_label)
+    assert (state(fleet_tick).running_count, state(fleet_tick).buffered_record_id) == (0, None)
