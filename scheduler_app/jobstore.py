@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import pickle
 import threading
 from datetime import datetime
 from operator import itemgetter
@@ -28,7 +27,7 @@ from apscheduler.util import datetime_to_utc_timestamp
 from django.db import connection
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
-from django_apscheduler.util import get_django_internal_datetime
+from django_apscheduler.util import get_apscheduler_datetime, get_django_internal_datetime
 
 from scheduler_app.db import write_transaction
 from scheduler_app.models import TaskState
@@ -60,9 +59,14 @@ class CachedDjangoJobStore(DjangoJobStore):
         # Skip DjangoResultStoreMixin.start: its per-fire DjangoJobExecution writes would run in
         # the dispatch loop, and TaskExecutionRecord is our history.
         BaseJobStore.start(self, scheduler, alias)
+        # The next run times as the last flush wrote them: the pickled states keep the time of the
+        # job's creation (a flush writes the column alone, see _write).
+        stored = dict(DjangoJob.objects.values_list("id", "next_run_time"))
         with self._cache_lock:
             self._jobs, self._order, self._keys = {}, [], {}
             for job in super()._get_jobs():
+                when = stored.get(job.id, job.next_run_time)
+                job.next_run_time = get_apscheduler_datetime(when, scheduler) if when is not None else None
                 self._put(job)
             self._dirty.clear()
         logger.info("job store loaded %d job(s) from the database", len(self._jobs))
@@ -115,8 +119,14 @@ class CachedDjangoJobStore(DjangoJobStore):
 
     def update_job(self, job: Job) -> None:
         with self._cache_lock:
-            if job.id not in self._jobs:
+            cached = self._jobs.get(job.id)
+            if cached is None:
                 raise JobLookupError(job.id)
+            if cached is not job:
+                # A new Job for this id (add_job's replace_existing: a changed schedule): its state is
+                # written at once. APScheduler moves a job on by changing the cached object itself, and
+                # that is only a next run time, which flush() writes.
+                super().update_job(job)
             self._put(job)
             self._dirty.add(job.id)
 
@@ -138,9 +148,11 @@ class CachedDjangoJobStore(DjangoJobStore):
     def flush(self) -> int:
         """Write the next run times that changed since the last flush; returns how many jobs.
 
-        In transactions of ``FLUSH_CHUNK`` jobs, each pickled just before its own: a thousand
-        jobs in one took ~25 ms of the process's write lock (and ~60 ms of pickling before it),
-        and the fires due meanwhile waited for it.
+        In transactions of ``FLUSH_CHUNK`` jobs: a thousand jobs in one took ~25 ms of the
+        process's write lock, and the fires due meanwhile waited for it. Only the next run time is
+        written: a job's pickled state changes only when the job is replaced (a changed schedule;
+        ``update_job`` writes that at once), and pickling a thousand jobs every second took ~40 ms of the
+        process's Python, which fires due meanwhile waited for.
         """
         with self._cache_lock:
             dirty = [self._jobs[job_id] for job_id in self._dirty if job_id in self._jobs]
@@ -155,7 +167,7 @@ class CachedDjangoJobStore(DjangoJobStore):
         return len(dirty)
 
     def _write(self, jobs: list[Job]) -> None:
-        rows = [(job.id, job.next_run_time, pickle.dumps(job.__getstate__(), self.pickle_protocol)) for job in jobs]
+        rows = [(job.id, job.next_run_time) for job in jobs]
         # Two executemany() statements instead of two ORM updates per job: with 1,000 jobs at 1 s the
         # per-row ORM flush took ~13% of the process and held the write lock the runs wait for.
         adapt = connection.ops.adapt_datetimefield_value
@@ -164,12 +176,12 @@ class CachedDjangoJobStore(DjangoJobStore):
         state_key = connection.ops.quote_name(TaskState._meta.get_field("task").column)
         with write_transaction(), connection.cursor() as cursor:
             cursor.executemany(
-                f"UPDATE {job_table} SET next_run_time = %s, job_state = %s WHERE id = %s",
-                [(adapt(get_django_internal_datetime(when)), state, job_id) for job_id, when, state in rows],
+                f"UPDATE {job_table} SET next_run_time = %s WHERE id = %s",
+                [(adapt(get_django_internal_datetime(when)), job_id) for job_id, when in rows],
             )
             cursor.executemany(
                 f"UPDATE {state_table} SET next_run_at = %s WHERE {state_key} = %s",
-                [(adapt(when), job_id) for job_id, when, _ in rows],
+                [(adapt(when), job_id) for job_id, when in rows],
             )
 
     def shutdown(self) -> None:

@@ -54,9 +54,14 @@ def _advance(store: CachedDjangoJobStore, seconds: int) -> datetime:
     return when
 
 
-def _stored(job_id: str) -> tuple[datetime, datetime]:
+def _stored(store: CachedDjangoJobStore, job_id: str) -> tuple[datetime, datetime]:
+    """The job's next run time as its row holds it, and as a new leader's store loads it."""
     row = DjangoJob.objects.get(id=job_id)
-    return row.next_run_time, pickle.loads(row.job_state)["next_run_time"]
+    fresh = CachedDjangoJobStore()
+    fresh.start(store._scheduler, "fresh")
+    loaded = fresh.lookup_job(job_id)
+    assert loaded is not None
+    return row.next_run_time, loaded.next_run_time
 
 
 def test_flush_writes_every_changed_job_in_chunks(store: CachedDjangoJobStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,8 +69,10 @@ def test_flush_writes_every_changed_job_in_chunks(store: CachedDjangoJobStore, m
     when = _advance(store, 7)
     assert store.flush() == 5
     for number in range(5):
-        assert _stored(f"job-{number}") == (when, when)
+        assert _stored(store, f"job-{number}") == (when, when)
     assert store.flush() == 0, "nothing changed since"
+    # What a flush writes is the time alone: the pickled state (trigger, arguments) stays as added.
+    assert pickle.loads(DjangoJob.objects.get(id="job-0").job_state)["next_run_time"] == START
 
 
 def test_jobs_a_failed_chunk_did_not_write_are_written_by_the_next_flush(
@@ -87,7 +94,7 @@ def test_jobs_a_failed_chunk_did_not_write_are_written_by_the_next_flush(
         store.flush()
     assert store.flush() == 3, "the failed chunk and the one after it"
     for number in range(5):
-        assert _stored(f"job-{number}") == (when, when)
+        assert _stored(store, f"job-{number}") == (when, when)
 
 
 def test_due_jobs_and_next_run_time_match_apschedulers_memory_store(store: CachedDjangoJobStore) -> None:
@@ -133,3 +140,33 @@ def test_due_jobs_and_next_run_time_match_apschedulers_memory_store(store: Cache
         assert [j.id for j in store.get_due_jobs(now)] == [j.id for j in reference.get_due_jobs(now)], step
         assert store.get_next_run_time() == reference.get_next_run_time(), step
         assert [j.id for j in store.get_all_jobs()] == [j.id for j in reference.get_all_jobs()], step
+
+
+def test_a_replaced_job_is_stored_at_once_with_its_new_trigger(store: CachedDjangoJobStore) -> None:
+    """A changed schedule replaces the job (add_job with replace_existing): its whole state is written
+    then, not left to flush(), which writes next run times only."""
+    old = store.lookup_job("job-1")
+    assert old is not None
+    new = Job(
+        store._scheduler,
+        id="job-1",
+        func=JOB_FUNC,
+        args=(),
+        kwargs={"fingerprint": "interval|2"},
+        trigger=IntervalTrigger(seconds=2, start_date=START, timezone=UTC),
+        executor="default",
+        name="job-1",
+        misfire_grace_time=1,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=START + timedelta(seconds=2),
+    )
+    store.update_job(new)
+    state = pickle.loads(DjangoJob.objects.get(id="job-1").job_state)
+    assert state["kwargs"] == {"fingerprint": "interval|2"} and state["trigger"].interval == timedelta(seconds=2)
+    assert store.flush() == 1
+    fresh = CachedDjangoJobStore()
+    fresh.start(store._scheduler, "fresh")
+    loaded = fresh.lookup_job("job-1")
+    assert loaded is not None and loaded.kwargs == {"fingerprint": "interval|2"}
+    assert loaded.next_run_time == START + timedelta(seconds=2)
