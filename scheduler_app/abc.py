@@ -88,3 +88,25 @@ class Executor(ABC):
     @abstractmethod
     def close(self, wait: float = 0.0) -> None:
         """Stop taking runs; wait up to ``wait`` seconds for the workers to end."""
+
+
+class RemoteExecutor(Executor):
+    """An executor whose runs' code executes in other processes (``local`` False): it holds no run
+    of this process, so there is nothing here to count, interrupt, watch or wait for."""
+
+    local = False
+
+    def backlog(self) -> int:
+        return 0
+
+    def in_flight(self) -> list[RunHandle]:
+        return []
+
+    def interrupt_all(self, reason: str) -> int:
+        return 0
+
+    def dead_threads(self) -> list[str]:
+        return []
+
+    def close(self, wait: float = 0.0) -> None:
+        return None

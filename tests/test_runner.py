@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from scheduler_app import runner as runner_module
 from scheduler_app import services, signals
-from scheduler_app.abc import Executor, RunHandle, Submission
+from scheduler_app.abc import RemoteExecutor, RunHandle, Submission
 from scheduler_app.executors.fleet import HandedOff
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
@@ -438,11 +438,9 @@ def test_a_failing_claims_question_writes_outcomes_at_once(
 # -- tasks whose runs execute on a django.tasks backend's workers (README: Scaling out) ------------
 
 
-class HeldRuns(Executor):
+class HeldRuns(RemoteExecutor):
     """A backend as the runner sees it (local=False): keeps the runs handed to it and runs none, or
     refuses them with ``error``. Without ``alias`` it is an executor that does not say its name."""
-
-    local = False
 
     def __init__(self, alias: str | None = "fleet", error: Exception | None = None) -> None:
         if alias is not None:
@@ -455,21 +453,6 @@ class HeldRuns(Executor):
             raise self.error
         self.submitted.append(run)
         return HandedOff(f"job-{run.record_id}")
-
-    def backlog(self) -> int:
-        return len(self.submitted)
-
-    def in_flight(self) -> list[RunHandle]:
-        return []
-
-    def interrupt_all(self, reason: str) -> int:
-        return 0
-
-    def dead_threads(self) -> list[str]:
-        return []
-
-    def close(self, wait: float = 0.0) -> None:
-        return None
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from datetime import datetime
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from scheduler_app.abc import Executor, Outcome, RunHandle, Submission
+from scheduler_app.abc import Outcome, RemoteExecutor, RunHandle, Submission
 from scheduler_app.executors import NEEDS_FRAMEWORK, tasks_framework
 
 # Imported by path when first used: the worker side (it imports the runner, which imports this module).
@@ -36,10 +36,8 @@ class HandedOff:
         raise RuntimeError("a run handed to a backend ends on a worker: read its record")
 
 
-class FleetExecutor(Executor):
+class FleetExecutor(RemoteExecutor):
     """Enqueues runs on the ``django.tasks`` backend ``alias`` (settings.TASKS)."""
-
-    local = False
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
@@ -49,18 +47,3 @@ class FleetExecutor(Executor):
             raise ImproperlyConfigured(NEEDS_FRAMEWORK)
         result = import_string(WORKER_TASK).using(backend=self.alias).enqueue(run.record_id)
         return HandedOff(str(result.id))
-
-    def backlog(self) -> int:
-        return 0
-
-    def in_flight(self) -> list[RunHandle]:
-        return []
-
-    def interrupt_all(self, reason: str) -> int:
-        return 0
-
-    def dead_threads(self) -> list[str]:
-        return []
-
-    def close(self, wait: float = 0.0) -> None:
-        return None
