@@ -744,3 +744,17 @@ def test_a_kept_fire_that_cannot_start_after_its_run_is_logged(
     assert (logged.levelname, logged.getMessage()) == ("ERROR", "task tick: could not start its buffered fire yet")
     assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
     assert runner.dead_threads() == [], "the finisher goes on"
+
+
+@pytest.mark.fleet
+def test_a_fleet_tasks_run_is_enqueued_on_the_backend_its_executor_names(fleet_tick: str) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    runner = TaskRunner()  # no backend set by hand: the runner makes the "fleet" one (settings.TASKS)
+    [record] = runner.launch_fires([Fire(runner.ledger.config(fleet_tick), datetime(2027, 3, 1, tzinfo=UTC))])
+    assert record is not None
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.status, stored.message) == ("queued", "queued on backend 'fleet'")
+    [job] = DBTaskResult.objects.all()
+    assert (job.backend_name, job.args_kwargs["args"]) == ("fleet", [record.pk])
+    assert (runner.in_flight(), runner.drain(0)) == (0, True), "nothing of it runs here"
