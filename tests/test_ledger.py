@@ -487,3 +487,14 @@ def test_a_fires_record_names_its_process_without_reading_it_back(django_assert_
     assert set(TaskExecutionRecord.objects.values_list("worker_id", flat=True)) == {process.pk}
     [unowned] = Ledger().record_fires([Fire(ledger.config("tick"), at + timedelta(seconds=1))])
     assert unowned is not None and (unowned.worker_id, unowned.worker) == (None, None)
+
+
+def test_a_queued_manual_run_names_only_an_authenticated_user() -> None:
+    from django.contrib.auth.models import AnonymousUser, User
+
+    operator = User.objects.create_user("operator")
+    ledger = Ledger()
+    anonymous = ledger.queue_manual("tick", user=AnonymousUser(), origin="api")
+    named = ledger.queue_manual("tick", user=operator, origin="api")
+    stored = dict(TaskExecutionRecord.objects.values_list("pk", "triggered_by_id"))
+    assert (stored[anonymous.pk], stored[named.pk]) == (None, operator.pk)

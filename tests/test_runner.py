@@ -758,3 +758,70 @@ def test_a_fleet_tasks_run_is_enqueued_on_the_backend_its_executor_names(fleet_t
     [job] = DBTaskResult.objects.all()
     assert (job.backend_name, job.args_kwargs["args"]) == ("fleet", [record.pk])
     assert (runner.in_flight(), runner.drain(0)) == (0, True), "nothing of it runs here"
+
+
+# -- run_now: the trigger_task command's run, waited for in the caller's thread -------------------
+
+
+def test_run_now_records_who_asked_and_from_where() -> None:
+    from django.contrib.auth.models import User
+
+    operator = User.objects.create_user("operator")
+    record = TaskRunner().run_now("tick", user=operator, origin="admin")
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.status, stored.triggered_by_id, stored.origin) == ("success", operator.pk, "admin")
+
+
+def test_run_now_runs_the_fire_kept_behind_it_next() -> None:
+    runner = TaskRunner()
+    services.set_options("tick", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    [kept] = runner.launch_fires([Fire(runner.ledger.config("tick"), datetime(2027, 6, 1, tzinfo=UTC))])
+    assert kept is not None and kept.status == "pending"
+    # The run it waited behind ended without starting it (its scheduler stopped, say).
+    TaskState.objects.filter(task_id="tick").update(running_count=0)
+    record = runner.run_now("tick")
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == "success"
+    assert TaskExecutionRecord.objects.get(pk=kept.pk).status == "success", "run next, in this thread"
+    assert (state("tick").running_count, state("tick").buffered_record_id) == (0, None)
+
+
+def test_a_run_now_ends_interrupted_when_its_runner_is_stopped() -> None:
+    runner = TaskRunner()
+    ended: list[TaskExecutionRecord] = []
+    caller = threading.Thread(target=lambda: ended.append(runner.run_now("long")))
+    caller.start()
+    try:
+        wait_for(lambda: runner.in_flight() == 1, timeout=10, message="the run to start")
+        runner.cancel.set()
+        caller.join(timeout=30)
+        assert ended, "run_now still waits for a run its runner gave up"
+        stored = TaskExecutionRecord.objects.get(pk=ended[0].pk)
+        assert (stored.status, stored.error) == ("interrupted", "the scheduler stopped before the run finished")
+    finally:
+        runner.cancel.set()
+        caller.join(timeout=30)
+        runner.close()
+
+
+def test_a_failing_on_runs_ended_is_logged_and_the_finisher_goes_on(
+    runner: TaskRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    def on_runs_ended(names: set[str]) -> None:
+        raise RuntimeError("the scheduler is gone")
+
+    runner.on_runs_ended = on_runs_ended
+    for _ in range(2):
+        queued = request_run("tick")
+        assert run_queued(runner, queued.pk) is not None
+
+    def logged() -> list[Any]:
+        return [entry for entry in caplog.records if "run(s) ended" in entry.getMessage()]
+
+    # Told after the outcome is written (and drain returned): the second line comes a moment later.
+    wait_for(lambda: len(logged()) == 2, timeout=10, message="both failures logged")
+    assert [(entry.levelname, entry.getMessage()) for entry in logged()] == [
+        ("ERROR", "telling the scheduler that 1 run(s) ended failed")
+    ] * 2
+    assert all(entry.exc_info is not None and entry.exc_info[0] is RuntimeError for entry in logged())
+    assert runner.dead_threads() == []
