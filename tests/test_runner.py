@@ -825,3 +825,36 @@ def test_a_failing_on_runs_ended_is_logged_and_the_finisher_goes_on(
     ] * 2
     assert all(entry.exc_info is not None and entry.exc_info[0] is RuntimeError for entry in logged())
     assert runner.dead_threads() == []
+
+
+def test_outcomes_that_cannot_be_written_while_stopping_are_logged(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    from django.db import connection, connections
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the outage is another SQLite connection's write lock")
+    # The finisher's own connection (a new one, in its thread) gives up on the lock at once.
+    monkeypatch.setitem(connections.settings["default"]["OPTIONS"], "timeout", 0.1)
+    monkeypatch.setattr(runner_module, "FINISH_MAX_DEFER_SECONDS", 60.0)
+    holding = threading.Event()
+    holding.set()
+    runner.claims_waiting = holding.is_set
+    queued = request_run("tick")
+    assert runner.launch_pending(queued.pk)
+    wait_for(lambda: runner.in_flight() == 0, timeout=10, message="the run to end")
+    runner.cancel.set()  # stopping: the finisher does not wait for the database to come back
+    locker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        holding.clear()
+        assert runner.drain(30)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    [logged] = [entry for entry in caplog.records if entry.getMessage().startswith("could not record")]
+    assert logged.getMessage() == "could not record the outcome of 1 run(s); they stay `running` until reaped"
+    assert logged.exc_info is not None
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running"
