@@ -150,7 +150,9 @@ def begin_scheduled(
             return {}
         by_name = {run.task_name: run for run in runs if run.task_name in recorded}
         claimed = claim_slots([n for n, r in by_name.items() if not r.allow_overlap], exclusive=True)
+        # pragma: no mutate start (exclusive is only tested for truth: None is as False)
         claimed |= claim_slots([n for n, r in by_name.items() if r.allow_overlap], exclusive=False)
+        # pragma: no mutate end
         busy = [recorded[name] for name in recorded if name not in claimed]
         for start in range(0, len(busy), CHUNK):
             chunk = busy[start : start + CHUNK]
@@ -364,7 +366,7 @@ def ready_runs(
         f"WHERE r.{_column(record, 'status')} = {_pending_literal()} AND ("
         f"({r_trigger} = %s AND ({scheduled_at} IS NULL OR {scheduled_at} <= %s)) "
         f"OR ({r_trigger} = %s AND {idle}) "
-        f"OR ({r_trigger} = %s AND ({' OR '.join(manual)}))"
+        f"OR ({r_trigger} = %s AND ({' OR '.join(manual)}))"  # pragma: no mutate (SQL keywords ignore case)
         f") ORDER BY r.{_column(record, 'id')} LIMIT %s"
     )
     with connection.cursor() as cursor:

@@ -14,7 +14,7 @@ from django.db.models.signals import post_init
 from django.utils import timezone
 
 from scheduler_app import services, signals
-from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger, clone_record
+from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger, MissedFire, clone_record
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
@@ -441,3 +441,60 @@ def test_expiry_reads_the_queued_runs_only_not_the_history(django_assert_num_que
     with django_assert_num_queries(1):
         assert ledger.expire_queued(60) == 0
     assert TaskExecutionRecord.objects.get(pk=running.pk).status == "running"
+
+
+# -- a burst of fires: every policy recorded, duplicates told, records built without reading back --------
+
+
+def test_a_buffer_one_fire_after_a_fire_of_another_policy_in_a_burst_is_recorded() -> None:
+    ledger = Ledger()
+    kept = services.set_options("slow", {"overlap": "buffer_one"})
+    at = timezone.now().replace(microsecond=0)
+    records = ledger.record_fires([Fire(ledger.config("tick"), at), Fire(kept, at), Fire(ledger.config("boom"), at)])
+    assert [(r.task_id, r.status) for r in records if r is not None] == [
+        ("tick", "running"),
+        ("slow", "running"),
+        ("boom", "running"),
+    ]
+
+
+def test_a_fire_recorded_elsewhere_comes_back_none_and_is_logged_whatever_its_policy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ledger = Ledger()
+    services.set_options("slow", {"overlap": "buffer_one"})
+    at = timezone.now().replace(microsecond=0)
+    fires = [Fire(ledger.config("tick"), at), Fire(ledger.config("slow"), at)]
+    assert all(record is not None for record in ledger.record_fires(fires))
+    caplog.clear()
+    assert Ledger().record_fires(fires) == [None, None]
+    assert [entry.getMessage() for entry in caplog.records if entry.name == "scheduler_app.ledger"] == [
+        f"fire of {name} at {at} already recorded by another process" for name in ("tick", "slow")
+    ]
+    assert TaskExecutionRecord.objects.count() == 2
+
+
+def test_a_fires_record_names_its_process_without_reading_it_back(django_assert_num_queries: Any) -> None:
+    process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
+    ledger = Ledger(process=process, worker_label="here:1")
+    at = timezone.now().replace(microsecond=0)
+    [record] = ledger.record_fires([Fire(ledger.config("tick"), at)])
+    [missed] = ledger.record_missed([MissedFire("boom", at, "missed: the scheduler was down")])
+    for built in (record, missed):
+        assert built is not None and built.worker_id == process.pk
+        with django_assert_num_queries(0):
+            assert built.worker is process
+    assert set(TaskExecutionRecord.objects.values_list("worker_id", flat=True)) == {process.pk}
+    [unowned] = Ledger().record_fires([Fire(ledger.config("tick"), at + timedelta(seconds=1))])
+    assert unowned is not None and (unowned.worker_id, unowned.worker) == (None, None)
+
+
+def test_a_queued_manual_run_names_only_an_authenticated_user() -> None:
+    from django.contrib.auth.models import AnonymousUser, User
+
+    operator = User.objects.create_user("operator")
+    ledger = Ledger()
+    anonymous = ledger.queue_manual("tick", user=AnonymousUser(), origin="api")
+    named = ledger.queue_manual("tick", user=operator, origin="api")
+    stored = dict(TaskExecutionRecord.objects.values_list("pk", "triggered_by_id"))
+    assert (stored[anonymous.pk], stored[named.pk]) == (None, operator.pk)

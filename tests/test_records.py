@@ -126,6 +126,51 @@ def test_missed_fires_are_recorded_together_once_each(runner: TaskRunner) -> Non
     assert runner.record_missed_fires(fires[1:]) == [None, None]
 
 
+def test_a_burst_is_one_insert_and_its_busy_fires_one_update(runner: TaskRunner) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    TaskState.objects.filter(task_id__in=["slow", "boom"]).update(running_count=1)  # busy elsewhere
+    table = TaskExecutionRecord._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        records = runner.ledger.record_fires([Fire(config(name), MOMENT) for name in ("tick", "slow", "boom")])
+    assert [r.status for r in records] == ["running", "skipped", "skipped"]
+    statements = [query["sql"].split()[0:3] for query in queries.captured_queries]
+    assert statements.count(["INSERT", "INTO", f'"{table}"']) == 1
+    assert statements.count(["UPDATE", f'"{table}"', "SET"]) == 1, "both busy fires skipped in one statement"
+    TaskState.objects.update(running_count=0)
+    with CaptureQueriesContext(connection) as queries:
+        runner.ledger.record_fires([Fire(config("tick"), MOMENT + timedelta(seconds=1))])
+    assert not [query for query in queries.captured_queries if query["sql"].startswith(f'UPDATE "{table}"')]
+
+
+def test_a_burst_larger_than_a_statement_is_recorded_whole(runner: TaskRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler_app import records
+
+    monkeypatch.setattr(records, "CHUNK", 2)  # a burst of 3: two INSERT statements
+    names = ("tick", "boom", "garbage")
+    recorded = runner.ledger.record_fires([Fire(config(name), MOMENT) for name in names])
+    assert [(r.task_id, r.status) for r in recorded if r is not None] == [(name, "running") for name in names]
+    assert TaskExecutionRecord.objects.filter(scheduled_at=MOMENT).count() == 3
+
+
+def test_an_empty_batch_writes_nothing() -> None:
+    from scheduler_app.records import begin_scheduled, record_missed
+
+    now = timezone.now()
+    assert begin_scheduled([], now=now, worker=None, worker_label="", busy_message=BUSY_MESSAGE) == {}
+    assert record_missed([], now=now, worker=None, worker_label="") == []
+    assert not TaskExecutionRecord.objects.exists()
+
+
+def test_one_fire_per_task_per_statement_is_a_rule_of_the_caller() -> None:
+    from scheduler_app.records import NewRun, begin_scheduled
+
+    twice = [NewRun("tick", MOMENT, False), NewRun("tick", MOMENT + timedelta(seconds=1), False)]
+    with pytest.raises(AssertionError, match=r"^one fire per task per call$"):
+        begin_scheduled(twice, now=timezone.now(), worker=None, worker_label="", busy_message=BUSY_MESSAGE)
+
+
 # -- what is ready to run ------------------------------------------------------------------------
 
 
@@ -177,7 +222,8 @@ def test_ready_runs_use_the_pending_index_on_sqlite() -> None:
         lambda execute, sql, params, many, context: captured.append(sql) or execute(sql, params, many, context)
     ):
         records.ready_runs(now=timezone.now(), limit=10)
-        records.newest_pending_id()
+        with connection.cursor() as cursor:
+            cursor.execute(records.newest_pending_sql())  # as the SQLite pickup check runs it (notify.py)
     for sql in captured:
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "NULL"))

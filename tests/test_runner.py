@@ -230,7 +230,7 @@ def test_interrupt_marks_only_running_records() -> None:
     running.refresh_from_db()
     done.refresh_from_db()
     unstarted.refresh_from_db()
-    assert running.status == "interrupted" and running.error == "gone"
+    assert (running.status, running.message, running.error) == ("interrupted", "interrupted", "gone")
     assert running.started_at == done.finished_at and running.data == {"step": 3}, "what it had is kept"
     assert running.duration_seconds == (running.finished_at - running.started_at).total_seconds() > 0
     assert unstarted.finished_at is not None and unstarted.duration_seconds is None and unstarted.data == {}
@@ -261,6 +261,8 @@ def test_a_queued_manual_run_of_a_busy_task_waits_then_runs_once() -> None:
 def test_a_manual_run_that_waited_too_long_is_skipped_naming_the_run_it_waited_for() -> None:
     blocking = TaskExecutionRecord.objects.create(task_id="slow", trigger="scheduled", status="running")
     TaskState.objects.filter(task_id="slow").update(running_count=1)
+    # A newer run of another task: the message names the run of this task, not the newest run.
+    TaskExecutionRecord.objects.create(task_id="tick", trigger="scheduled", status="running")
     # Accepted while the task was idle (request_run refuses a busy task).
     queued = TaskExecutionRecord.objects.create(task_id="slow", trigger="manual", status="pending", origin="api")
     assert TaskRunner().launch_pending(queued.pk) is False
@@ -567,3 +569,275 @@ def test_a_fire_kept_behind_a_handed_off_run_runs_next_on_its_worker(fleet_tick:
     stored = TaskExecutionRecord.objects.get(pk=kept.pk)
     assert (stored.status, stored.worker_id, stored.worker_label) == ("success", worker.process.pk, worker.worker_label)
     assert (state(fleet_tick).running_count, state(fleet_tick).buffered_record_id) == (0, None)
+
+
+# -- the runner's bookkeeping: what it says is in flight, the finisher's batches, reuse after close ------
+
+
+def test_in_flight_counts_the_runs_whose_code_has_not_ended(runner: TaskRunner) -> None:
+    assert runner.in_flight() == 0, "nothing launched (no executor yet)"
+    queued = request_run("hang")
+    assert runner.launch_pending(queued.pk)
+    wait_for(lambda: runner.in_flight() == 1, timeout=10, message="the run to be in flight")
+    assert runner.interrupt_launched("the scheduler stopped") == 1
+    assert runner.drain(30)
+    assert runner.in_flight() == 0
+
+
+def test_drain_returns_at_its_timeout_while_no_run_ends(runner: TaskRunner) -> None:
+    [record] = runner.launch_fires([Fire(runner.ledger.config("long"), datetime(2027, 4, 1, tzinfo=UTC))])
+    assert record is not None and record.status == "running"
+    answers: list[bool] = []
+    waiter = threading.Thread(target=lambda: answers.append(runner.drain(0.1)))
+    waiter.start()
+    waiter.join(timeout=10)  # the run goes on for 30 s
+    assert answers == [False], "drain waited past its timeout"
+    assert runner.interrupt_launched("the scheduler stopped") == 1
+    assert runner.drain(30)
+    waiter.join(timeout=10)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # its death is the point
+def test_the_dead_threads_of_the_executor_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler_app import faults
+
+    monkeypatch.setattr(faults, "_KILL", frozenset({"watchdog"}))
+    runner = TaskRunner()
+    try:
+        queued = request_run("hang")  # its 1 s timeout wakes the pool's watchdog, which dies
+        assert runner.launch_pending(queued.pk)
+        wait_for(lambda: runner.dead_threads() != [], timeout=30, message="the watchdog to die")
+        [dead] = runner.dead_threads()
+        assert dead.endswith("-watchdog"), dead
+    finally:
+        runner.interrupt_launched("the test ended")
+        runner.drain(30)
+        runner.close()
+
+
+def test_the_finisher_never_keeps_the_process_alive(runner: TaskRunner) -> None:
+    assert runner.launch_pending(request_run("tick").pk)
+    finishers = [thread for thread in threading.enumerate() if thread.name == "run-finisher"]
+    assert finishers and all(thread.daemon for thread in finishers)
+    assert runner.drain(30)
+
+
+class RefusingPool(HeldRuns):
+    """An executor that cannot take a run (e.g. closed): its submit raises."""
+
+    def __init__(self) -> None:
+        super().__init__(error=RuntimeError("the pool is closed"))
+
+
+def test_a_run_the_executor_refuses_is_not_left_waiting_for_an_outcome() -> None:
+    runner = TaskRunner(executor=RefusingPool())
+    queued = request_run("tick")
+    with pytest.raises(RuntimeError, match="the pool is closed"):
+        runner.launch_pending(queued.pk)
+    assert runner.drain(0), "no outcome to wait for"
+    runner.close()
+
+
+def test_outcomes_settled_within_the_window_are_written_as_one_batch(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wide window: the second run ends within it for sure; the stop below ends the window.
+    monkeypatch.setattr(runner_module, "FINISH_BATCH_SECONDS", 60.0)
+    batches: list[set[str]] = []
+    runner.on_runs_ended = batches.append
+    for name in ("tick", "boom"):
+        assert runner.launch_pending(request_run(name).pk)
+        wait_for(lambda: runner.in_flight() == 0, timeout=10, message=f"the run of {name} to end")
+    runner.close()  # a stop writes what the finisher holds at once
+    assert batches == [{"tick", "boom"}]
+    assert set(TaskExecutionRecord.objects.values_list("status", flat=True)) == {"success", "failed"}
+
+
+def test_a_closed_runner_runs_and_records_again() -> None:
+    runner = TaskRunner()
+    try:
+        assert run_queued(runner, request_run("tick").pk) is not None
+        runner.close()
+        for _ in range(2):  # the second outcome needs the finisher after the first
+            record = run_queued(runner, request_run("tick").pk)
+            assert record is not None and record.status == "success"
+        assert runner.dead_threads() == []
+    finally:
+        runner.close()
+
+
+def _a_fire_kept_behind_held_outcomes(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, int]:
+    """Two ended runs whose outcomes the finisher holds (as while fires are claimed), in this order: one
+    of "boom" (no buffer), one of "tick" (``buffer_one``) with a fire kept behind it. Clear the event to let
+    the finisher write them as one batch. Returns the event and the kept fire's record id."""
+    monkeypatch.setattr(runner_module, "FINISH_MAX_DEFER_SECONDS", 60.0)
+    holding = threading.Event()
+    holding.set()
+    runner.claims_waiting = holding.is_set
+    assert runner.launch_pending(request_run("boom").pk)
+    wait_for(lambda: runner.in_flight() == 0, timeout=10, message="the run of boom to end")
+    config = services.set_options("tick", {"overlap": "buffer_one"})
+    at = datetime(2027, 5, 1, tzinfo=UTC)
+    [running] = runner.launch_fires([Fire(config, at)])
+    [kept] = runner.launch_fires([Fire(config, at + timedelta(seconds=1))])
+    assert running is not None and running.status == "running" and kept is not None and kept.status == "pending"
+    wait_for(lambda: runner.in_flight() == 0, timeout=10, message="the run of tick to end")
+    return holding, kept.pk
+
+
+def test_the_fire_kept_behind_a_run_starts_once_its_outcome_is_written(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holding, kept = _a_fire_kept_behind_held_outcomes(runner, monkeypatch)
+    holding.clear()
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=kept).status == "success"
+    assert (state("tick").running_count, state("tick").buffered_record_id) == (0, None)
+
+
+def test_a_stopping_runner_leaves_the_kept_fire_for_the_next_scheduler(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holding, kept = _a_fire_kept_behind_held_outcomes(runner, monkeypatch)
+    runner.cancel.set()
+    holding.clear()
+    assert runner.drain(30)
+    assert TaskExecutionRecord.objects.get(pk=kept).status == "pending"
+    assert (state("tick").running_count, state("tick").buffered_record_id) == (0, kept)
+
+
+def test_a_kept_fire_that_cannot_start_after_its_run_is_logged(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    holding, kept = _a_fire_kept_behind_held_outcomes(runner, monkeypatch)
+
+    def failing_receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        if record.pk == kept:
+            raise RuntimeError("a run_started receiver failed")
+
+    signals.run_started.connect(failing_receiver)
+    try:
+        holding.clear()
+        assert runner.drain(30)
+    finally:
+        signals.run_started.disconnect(failing_receiver)
+    [logged] = [entry for entry in caplog.records if "buffered fire" in entry.getMessage()]
+    assert (logged.levelname, logged.getMessage()) == ("ERROR", "task tick: could not start its buffered fire yet")
+    assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
+    assert runner.dead_threads() == [], "the finisher goes on"
+
+
+@pytest.mark.fleet
+def test_a_fleet_tasks_run_is_enqueued_on_the_backend_its_executor_names(fleet_tick: str) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    runner = TaskRunner()  # no backend set by hand: the runner makes the "fleet" one (settings.TASKS)
+    [record] = runner.launch_fires([Fire(runner.ledger.config(fleet_tick), datetime(2027, 3, 1, tzinfo=UTC))])
+    assert record is not None
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.status, stored.message) == ("queued", "queued on backend 'fleet'")
+    [job] = DBTaskResult.objects.all()
+    assert (job.backend_name, job.args_kwargs["args"]) == ("fleet", [record.pk])
+    assert (runner.in_flight(), runner.drain(0)) == (0, True), "nothing of it runs here"
+
+
+# -- run_now: the trigger_task command's run, waited for in the caller's thread -------------------
+
+
+def test_run_now_records_who_asked_and_from_where() -> None:
+    from django.contrib.auth.models import User
+
+    operator = User.objects.create_user("operator")
+    record = TaskRunner().run_now("tick", user=operator, origin="admin")
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.status, stored.triggered_by_id, stored.origin) == ("success", operator.pk, "admin")
+
+
+def test_run_now_runs_the_fire_kept_behind_it_next() -> None:
+    runner = TaskRunner()
+    services.set_options("tick", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="tick").update(running_count=1)
+    [kept] = runner.launch_fires([Fire(runner.ledger.config("tick"), datetime(2027, 6, 1, tzinfo=UTC))])
+    assert kept is not None and kept.status == "pending"
+    # The run it waited behind ended without starting it (its scheduler stopped, say).
+    TaskState.objects.filter(task_id="tick").update(running_count=0)
+    record = runner.run_now("tick")
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == "success"
+    assert TaskExecutionRecord.objects.get(pk=kept.pk).status == "success", "run next, in this thread"
+    assert (state("tick").running_count, state("tick").buffered_record_id) == (0, None)
+
+
+def test_a_run_now_ends_interrupted_when_its_runner_is_stopped() -> None:
+    runner = TaskRunner()
+    ended: list[TaskExecutionRecord] = []
+    caller = threading.Thread(target=lambda: ended.append(runner.run_now("long")))
+    caller.start()
+    try:
+        wait_for(lambda: runner.in_flight() == 1, timeout=10, message="the run to start")
+        runner.cancel.set()
+        caller.join(timeout=30)
+        assert ended, "run_now still waits for a run its runner gave up"
+        stored = TaskExecutionRecord.objects.get(pk=ended[0].pk)
+        assert (stored.status, stored.error) == ("interrupted", "the scheduler stopped before the run finished")
+    finally:
+        runner.cancel.set()
+        caller.join(timeout=30)
+        runner.close()
+
+
+def test_a_failing_on_runs_ended_is_logged_and_the_finisher_goes_on(
+    runner: TaskRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    def on_runs_ended(names: set[str]) -> None:
+        raise RuntimeError("the scheduler is gone")
+
+    runner.on_runs_ended = on_runs_ended
+    for _ in range(2):
+        queued = request_run("tick")
+        assert run_queued(runner, queued.pk) is not None
+
+    def logged() -> list[Any]:
+        return [entry for entry in caplog.records if "run(s) ended" in entry.getMessage()]
+
+    # Told after the outcome is written (and drain returned): the second line comes a moment later.
+    wait_for(lambda: len(logged()) == 2, timeout=10, message="both failures logged")
+    assert [(entry.levelname, entry.getMessage()) for entry in logged()] == [
+        ("ERROR", "telling the scheduler that 1 run(s) ended failed")
+    ] * 2
+    assert all(entry.exc_info is not None and entry.exc_info[0] is RuntimeError for entry in logged())
+    assert runner.dead_threads() == []
+
+
+def test_outcomes_that_cannot_be_written_while_stopping_are_logged(
+    runner: TaskRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    from django.db import connection, connections
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the outage is another SQLite connection's write lock")
+    # The finisher's own connection (a new one, in its thread) gives up on the lock at once.
+    monkeypatch.setitem(connections.settings["default"]["OPTIONS"], "timeout", 0.1)
+    monkeypatch.setattr(runner_module, "FINISH_MAX_DEFER_SECONDS", 60.0)
+    holding = threading.Event()
+    holding.set()
+    runner.claims_waiting = holding.is_set
+    queued = request_run("tick")
+    assert runner.launch_pending(queued.pk)
+    wait_for(lambda: runner.in_flight() == 0, timeout=10, message="the run to end")
+    runner.cancel.set()  # stopping: the finisher does not wait for the database to come back
+    locker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        holding.clear()
+        assert runner.drain(30)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    [logged] = [entry for entry in caplog.records if entry.getMessage().startswith("could not record")]
+    assert logged.getMessage() == "could not record the outcome of 1 run(s); they stay `running` until reaped"
+    assert logged.exc_info is not None
+    assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running"
