@@ -449,6 +449,13 @@ class Ledger:
 
     def fail_hand_off(self, record: TaskExecutionRecord, reason: str) -> bool:
         """A run that could not be handed to its backend ends ``failed`` (its slot freed); False if it had ended."""
+        return self.fail_unstarted(record, reason, "could not hand the run to its backend")
+
+    def fail_unstarted(
+        self, record: TaskExecutionRecord, reason: str, message: str = "its code could not be started"
+    ) -> bool:
+        """A claimed run whose code could not be started here or handed to its backend ends ``failed``
+        (its slot freed) instead of staying ``running`` until reaped; False if it had ended."""
         now = timezone.now()
         outcome = RunOutcome(
             record_id=record.pk,
@@ -457,7 +464,7 @@ class Ledger:
             started_at=record.started_at or now,
             finished_at=now,
             duration_seconds=0.0,
-            message="could not hand the run to its backend",
+            message=message,
             error=reason,
             data={},
         )
@@ -659,7 +666,12 @@ class Ledger:
         if record.status == TaskStatus.RUNNING:
             # Asked first: a burst announces every fire before its runs start, and nobody may listen.
             if signals.run_started.has_listeners(Ledger) if started_heard is None else started_heard:
-                signals.run_started.send(sender=Ledger, record=record, task=self.registry.get(record.task_id))
+                try:
+                    signals.run_started.send(sender=Ledger, record=record, task=self.registry.get(record.task_id))
+                except Exception:
+                    # After the commit: a receiver's fault must not keep the run (or a burst's other
+                    # runs) from starting.
+                    logger.exception("a run_started receiver failed for record %s", record.pk)
         elif record.status == TaskStatus.SKIPPED:
             logger.info("task %s: %s", record.task_id, record.message)
             self._send_finished(record)

@@ -200,8 +200,7 @@ class TaskRunner:
         # pragma: no mutate end
         if claimed is None or claimed[1].status != TaskStatus.RUNNING:
             return False
-        self._launch(*claimed)
-        return True
+        return self._launch(*claimed)
 
     def launch_buffered(self, name: str, config: TaskConfig | None = None) -> bool:
         """Start the fire that ``buffer_one`` kept, if the task is free now."""
@@ -209,8 +208,7 @@ class TaskRunner:
         record = self.ledger.claim_buffered(config)
         if record is None:
             return False
-        self._launch(config, record)
-        return True
+        return self._launch(config, record)
 
     def record_missed_fires(self, fires: Sequence[MissedFire]) -> list[TaskExecutionRecord | None]:
         """Record fires that will not run, in one transaction; None for a fire that already has a record."""
@@ -309,11 +307,13 @@ class TaskRunner:
             return
         logger.info("task %s: run %s handed to the backend %r", config.name, record.pk, alias)
 
-    def _launch(self, config: TaskConfig, record: TaskExecutionRecord) -> None:
+    def _launch(self, config: TaskConfig, record: TaskExecutionRecord) -> bool:
+        """Hand a claimed run to its executor; False when its code could not be started here (it is
+        then recorded ``failed`` with the reason and may retry: a claimed run never stays ``running``)."""
         backend = self._backend_for(config)
         if backend is not None:
             self._hand_off(backend, config, record)
-            return
+            return True
         with self._finish_cond:
             self._unrecorded_runs += 1
             if self._finisher is None:
@@ -322,10 +322,15 @@ class TaskRunner:
         # Not in the lock: a run may settle at once (pool closed) and queue itself for the finisher.
         try:
             self._submit(config, record, lambda execution: self._queue_finish(config, record, execution))
-        except Exception:
+        except Exception as exc:
             with self._finish_cond:
                 self._unrecorded_runs -= 1
-            raise
+            logger.exception("task %s: run %s could not be started", config.name, record.pk)
+            started = clone_record(record)  # the caller's record stays as it began, as for a run that ran
+            if self.ledger.fail_unstarted(started, f"{type(exc).__name__}: {exc}"):
+                self.ledger.queue_retry(config, started)
+            return False
+        return True
 
     def _queue_finish(self, config: TaskConfig, record: TaskExecutionRecord, execution: RunHandle) -> None:
         with self._finish_cond:
@@ -397,7 +402,8 @@ class TaskRunner:
                 self.launch_buffered(run.config.name, run.config)
                 # pragma: no mutate end
             except Exception:
-                # Not lost: the scheduler's next look for pending work starts it.
+                # Not lost: a kept fire that could not be claimed stays pending for the scheduler's
+                # next look; one claimed whose code could not start was recorded failed by _launch.
                 logger.exception("task %s: could not start its buffered fire yet", run.config.name)
 
     # -- recording outcomes --------------------------------------------------------------------

@@ -629,12 +629,23 @@ class RefusingPool(HeldRuns):
         super().__init__(error=RuntimeError("the pool is closed"))
 
 
-def test_a_run_the_executor_refuses_is_not_left_waiting_for_an_outcome() -> None:
+def test_a_run_the_executor_refuses_fails_with_the_reason_instead_of_staying_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    services.set_options("tick", {"max_retries": 1, "retry_delay_seconds": 60})
     runner = TaskRunner(executor=RefusingPool())
     queued = request_run("tick")
-    with pytest.raises(RuntimeError, match="the pool is closed"):
-        runner.launch_pending(queued.pk)
+    assert runner.launch_pending(queued.pk) is False, "claimed, but its code never started"
     assert runner.drain(0), "no outcome to wait for"
+    record = TaskExecutionRecord.objects.get(pk=queued.pk)
+    assert (record.status, record.message, record.error) == (
+        "failed",
+        "its code could not be started",
+        "RuntimeError: the pool is closed",
+    )
+    assert state("tick").running_count == 0, "its slot is free again"
+    assert TaskExecutionRecord.objects.filter(retry_of_id=queued.pk, status="pending").count() == 1
+    assert f"task tick: run {queued.pk} could not be started" in caplog.text
     runner.close()
 
 
@@ -713,20 +724,17 @@ def test_a_kept_fire_that_cannot_start_after_its_run_is_logged(
 ) -> None:
     holding, kept = _a_fire_kept_behind_held_outcomes(runner, monkeypatch)
 
-    def failing_receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
-        if record.pk == kept:
-            raise RuntimeError("a run_started receiver failed")
+    def refused(config: object) -> None:
+        raise RuntimeError("the database refused the claim")
 
-    signals.run_started.connect(failing_receiver)
-    try:
-        holding.clear()
-        assert runner.drain(30)
-    finally:
-        signals.run_started.disconnect(failing_receiver)
+    monkeypatch.setattr(runner.ledger, "claim_buffered", refused)
+    holding.clear()
+    assert runner.drain(30)
     [logged] = [entry for entry in caplog.records if "buffered fire" in entry.getMessage()]
     assert (logged.levelname, logged.getMessage()) == ("ERROR", "task tick: could not start its buffered fire yet")
     assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
     assert runner.dead_threads() == [], "the finisher goes on"
+    assert TaskExecutionRecord.objects.get(pk=kept).status == "pending", "not lost: the next look starts it"
 
 
 @pytest.mark.fleet
@@ -841,3 +849,34 @@ def test_outcomes_that_cannot_be_written_while_stopping_are_logged(
     assert logged.getMessage() == "could not record the outcome of 1 run(s); they stay `running` until reaped"
     assert logged.exc_info is not None
     assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running"
+
+
+def test_a_burst_the_executor_refuses_leaves_no_fire_running() -> None:
+    runner = TaskRunner(executor=RefusingPool())
+    start = timezone.now().replace(microsecond=0)
+    config = runner.ledger.config("tick")
+    records = runner.launch_fires([Fire(config, start), Fire(runner.ledger.config("nightly"), start)])
+    assert all(record is not None for record in records)
+    stored = TaskExecutionRecord.objects.filter(pk__in=[r.pk for r in records if r is not None])
+    assert sorted(stored.values_list("status", flat=True)) == ["failed", "failed"], "every fire of the burst settled"
+    assert [r.status for r in records if r is not None] == ["running", "running"], "the caller's records as begun"
+    runner.close()
+
+
+def test_a_failing_run_started_receiver_does_not_keep_a_burst_from_running(
+    runner: TaskRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(sender: object, **kwargs: object) -> None:
+        raise RuntimeError("receiver bug")
+
+    signals.run_started.connect(broken)
+    try:
+        start = timezone.now().replace(microsecond=0)
+        records = runner.launch_fires([Fire(runner.ledger.config(name), start) for name in ("tick", "nightly")])
+    finally:
+        signals.run_started.disconnect(broken)
+    assert runner.drain(30)
+    ids = [record.pk for record in records if record is not None]
+    assert len(ids) == 2
+    assert set(TaskExecutionRecord.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"success"}
+    assert caplog.text.count("a run_started receiver failed") == 2
