@@ -48,6 +48,11 @@ def test_invalid_cron_expressions_are_explained(expression: object, fragment: st
     assert message is not None and fragment in message
 
 
+@pytest.mark.parametrize("expression", ["", "   ", None, 5])
+def test_a_missing_cron_expression_is_asked_for_with_an_example(expression: object) -> None:
+    assert cron_expression_error(expression) == "a cron schedule needs a cron expression, e.g. '0 2 * * *'"
+
+
 @pytest.mark.parametrize(
     ("value", "ok"),
     [
