@@ -140,6 +140,10 @@ def test_a_busy_task_refuses_a_manual_run_naming_it(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
         record = services.request_run("tick", user=admin_user)
     assert f"task tick: manual run {record.pk} queued by {admin_user.username}" in caplog.messages
+    with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
+        unnamed = services.request_run("tick")  # from code, no user: the origin names it
+    assert unnamed.origin == "api" and unnamed.triggered_by is None
+    assert caplog.messages[-1] == f"task tick: manual run {unnamed.pk} queued by api"
     TaskState.objects.filter(task_id="tick").update(running_count=1)
     with pytest.raises(TaskBusy) as busy:
         services.request_run("tick")
