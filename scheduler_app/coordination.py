@@ -106,7 +106,7 @@ class HeartbeatThread(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
-        self.join(timeout=5)
+        self.join(timeout=5)  # pragma: no mutate (timing only: how long to wait for a beat in flight)
 
 
 def try_acquire_lease(holder: UUID) -> bool:

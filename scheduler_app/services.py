@@ -64,14 +64,16 @@ def get_task(name: str, registry: TaskRegistry | None = None) -> TaskConfig:
 
 def _change(name: str, user: Any, message: str, **changes: Any) -> TaskConfig:
     config = get_task(name)
+    # (A default of None instead of False is as false: an equivalent mutant.)
+    authenticated = getattr(user, "is_authenticated", False)  # pragma: no mutate
     with transaction.atomic():
         TaskConfig.objects.filter(name=name).update(
             **changes,
             revision=F("revision") + 1,
             updated_at=timezone.now(),
-            updated_by=user if getattr(user, "is_authenticated", False) else None,
+            updated_by=user if authenticated else None,
         )
-        if getattr(user, "is_authenticated", False):
+        if authenticated:
             LogEntry.objects.log_actions(
                 user_id=user.pk,
                 queryset=TaskConfig.objects.filter(name=name),
@@ -196,7 +198,8 @@ def request_run(name: str, user: Any = None, origin: str = "api") -> TaskExecuti
     if config.overlap_policy != OverlapPolicy.ALLOW and config.state.running_count:
         raise TaskBusy(name)
     record = Ledger().queue_manual(name, user=user, origin=origin)
-    if getattr(user, "is_authenticated", False):
+    # (A default of None instead of False is as false: an equivalent mutant.)
+    if getattr(user, "is_authenticated", False):  # pragma: no mutate
         LogEntry.objects.log_actions(
             user_id=user.pk,
             queryset=TaskConfig.objects.filter(name=name),

@@ -349,14 +349,14 @@ def next_cron_fire(expression: str, zone: tzinfo, after: datetime) -> datetime |
 def next_fire_times(trigger: BaseTrigger, now: datetime, count: int) -> list[datetime]:
     """The next ``count`` fire times of a trigger after ``now`` (for previews)."""
     times: list[datetime] = []
-    previous: datetime | None = None
+    previous: datetime | None = None  # pragma: no mutate (both triggers read any false previous as none)
     for _ in range(count):
         fire = trigger.get_next_fire_time(previous, now)
         if fire is None:
             break
         times.append(fire)
         previous = fire
-        now = fire
+        now = fire  # pragma: no mutate (APScheduler's contract; both triggers ignore now once given previous)
     return times
 
 
@@ -449,7 +449,9 @@ def build_trigger(config: ScheduleSpec) -> BaseTrigger:
     end = parse_datetime_option(options.get("end_date"))
     if config.schedule_type == ScheduleType.CRON:
         return CronTrigger(config.cron_expression or "", config.timezone, start_date=start, end_date=end)
-    return make_interval_trigger(int(config.interval_seconds or 0), config.timezone, start_date=start, end_date=end)
+    # (None only in a row stored before validation: APScheduler runs an interval of 0 s as 1 s, as `or 1` would.)
+    seconds = int(config.interval_seconds or 0)  # pragma: no mutate
+    return make_interval_trigger(seconds, config.timezone, start_date=start, end_date=end)
 
 
 def parse_datetime_option(value: Any) -> datetime | None:

@@ -213,7 +213,7 @@ def task_errors(task: Any) -> list[str]:
         problems.append("`schedule` must be a TaskSchedule")
     else:
         problems.extend(f"{field}: {message}" for field, message in task_schedule_errors(schedule).items())
-    if message := timeout_error(getattr(task, "timeout", None)):
+    if message := timeout_error(task.timeout):  # BaseTask defines it (None: the default timeout)
         problems.append(message)
     return problems
 

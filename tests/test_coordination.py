@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.db import OperationalError, connection
+from django.db.backends.signals import connection_created
 from django.db.models import F
 from django.utils import timezone
 
@@ -126,6 +132,34 @@ def test_pid_is_alive_for_live_processes_only(tmp_path: Path) -> None:
         zombie.wait()
 
 
+def test_asking_whether_a_process_lives_sends_it_no_signal() -> None:
+    # The run above cannot see a harmful signal where SIGHUP is ignored (a nohup'ed run): catch them here.
+    watched = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+    received: list[int] = []
+    before = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in watched}
+    try:
+        assert pid_is_alive(os.getpid())
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+    assert received == []
+
+
+def test_a_process_of_another_user_is_alive() -> None:
+    """kill(pid, 0) is refused for another user's process: refused, so it exists."""
+    assert Path("/proc/1").stat().st_uid == 0, "pid 1 is root's here"
+    if os.geteuid() != 0:
+        assert pid_is_alive(1)
+        return
+    # Root may signal every process: ask as nobody, keeping root as the saved id to come back.
+    os.setresuid(65534, 65534, 0)
+    try:
+        answer = pid_is_alive(1)
+    finally:
+        os.setresuid(0, 0, 0)
+    assert answer
+
+
 def running_record(worker: SchedulerProcess | None = None, label: str = "") -> TaskExecutionRecord:
     TaskState.objects.filter(task_id="tick").update(running_count=F("running_count") + 1)
     return TaskExecutionRecord.objects.create(
@@ -175,6 +209,28 @@ def test_the_reaper_interrupts_exactly_the_runs_of_dead_processes(caplog: pytest
         assert reap_dead_processes(TaskRunner().interrupt, me=me.pk) == 0
     assert caplog.text == ""
     assert SchedulerProcess.objects.count() == 2
+
+
+def test_the_reaper_settles_the_dead_even_when_the_queue_cannot_be_read(caplog: pytest.LogCaptureFixture) -> None:
+    stale = timezone.now() - timedelta(hours=1)
+    silent = SchedulerProcess.objects.create(kind="scheduler", host="elsewhere", pid=7, last_heartbeat=stale)
+    record = running_record(silent)
+
+    def queue_unreadable(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("SELECT") and TaskStatus.QUEUED in (params or ()):
+            raise OperationalError("database is locked")
+        return execute(sql, params, many, context)
+
+    with (
+        caplog.at_level(logging.WARNING, logger="scheduler_app.coordination"),
+        connection.execute_wrapper(queue_unreadable),
+    ):
+        assert reap_dead_processes(TaskRunner().interrupt) == 1
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == TaskStatus.INTERRUPTED
+    assert not SchedulerProcess.objects.exists()
+    failure = caplog.records[-1]
+    assert failure.getMessage() == "could not settle the runs that waited too long in a backend's queue"
+    assert failure.exc_info is not None and failure.exc_info[0] is OperationalError
 
 
 def test_without_me_the_reaper_judges_every_row() -> None:
@@ -231,6 +287,43 @@ def test_the_heartbeat_thread_beats_until_stopped(settings: object) -> None:
     finally:
         thread.stop()
     assert not thread.is_alive()
+
+
+def test_a_failed_heartbeat_is_logged_and_the_thread_beats_on(
+    settings: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.SCHEDULER = {**settings.SCHEDULER, "POLL_INTERVAL": 0.05}  # type: ignore[attr-defined]
+    handle = ProcessHandle("command")
+    handle.register()
+    first = handle.row.last_heartbeat
+    thread = HeartbeatThread(handle)
+    failed: list[str] = []
+
+    def first_beat_fails(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not failed and sql.startswith("UPDATE") and SchedulerProcess._meta.db_table in sql:
+            failed.append(sql)
+            raise OperationalError("disk I/O error")
+        return execute(sql, params, many, context)
+
+    def wrap_the_heartbeat_connection(sender: object, connection: object, **kwargs: object) -> None:
+        if threading.current_thread() is thread:
+            connection.execute_wrappers.append(first_beat_fails)  # type: ignore[attr-defined]
+
+    connection_created.connect(wrap_the_heartbeat_connection)
+    try:
+        with caplog.at_level(logging.ERROR, logger="scheduler_app.coordination"):
+            thread.start()
+            deadline = time.monotonic() + 10
+            while SchedulerProcess.objects.get(pk=handle.id).last_heartbeat == first:
+                assert time.monotonic() < deadline, "no heartbeat after the failed one"
+                time.sleep(0.01)
+    finally:
+        thread.stop()
+        connection_created.disconnect(wrap_the_heartbeat_connection)
+    assert failed, "the first beat failed"
+    [failure] = caplog.records
+    assert failure.getMessage() == "heartbeat failed"
+    assert failure.exc_info is not None and failure.exc_info[0] is OperationalError
 
 
 def test_the_lease_not_the_role_says_who_leads() -> None:

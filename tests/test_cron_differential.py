@@ -12,7 +12,9 @@ and decides wildcard/fixed and AND/OR from the text as entry.c does.
 
 from __future__ import annotations
 
+import io
 import random
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -21,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim, CronSimError
 
-from scheduler_app.triggers import CronTrigger
+from scheduler_app.triggers import CronTrigger, next_fire, parse_cron
 from scheduler_app.validation import cron_expression_error
 
 MINUTE = timedelta(minutes=1)
@@ -311,3 +313,55 @@ def test_trigger_agrees_with_cronsim_between_transitions(zone_name: str) -> None
             expected = [t for t in cronsim_fires(expression, start, 40) if t <= end]
             got = [t for t in trigger_fires(expression, zone, start, end)]
             assert got[: len(expected)] == expected, expression
+
+
+# -- the edges of cron's wake-up kinds ---------------------------------------------------------------
+
+# Forward jumps of odd sizes in the tz database: small ones (cron runs every job for each skipped
+# minute) and exactly three hours (cron starts over: nothing skipped is caught up).
+ODD_JUMPS = [
+    ("America/St_Lucia", date(1911, 12, 31)),  # +4 min (local mean time to AST)
+    ("Asia/Yerevan", date(1924, 5, 1)),  # +2 min
+    ("Antarctica/Casey", date(2009, 10, 17)),  # +3 h
+    ("America/Danmarkshavn", date(1995, 12, 31)),  # +3 h
+]
+EDGE_EXPRESSIONS = ["* * * * *", "*/15 * * * *", "0 * * * *", "1-3 * * * *", "* 0 * * *", "0 0 * * *", "1 0 * * *"]
+EDGE_EXPRESSIONS += ["2 0 * * *", "0 1 * * *", "30 1 * * *", "0 2 * * *", "30 2 * * *", "59 23 * * *"]
+
+
+@pytest.mark.parametrize(("zone_name", "day"), ODD_JUMPS, ids=[zone for zone, _ in ODD_JUMPS])
+def test_trigger_agrees_with_debian_cron_at_odd_sized_jumps(zone_name: str, day: date) -> None:
+    zone = ZoneInfo(zone_name)
+    [moment] = transitions(zone, day, day + timedelta(days=2))
+    start, end = moment - timedelta(hours=26), moment + timedelta(hours=26)
+    for expression in EDGE_EXPRESSIONS:
+        expected = simulated_fires(expression, zone, start, end)
+        assert local(trigger_fires(expression, zone, start, end), zone) == local(expected, zone), expression
+
+
+def zone_jumping_forward(minutes: int, at: datetime) -> ZoneInfo:
+    """A zone (a TZif file of one transition) whose clock jumps from UTC to UTC+``minutes`` at ``at``."""
+    names = b"AAA\0BBB\0"
+    header = b"TZif" + b"\0" * 16 + struct.pack(">6l", 0, 0, 0, 1, 2, len(names))
+    data = struct.pack(">lB", int(at.timestamp()), 1) + struct.pack(">lBBlBB", 0, 0, 0, minutes * 60, 1, 4)
+    return ZoneInfo.from_file(io.BytesIO(header + data + names))
+
+
+def rule_fires(expression: str, zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    spec, fires = parse_cron(expression), [start]
+    while (fire := next_fire(spec, zone, fires[-1])) is not None and fire <= end:
+        fires.append(fire)
+    return fires[1:]
+
+
+@pytest.mark.parametrize("minutes", [4, 5, 6, 179, 180, 181])
+def test_the_rule_agrees_with_debian_cron_at_the_edges_of_its_wake_up_kinds(minutes: int) -> None:
+    # No zone jumps by exactly 5 minutes, where cron stops running wildcard jobs for each skipped minute.
+    moment = datetime(2026, 3, 1, tzinfo=UTC)
+    zone = zone_jumping_forward(minutes, moment)
+    assert (moment - MINUTE).astimezone(zone).utcoffset() == timedelta(0)
+    assert moment.astimezone(zone).utcoffset() == timedelta(minutes=minutes)
+    start, end = moment - timedelta(hours=26), moment + timedelta(hours=26)
+    for expression in EDGE_EXPRESSIONS:
+        expected = simulated_fires(expression, zone, start, end)
+        assert local(rule_fires(expression, zone, start, end), zone) == local(expected, zone), expression

@@ -89,13 +89,16 @@ def test_enable_overrides_a_task_disabled_in_code_and_disable_stores_its_reason(
     assert services.enable_task("long").disabled_reason == "", "enabling clears the reason"
 
 
-def test_refusals_name_the_task(admin_user: Any) -> None:
+def test_refusals_name_the_task_and_the_field(admin_user: Any) -> None:
+    # The API answers each refusal under the field's name: the key is part of the contract.
     with pytest.raises(ScheduleValidationError) as reason_error:
         services.disable_task("tick", reason="x" * 1001)
-    assert str(reason_error.value).startswith("task 'tick': ") and "reason" in str(reason_error.value)
+    assert str(reason_error.value).startswith("task 'tick': ") and list(reason_error.value.errors) == ["reason"]
     with pytest.raises(ScheduleValidationError) as timeout_error:
         services.set_timeout("tick", -1)
-    assert str(timeout_error.value).startswith("task 'tick': ") and "timeout" in str(timeout_error.value)
+    assert timeout_error.value.errors == {"timeout": "timeout must be greater than 0 (got -1)"}
+    assert str(timeout_error.value) == "task 'tick': timeout: timeout must be greater than 0 (got -1)"
+    assert TaskConfig.objects.get(name="tick").enabled_override is None, "a refusal changes nothing"
 
 
 def test_timeout_changes_are_logged_with_what_changed(admin_user: Any) -> None:
@@ -116,6 +119,20 @@ def test_changes_say_who_and_when_and_anonymous_changes_name_nobody(admin_user: 
     assert services.enable_task("tick", user=AnonymousUser()).updated_by is None
 
 
+def test_the_log_names_who_changed_a_task(caplog: pytest.LogCaptureFixture, admin_user: Any) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
+        services.disable_task("tick", user=admin_user, reason="maintenance")
+        services.enable_task("tick", user=AnonymousUser())
+        services.set_timeout("tick", 30)
+    assert caplog.messages == [
+        f"task tick: Disabled: maintenance (by {admin_user.username})",
+        "task tick: Enabled. (by code)",  # an anonymous user has no name: as from code
+        "task tick: Timeout overridden: 30s. (by code)",
+    ]
+
+
 def test_a_busy_task_refuses_a_manual_run_naming_it(caplog: pytest.LogCaptureFixture, admin_user: Any) -> None:
     from scheduler_app.exceptions import TaskBusy
     from scheduler_app.models import TaskState
@@ -123,6 +140,10 @@ def test_a_busy_task_refuses_a_manual_run_naming_it(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
         record = services.request_run("tick", user=admin_user)
     assert f"task tick: manual run {record.pk} queued by {admin_user.username}" in caplog.messages
+    with caplog.at_level(logging.INFO, logger="scheduler_app.services"):
+        unnamed = services.request_run("tick")  # from code, no user: the origin names it
+    assert unnamed.origin == "api" and unnamed.triggered_by is None
+    assert caplog.messages[-1] == f"task tick: manual run {unnamed.pk} queued by api"
     TaskState.objects.filter(task_id="tick").update(running_count=1)
     with pytest.raises(TaskBusy) as busy:
         services.request_run("tick")

@@ -323,6 +323,28 @@ def test_interval_trigger_keeps_its_interval_and_zone() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_interval_task_fires_in_its_own_zone_whatever_zone_its_start_date_was_written_in() -> None:
+    services.set_schedule("tick", schedule_type="interval", interval_seconds=90, timezone_name="Asia/Tokyo")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    unbounded = build_trigger(services.get_task("tick"))
+    config = services.set_options("tick", {"start_date": "2026-01-01T00:00:00+00:00"})  # stored in UTC
+    for trigger in (unbounded, build_trigger(config)):
+        fire = trigger.get_next_fire_time(None, now)
+        assert fire is not None and str(fire.tzinfo) == "Asia/Tokyo", "fire times are shown in the task's zone"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cron_row_stored_without_its_expression_never_fires_and_names_none() -> None:
+    from scheduler_app.models import TaskConfig
+
+    services.set_schedule("tick", schedule_type="cron", cron_expression="0 * * * *", timezone_name="UTC")
+    TaskConfig.objects.filter(name="tick").update(cron_expression_override="")  # as if stored before validation
+    trigger = build_trigger(services.get_task("tick"))
+    assert isinstance(trigger, CronTrigger) and str(trigger) == "cron[ UTC]"
+    assert trigger.get_next_fire_time(None, datetime.now(UTC)) is None
+
+
+@pytest.mark.django_db(transaction=True)
 def test_build_trigger_ends_the_schedule_at_the_end_date() -> None:
     config = services.set_options("tick", {"end_date": "2020-01-01T00:00:00+00:00"})
     assert build_trigger(config).get_next_fire_time(None, datetime.now(UTC)) is None

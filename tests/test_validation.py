@@ -48,6 +48,11 @@ def test_invalid_cron_expressions_are_explained(expression: object, fragment: st
     assert message is not None and fragment in message
 
 
+@pytest.mark.parametrize("expression", ["", "   ", None, 5])
+def test_a_missing_cron_expression_is_asked_for_with_an_example(expression: object) -> None:
+    assert cron_expression_error(expression) == "a cron schedule needs a cron expression, e.g. '0 2 * * *'"
+
+
 @pytest.mark.parametrize(
     ("value", "ok"),
     [
@@ -406,3 +411,70 @@ def test_schedule_preview_answers_a_zone_folder_with_an_error_not_a_500(admin_cl
     assert response.status_code == 200
     body = response.json()
     assert body["valid"] is False and "unknown time zone" in body["errors"]["timezone_override"]
+
+
+def test_refusals_word_for_word_and_at_their_bounds() -> None:
+    # Users read these messages (API bodies, admin forms, `manage.py check`): each is pinned whole.
+    assert task_name_error("") == task_name_error(None) == "a task needs a non-empty string `name`"
+    assert task_name_error("a" * 100) is None
+    assert task_name_error("a" * 101) == f"task name {'a' * 101!r} is longer than 100 characters"
+    assert interval_error(2_147_483_647) is None
+    assert timezone_error(5) == "timezone must be an IANA zone name such as 'Europe/Berlin'"
+    assert schedule_errors(schedule_type="weekly") == {
+        "schedule_type": "unknown schedule type 'weekly'; expected one of 'cron', 'interval'"
+    }
+    assert schedule_errors(schedule_type="cron", cron_expression="0 " * 101) == {
+        "cron_expression": "cron_expression must be at most 200 characters (got 202)"
+    }
+    assert options_errors({"overlap": "nope"}) == {
+        "overlap": "unknown overlap 'nope'; expected one of 'skip', 'allow', 'buffer_one'"
+    }
+    known = "jitter_seconds, overlap, catch_up, catch_up_window_seconds, max_retries, retry_backoff, "
+    known += "retry_delay_seconds, retry_max_delay_seconds, start_date, end_date"
+    assert options_errors({"nope": 1}) == {"nope": f"unknown schedule option; known: {known}"}
+
+
+def test_option_values_at_their_bounds() -> None:
+    assert options_errors({"jitter_seconds": 3.0, "retry_delay_seconds": 0.001}) == {}  # a whole float; the low end
+    assert options_errors({"retry_delay_seconds": 60, "retry_max_delay_seconds": 60}) == {}  # the cap may equal it
+    same = "2030-01-01T00:00:00+00:00"
+    assert options_errors({"start_date": same, "end_date": same}) == {"end_date": "end_date must be after start_date"}
+
+
+def test_a_bad_retry_value_is_reported_alone_not_compared() -> None:
+    rule = "must be a number of seconds greater than 0, from 0.001 to 2147483647"
+    too_big = {"retry_delay_seconds": 1e12, "retry_max_delay_seconds": 60}
+    assert options_errors(too_big) == {"retry_delay_seconds": f"retry_delay_seconds {rule}"}
+    negative_cap = {"retry_delay_seconds": 60, "retry_max_delay_seconds": -5}
+    assert options_errors(negative_cap) == {"retry_max_delay_seconds": f"retry_max_delay_seconds {rule}"}
+
+
+def test_a_task_schedule_is_judged_whole() -> None:
+    from scheduler_app.tasks.base import TaskSchedule
+    from scheduler_app.validation import task_schedule_errors
+
+    contradicting = TaskSchedule(
+        schedule_type="interval", interval_seconds=60, allow_concurrent=True, overlap="skip", timezone="Mars/Base"
+    )
+    assert task_schedule_errors(contradicting) == {
+        "timezone": "unknown time zone 'Mars/Base'; use an IANA name such as 'Europe/Berlin'",
+        "overlap": "overlap='skip' contradicts allow_concurrent=True; set only one",
+    }
+    # An unknown overlap is reported as such, not as a contradiction; "allow" agrees with allow_concurrent.
+    unknown = TaskSchedule(schedule_type="interval", interval_seconds=60, allow_concurrent=True, overlap="nope")
+    assert task_schedule_errors(unknown) == {
+        "overlap": "unknown overlap 'nope'; expected one of 'skip', 'allow', 'buffer_one'"
+    }
+    agreeing = TaskSchedule(schedule_type="interval", interval_seconds=60, allow_concurrent=True, overlap="allow")
+    assert task_schedule_errors(agreeing) == {}
+
+
+def test_a_task_class_without_name_or_schedule_is_explained_not_crashed_on() -> None:
+    from scheduler_app.tasks.base import BaseTask, TaskResult
+    from scheduler_app.validation import task_errors
+
+    class Bare(BaseTask):
+        def run(self) -> TaskResult:
+            return TaskResult.success()
+
+    assert task_errors(Bare()) == ["a task needs a non-empty string `name`", "`schedule` must be a TaskSchedule"]
