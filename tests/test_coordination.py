@@ -151,13 +151,17 @@ def test_a_process_of_another_user_is_alive() -> None:
     if os.geteuid() != 0:
         assert pid_is_alive(1)
         return
-    # Root may signal every process: ask as nobody, keeping root as the saved id to come back.
-    os.setresuid(65534, 65534, 0)
-    try:
-        answer = pid_is_alive(1)
-    finally:
-        os.setresuid(0, 0, 0)
-    assert answer
+    # Root may signal every process: ask as nobody, in a forked child (changing this process's ids
+    # would change them for every thread of the test session at once).
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setresuid(65534, 65534, 65534)
+            os._exit(0 if pid_is_alive(1) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "pid 1 was said not to exist (1) or the check failed (2)"
 
 
 def running_record(worker: SchedulerProcess | None = None, label: str = "") -> TaskExecutionRecord:
