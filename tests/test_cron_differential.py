@@ -365,3 +365,20 @@ def test_the_rule_agrees_with_debian_cron_at_the_edges_of_its_wake_up_kinds(minu
     for expression in EDGE_EXPRESSIONS:
         expected = simulated_fires(expression, zone, start, end)
         assert local(rule_fires(expression, zone, start, end), zone) == local(expected, zone), expression
+
+
+# -- to the second ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("day", [date(1990, 4, 1), date(2007, 3, 11)])
+def test_a_job_caught_up_at_a_transition_off_the_hour_fires_on_its_exact_instant(day: date) -> None:
+    # Until 2011 Newfoundland moved its clocks at 00:01 local time (03:31 UTC in spring): a fixed-time
+    # job in the skipped hour runs the very minute the gap ends, not a second later. (``local`` above
+    # shows minutes only, so compare the instants themselves.)
+    zone = ZoneInfo("America/St_Johns")
+    [moment] = transitions(zone, day, day + timedelta(days=1))
+    assert (moment.hour, moment.minute) == (3, 31)
+    start, end = moment - timedelta(hours=26), moment + timedelta(hours=26)
+    for expression in ["1 0 * * *", "30 0 * * *", "0 1 * * *", "*/15 * * * *"]:
+        assert trigger_fires(expression, zone, start, end) == simulated_fires(expression, zone, start, end), expression
+    assert moment in trigger_fires("30 0 * * *", zone, start, end)

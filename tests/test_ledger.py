@@ -498,3 +498,15 @@ def test_a_queued_manual_run_names_only_an_authenticated_user() -> None:
     named = ledger.queue_manual("tick", user=operator, origin="api")
     stored = dict(TaskExecutionRecord.objects.values_list("pk", "triggered_by_id"))
     assert (stored[anonymous.pk], stored[named.pk]) == (None, operator.pk)
+
+
+def test_a_manual_run_started_here_names_its_user_and_origin() -> None:
+    from django.contrib.auth.models import User
+
+    operator = User.objects.create_user("operator")
+    ledger = Ledger()
+    by_operator = ledger.start_manual(ledger.config("tick"), user=operator, origin="admin")
+    unnamed = ledger.start_manual(ledger.config("boom"))  # as the trigger_task command starts one
+    stored = {row[0]: row[1:] for row in TaskExecutionRecord.objects.values_list("pk", "origin", "triggered_by_id")}
+    assert stored[by_operator.pk] == ("admin", operator.pk)
+    assert stored[unnamed.pk] == ("command", None)

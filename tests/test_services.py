@@ -148,3 +148,33 @@ def test_a_busy_task_refuses_a_manual_run_naming_it(caplog: pytest.LogCaptureFix
     with pytest.raises(TaskBusy) as busy:
         services.request_run("tick")
     assert busy.value.name == "tick" and "'tick'" in str(busy.value)
+
+
+def test_an_unknown_task_is_refused_naming_it_and_the_known_ones() -> None:
+    from scheduler_app.exceptions import TaskNotFound
+    from scheduler_app.registry import task_registry
+
+    with pytest.raises(TaskNotFound) as unknown:
+        services.get_task("nope")
+    assert unknown.value.name == "nope"
+    assert str(unknown.value) == f"unknown task 'nope'; known tasks: {', '.join(sorted(task_registry.names()))}"
+
+
+def test_a_task_is_found_in_the_registry_given_and_its_missing_row_created(
+    django_assert_num_queries: Any,
+) -> None:
+    from scheduler_app.registry import TaskRegistry
+    from tests.tasks import TickTask
+
+    class FreshTask(TickTask):
+        name = "fresh"  # registered after the rows were made (and in no other registry)
+
+    registry = TaskRegistry()
+    registry.register(FreshTask)
+    assert not TaskConfig.objects.filter(name="fresh").exists()
+    created = services.get_task("fresh", registry)
+    expected = ("fresh", TickTask.schedule.interval_seconds, True)
+    assert (created.name, created.interval_seconds, created.registered) == expected
+    with django_assert_num_queries(1):  # its row exists now: one read, no sync
+        found = services.get_task("fresh", registry)
+    assert found.pk == "fresh"

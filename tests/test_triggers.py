@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ from scheduler_app.triggers import (
     next_cron_fire,
     next_fire_times,
     parse_cron,
+    parse_datetime_option,
     resolve_wall_time,
 )
 from scheduler_app.validation import cron_expression_error
@@ -374,3 +375,35 @@ def test_next_fire_times_lists_distinct_fires_in_order() -> None:
     assert quarter == [now + timedelta(minutes=minutes) for minutes in (15, 30, 45)], "strictly after now"
     interval = next_fire_times(make_interval_trigger(600, "UTC", start_date=now), now, 3)
     assert interval == [now, now + timedelta(minutes=10), now + timedelta(minutes=20)]
+
+
+class _NoOffset(tzinfo):
+    """A zone that knows no offset (``utcoffset`` None): an aware-looking but naive time."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+def test_start_and_end_dates_are_read_and_bounded_with_their_reasons() -> None:
+    """What a start_date or end_date may be, and the reason a refused one is given (API and admin show it)."""
+    assert parse_datetime_option(None) is None and parse_datetime_option("") is None  # no date: unbounded
+    assert parse_datetime_option("2030-01-01T01:00:00+01:00") == datetime(2030, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValueError) as not_a_date:
+        parse_datetime_option(20300101)
+    assert str(not_a_date.value) == "expected an ISO 8601 date-time"
+    offset_rule = "needs a time zone offset, e.g. 2027-01-01T00:00:00+00:00"
+    for naive in ("2030-01-01T00:00:00", datetime(2030, 1, 1), datetime(2030, 1, 1, tzinfo=_NoOffset())):
+        with pytest.raises(ValueError) as without_offset:
+            parse_datetime_option(naive)
+        assert str(without_offset.value) == offset_rule, naive
+    # The bounds: the first instant of 1970 is in, the first of 3000 (UTC) is out.
+    first = parse_datetime_option("1970-01-01T00:00:00+00:00")
+    assert first == datetime(1970, 1, 1, tzinfo=UTC)
+    bound_rule = "must lie from 1970 to 2999 (UTC), so that every fire time derived from it exists in every time zone"
+    for outside in ("3000-01-01T00:00:00+00:00", "1969-12-31T23:59:59+00:00"):
+        with pytest.raises(ValueError) as out_of_range:
+            parse_datetime_option(outside)
+        assert str(out_of_range.value) == bound_rule, outside

@@ -182,6 +182,8 @@ def test_timeouts_and_reasons() -> None:
     assert timeout_error(MAX_TIMEOUT_SECONDS) is None and timeout_error(0.001) is None
     for bad in (MAX_TIMEOUT_SECONDS + 1, 1e300, float("inf"), float("nan"), True, 0.0001):
         assert timeout_error(bad) is not None, bad
+    assert timeout_error("30") == "timeout must be a number of seconds"
+    assert timeout_error(0) == "timeout must be greater than 0 (got 0)"  # refused as not positive, not as out of range
     assert disabled_reason_error("x" * 1000) is None and disabled_reason_error("") is None
     assert "at most 1000" in (disabled_reason_error("x" * 1001) or "")
     assert "NUL" in (disabled_reason_error("a\x00b") or "")
