@@ -341,9 +341,17 @@ def test_trigger_agrees_with_debian_cron_at_odd_sized_jumps(zone_name: str, day:
 
 def zone_jumping_forward(minutes: int, at: datetime) -> ZoneInfo:
     """A zone (a TZif file of one transition) whose clock jumps from UTC to UTC+``minutes`` at ``at``."""
+    return zone_with_one_transition(0, minutes, at)
+
+
+def zone_with_one_transition(before_minutes: int, after_minutes: int, at: datetime) -> ZoneInfo:
+    """A zone (a TZif file of one transition) at UTC+``before_minutes`` until ``at``, then UTC+``after_minutes``."""
     names = b"AAA\0BBB\0"
     header = b"TZif" + b"\0" * 16 + struct.pack(">6l", 0, 0, 0, 1, 2, len(names))
-    data = struct.pack(">lB", int(at.timestamp()), 1) + struct.pack(">lBBlBB", 0, 0, 0, minutes * 60, 1, 4)
+    types = struct.pack(
+        ">lBBlBB", before_minutes * 60, int(before_minutes > after_minutes), 0, after_minutes * 60, 1, 4
+    )
+    data = struct.pack(">lB", int(at.timestamp()), 1) + types
     return ZoneInfo.from_file(io.BytesIO(header + data + names))
 
 
@@ -361,6 +369,19 @@ def test_the_rule_agrees_with_debian_cron_at_the_edges_of_its_wake_up_kinds(minu
     zone = zone_jumping_forward(minutes, moment)
     assert (moment - MINUTE).astimezone(zone).utcoffset() == timedelta(0)
     assert moment.astimezone(zone).utcoffset() == timedelta(minutes=minutes)
+    start, end = moment - timedelta(hours=26), moment + timedelta(hours=26)
+    for expression in EDGE_EXPRESSIONS:
+        expected = simulated_fires(expression, zone, start, end)
+        assert local(rule_fires(expression, zone, start, end), zone) == local(expected, zone), expression
+
+
+@pytest.mark.parametrize("minutes", [179, 180, 181])
+def test_the_rule_agrees_with_debian_cron_when_the_clock_goes_back_about_three_hours(minutes: int) -> None:
+    # Up to three hours back, cron holds fixed-time jobs in the repeated wall times; beyond, it resets.
+    moment = datetime(2026, 10, 1, tzinfo=UTC)
+    zone = zone_with_one_transition(minutes, 0, moment)
+    assert (moment - MINUTE).astimezone(zone).utcoffset() == timedelta(minutes=minutes)
+    assert moment.astimezone(zone).utcoffset() == timedelta(0)
     start, end = moment - timedelta(hours=26), moment + timedelta(hours=26)
     for expression in EDGE_EXPRESSIONS:
         expected = simulated_fires(expression, zone, start, end)
