@@ -37,6 +37,7 @@ from scheduler_app.coordination import (
 from scheduler_app.models import SchedulerLease, SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.runner import TaskRunner
 from scheduler_app.tasks.base import TaskStatus
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -277,6 +278,15 @@ def test_a_process_handle_registers_beats_comes_back_and_leaves(caplog: pytest.L
     assert not SchedulerProcess.objects.exists()
 
 
+def _wait_for_a_heartbeat_after(handle: ProcessHandle, first: object, message: str) -> None:
+    wait_for(
+        lambda: SchedulerProcess.objects.get(pk=handle.id).last_heartbeat != first,
+        timeout=10,
+        interval=0.01,
+        message=message,
+    )
+
+
 def test_the_heartbeat_thread_beats_until_stopped(settings: object) -> None:
     settings.SCHEDULER = {**settings.SCHEDULER, "POLL_INTERVAL": 0.05}  # type: ignore[attr-defined]
     handle = ProcessHandle("command")
@@ -286,10 +296,7 @@ def test_the_heartbeat_thread_beats_until_stopped(settings: object) -> None:
     assert (thread.name, thread.daemon) == ("heartbeat", True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while SchedulerProcess.objects.get(pk=handle.id).last_heartbeat == first:
-            assert time.monotonic() < deadline, "no heartbeat"
-            time.sleep(0.01)
+        _wait_for_a_heartbeat_after(handle, first, "no heartbeat")
     finally:
         thread.stop()
     assert not thread.is_alive()
@@ -319,10 +326,7 @@ def test_a_failed_heartbeat_is_logged_and_the_thread_beats_on(
     try:
         with caplog.at_level(logging.ERROR, logger="scheduler_app.coordination"):
             thread.start()
-            deadline = time.monotonic() + 10
-            while SchedulerProcess.objects.get(pk=handle.id).last_heartbeat == first:
-                assert time.monotonic() < deadline, "no heartbeat after the failed one"
-                time.sleep(0.01)
+            _wait_for_a_heartbeat_after(handle, first, "no heartbeat after the failed one")
     finally:
         thread.stop()
         connection_created.disconnect(wrap_the_heartbeat_connection)
