@@ -821,14 +821,9 @@ def test_a_failing_on_runs_ended_is_logged_and_the_finisher_goes_on(
 def test_outcomes_that_cannot_be_written_while_stopping_are_logged(
     runner: TaskRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import sqlite3
+    from django.db import OperationalError
+    from django.db.backends.signals import connection_created
 
-    from django.db import connection, connections
-
-    if connection.vendor != "sqlite":
-        pytest.skip("the outage is another SQLite connection's write lock")
-    # The finisher's own connection (a new one, in its thread) gives up on the lock at once.
-    monkeypatch.setitem(connections.settings["default"]["OPTIONS"], "timeout", 0.1)
     monkeypatch.setattr(runner_module, "FINISH_MAX_DEFER_SECONDS", 60.0)
     holding = threading.Event()
     holding.set()
@@ -837,17 +832,26 @@ def test_outcomes_that_cannot_be_written_while_stopping_are_logged(
     assert runner.launch_pending(queued.pk)
     wait_for(lambda: runner.in_flight() == 0, timeout=10, message="the run to end")
     runner.cancel.set()  # stopping: the finisher does not wait for the database to come back
-    locker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+
+    # The outage, on any database: the finisher's connection refuses every write.
+    def database_down(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.lstrip().upper().startswith(("UPDATE", "INSERT")):
+            raise OperationalError("the database is unreachable")
+        return execute(sql, params, many, context)
+
+    def refuse_the_finishers_writes(sender: object, connection: Any, **kwargs: object) -> None:
+        if threading.current_thread().name == "run-finisher":
+            connection.execute_wrappers.append(database_down)
+
+    connection_created.connect(refuse_the_finishers_writes)
     try:
-        locker.execute("BEGIN EXCLUSIVE")
         holding.clear()
         assert runner.drain(30)
     finally:
-        locker.execute("ROLLBACK")
-        locker.close()
+        connection_created.disconnect(refuse_the_finishers_writes)
     [logged] = [entry for entry in caplog.records if entry.getMessage().startswith("could not record")]
     assert logged.getMessage() == "could not record the outcome of 1 run(s); they stay `running` until reaped"
-    assert logged.exc_info is not None
+    assert logged.exc_info is not None and logged.exc_info[0] is OperationalError
     assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "running"
 
 
