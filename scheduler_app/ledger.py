@@ -447,13 +447,7 @@ class Ledger:
             expired += 1
         return expired
 
-    def fail_hand_off(self, record: TaskExecutionRecord, reason: str) -> bool:
-        """A run that could not be handed to its backend ends ``failed`` (its slot freed); False if it had ended."""
-        return self.fail_unstarted(record, reason, "could not hand the run to its backend")
-
-    def fail_unstarted(
-        self, record: TaskExecutionRecord, reason: str, message: str = "its code could not be started"
-    ) -> bool:
+    def fail_unstarted(self, record: TaskExecutionRecord, reason: str, message: str) -> bool:
         """A claimed run whose code could not be started here or handed to its backend ends ``failed``
         (its slot freed) instead of staying ``running`` until reaped; False if it had ended."""
         now = timezone.now()

@@ -140,11 +140,7 @@ class TaskRunner:
             if record.status != TaskStatus.RUNNING:
                 return record
             record = self._execute(config, record)
-            if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
-                while not self.cancel.is_set() and (buffered := self.ledger.claim_buffered(config)) is not None:
-                    self._execute(config, buffered)
-            # A manual run queued meanwhile waits for this end: the scheduler learns it now, not at its poll.
-            announce_pending()
+            self._after_run_here(config)
             return record
 
     def run_handed_off(self, record_id: int) -> TaskExecutionRecord | None:
@@ -162,12 +158,16 @@ class TaskRunner:
                 return None
             config, record = claimed
             record = self._execute(config, record)
-            if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
-                while not self.cancel.is_set() and (buffered := self.ledger.claim_buffered(config)) is not None:
-                    self._execute(config, buffered)
-            # A manual run queued meanwhile waits for this end: the scheduler learns it now, not at its poll.
-            announce_pending()
+            self._after_run_here(config)
             return record
+
+    def _after_run_here(self, config: TaskConfig) -> None:
+        """After a run in this thread: the fire that ``buffer_one`` kept behind it goes next, here;
+        then the schedulers are told (a manual run queued meanwhile waits for this end, not a poll)."""
+        if config.overlap_policy == OverlapPolicy.BUFFER_ONE:
+            while not self.cancel.is_set() and (buffered := self.ledger.claim_buffered(config)) is not None:
+                self._execute(config, buffered)
+        announce_pending()
 
     def _execute(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord:
         execution = self._submit(config, record)
@@ -302,8 +302,7 @@ class TaskRunner:
             backend.submit(Submission(record.pk, task, config.timeout_with_fallback(self.default_timeout)))
         except Exception as exc:
             logger.exception("task %s: run %s could not be handed to the backend %r", config.name, record.pk, alias)
-            if self.ledger.fail_hand_off(record, f"{type(exc).__name__}: {exc}"):
-                self.ledger.queue_retry(config, record)
+            self._fail_unstarted(config, record, exc, "could not hand the run to its backend")
             return
         logger.info("task %s: run %s handed to the backend %r", config.name, record.pk, alias)
 
@@ -326,11 +325,15 @@ class TaskRunner:
             with self._finish_cond:
                 self._unrecorded_runs -= 1
             logger.exception("task %s: run %s could not be started", config.name, record.pk)
-            started = clone_record(record)  # the caller's record stays as it began, as for a run that ran
-            if self.ledger.fail_unstarted(started, f"{type(exc).__name__}: {exc}"):
-                self.ledger.queue_retry(config, started)
+            self._fail_unstarted(config, record, exc, "its code could not be started")
             return False
         return True
+
+    def _fail_unstarted(self, config: TaskConfig, record: TaskExecutionRecord, exc: Exception, message: str) -> None:
+        """A claimed run that never started ends ``failed`` with ``exc`` as its error, and may retry."""
+        failed = clone_record(record)  # the caller's record stays as it began, as for a run that ran
+        if self.ledger.fail_unstarted(failed, f"{type(exc).__name__}: {exc}", message):
+            self.ledger.queue_retry(config, failed)
 
     def _queue_finish(self, config: TaskConfig, record: TaskExecutionRecord, execution: RunHandle) -> None:
         with self._finish_cond:

@@ -85,6 +85,8 @@ def test_the_rule_finds_a_write_outside_the_ledger(tmp_path: Path) -> None:
     assert [write.split(":")[0] for write in _writes_in(module)] == ["imports finish_runs", "line 2", "line 3"]
 
 
+HAND_OFF_FAILED = "could not hand the run to its backend"
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -188,11 +190,11 @@ def test_a_handed_off_run_is_queued_with_its_slot_held_and_claimed_by_one_worker
 def test_a_run_that_cannot_be_handed_off_fails_and_frees_its_task() -> None:
     ledger = Ledger()
     record = _handed_off(ledger)
-    assert ledger.fail_hand_off(record, "InvalidTaskBackend: nowhere") is True
+    assert ledger.fail_unstarted(record, "InvalidTaskBackend: nowhere", HAND_OFF_FAILED) is True
     stored = TaskExecutionRecord.objects.get(pk=record.pk)
     assert (stored.status, stored.error) == ("failed", "InvalidTaskBackend: nowhere")
     assert TaskState.objects.get(task_id="tick").running_count == 0
-    assert ledger.fail_hand_off(record, "again") is False, "an ended run keeps its outcome"
+    assert ledger.fail_unstarted(record, "again", HAND_OFF_FAILED) is False, "an ended run keeps its outcome"
 
 
 def test_a_run_queued_too_long_is_missed_frees_its_task_and_is_never_claimed() -> None:
@@ -355,7 +357,7 @@ def test_a_worker_claims_a_handed_off_run_as_its_own_starting_now() -> None:
     assert TaskState.objects.get(task_id="tick").running_count == 1
     assert Ledger(process=worker, worker_label="w:7").claim_handed_off(record.pk) is None, "claimed once"
     ended = _handed_off_later(Ledger())
-    assert Ledger().fail_hand_off(ended, "ConnectionError: down")
+    assert Ledger().fail_unstarted(ended, "ConnectionError: down", HAND_OFF_FAILED)
     assert Ledger(process=worker, worker_label="w:7").claim_handed_off(ended.pk) is None, "a settled run"
 
 
@@ -366,7 +368,7 @@ def test_a_failed_hand_off_ends_the_run_now_keeping_when_it_began(heard_finished
     TaskExecutionRecord.objects.filter(pk=record.pk).update(started_at=began)
     record.refresh_from_db()
     before = timezone.now()
-    assert ledger.fail_hand_off(record, "ConnectionError: redis down") is True
+    assert ledger.fail_unstarted(record, "ConnectionError: redis down", HAND_OFF_FAILED) is True
     stored = TaskExecutionRecord.objects.get(pk=record.pk)
     assert (stored.status, stored.message, stored.error, stored.data) == (
         "failed",
@@ -380,7 +382,7 @@ def test_a_failed_hand_off_ends_the_run_now_keeping_when_it_began(heard_finished
     assert TaskExecutionRecord.objects.get(pk=other.pk).status == "queued", "only that run"
     assert TaskState.objects.get(task_id="tick").running_count == 1, "its slot is freed, the other's held"
     assert heard_finished == [(record.pk, "failed")]
-    assert ledger.fail_hand_off(record, "again") is False
+    assert ledger.fail_unstarted(record, "again", HAND_OFF_FAILED) is False
     assert heard_finished == [(record.pk, "failed")], "an ended run is not announced again"
 
 
