@@ -45,6 +45,10 @@ PENDING_BATCH = 100
 # Fires claimed and started per transaction: the first runs of a burst start while the rest are
 # claimed, instead of all waiting for the whole burst's claim.
 CLAIM_CHUNK = 50
+# Claims count as still going this long after the last one ended: fires spread over a fraction of a
+# second leave the dispatcher idle for moments between them, and a finisher's batch or a tick that
+# took such a moment ran in the middle of the burst (BENCHMARKS.md: "quiet, not idle").
+CLAIMS_QUIET_SECONDS = 0.01
 
 
 class DelayedFires:
@@ -119,6 +123,8 @@ class Dispatcher:
         self._delayed = DelayedFires()
         # Since when the dispatcher is busy with one batch (health: a stuck batch is no progress).
         self.busy_since: float | None = None
+        # When the dispatcher last finished a batch (monotonic; -inf: never).
+        self.idle_since = float("-inf")
         # Fires whose record could not be written (database unreachable): recorded `missed` once
         # it answers again. (task, fire time, why), guarded by the lock.
         self._unrecorded: list[tuple[str, datetime, str]] = []
@@ -188,9 +194,14 @@ class Dispatcher:
     # -- fires ---------------------------------------------------------------------------------
 
     def claims_waiting(self) -> bool:
-        """Whether fires are handed over and not claimed yet, or being claimed (the runner's
-        finisher holds outcomes meanwhile: a burst's fires start first)."""
-        return self.busy_since is not None or bool(self._fires)
+        """Whether fires are handed over and not claimed yet, being claimed, or were claimed less than
+        ``CLAIMS_QUIET_SECONDS`` ago (the runner's finisher holds outcomes meanwhile, and the control
+        loop's tick waits: a burst's fires start first)."""
+        return (
+            self.busy_since is not None
+            or bool(self._fires)
+            or time.monotonic() - self.idle_since < CLAIMS_QUIET_SECONDS
+        )
 
     def queue_fires(self, name: str, run_times: list[datetime], jitter: float | None = None) -> None:
         """Hand due fires of one task to the dispatcher (called by APScheduler's thread: returns at once)."""
@@ -217,6 +228,7 @@ class Dispatcher:
                     names = sorted({name for name, _, _ in batch})
                     logger.exception("dispatching %d fire(s) of %s failed; going on", len(batch), ", ".join(names))
                 finally:
+                    self.idle_since = time.monotonic()
                     self.busy_since = None
         finally:
             close_thread_connections()

@@ -43,6 +43,11 @@ from scheduler_app.tasks.base import TaskStatus
 logger = logging.getLogger("scheduler_app.scheduler")
 
 REAP_EVERY_TICKS = 3
+# A tick (lease renewal, job sync, the job store's flush: write transactions) waits while fires are
+# being claimed, at most this long. The tick's period and the fires' are both whole seconds, so a tick
+# that fell inside a burst once fell inside it every second (BENCHMARKS.md: "the tick's phase").
+TICK_MAX_YIELD_SECONDS = 0.25
+TICK_YIELD_POLL_SECONDS = 0.005
 # Exit status of `runscheduler` when a long-lived thread died: its supervisor should restart it.
 EXIT_THREAD_DIED = 70
 
@@ -146,11 +151,19 @@ class TaskScheduler:
         interval = float(conf.get("POLL_INTERVAL"))
         try:
             while not self._stopping.is_set():
+                self._yield_to_claims()
+                # From here: the next tick comes an interval after this one, out of this burst's way.
                 started = time.monotonic()
                 self.tick()
                 self._stopping.wait(max(0.0, interval - (time.monotonic() - started)))
         finally:
             close_thread_connections()
+
+    def _yield_to_claims(self) -> None:
+        """Let the fires being claimed go first, for at most ``TICK_MAX_YIELD_SECONDS``."""
+        deadline = time.monotonic() + TICK_MAX_YIELD_SECONDS
+        while self.dispatch.claims_waiting() and time.monotonic() < deadline and not self._stopping.is_set():
+            self._stopping.wait(TICK_YIELD_POLL_SECONDS)
 
     def tick(self) -> None:
         """One round of the control loop; a database outage is logged and survived."""

@@ -7,6 +7,8 @@ woke it, made that line late. ``request_stop()`` alone must end them.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -14,7 +16,9 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from scheduler_app import dispatch as dispatch_module
+from scheduler_app import scheduler as scheduler_module
 from scheduler_app import services
+from scheduler_app.dispatch import CLAIMS_QUIET_SECONDS
 from scheduler_app.ledger import Fire
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord
 from scheduler_app.scheduler import TaskScheduler
@@ -113,7 +117,7 @@ def test_fires_of_a_chunk_the_database_refused_wait_to_be_recorded_missed(monkey
     assert missed.count() == 3
 
 
-def test_claims_are_waiting_while_fires_are_handed_over_or_being_claimed() -> None:
+def test_claims_are_waiting_while_fires_are_handed_over_being_claimed_or_just_claimed() -> None:
     """What the finisher and the job store's flush ask before they take the process's time."""
     scheduler = TaskScheduler()
     dispatch = scheduler.dispatch
@@ -124,6 +128,9 @@ def test_claims_are_waiting_while_fires_are_handed_over_or_being_claimed() -> No
     dispatch.busy_since = 1.0
     assert dispatch.claims_waiting() is True
     dispatch.busy_since = None
+    dispatch.idle_since = time.monotonic()
+    assert dispatch.claims_waiting() is True, "a batch just ended: more fires of the burst may follow"
+    dispatch.idle_since = time.monotonic() - CLAIMS_QUIET_SECONDS
     assert dispatch.claims_waiting() is False
     dispatch.start()
     try:
@@ -132,3 +139,41 @@ def test_claims_are_waiting_while_fires_are_handed_over_or_being_claimed() -> No
         scheduler.request_stop()
         dispatch.stop()
         scheduler.runner.close()
+
+
+def test_the_control_loops_tick_waits_for_a_burst_to_be_claimed_within_its_bound(monkeypatch) -> None:
+    """The tick's writes (lease, job sync, the job store's flush) come after a burst's claims, not
+    amid them; claims that never end hold the tick back only ``TICK_MAX_YIELD_SECONDS``."""
+    monkeypatch.setattr(scheduler_module, "TICK_MAX_YIELD_SECONDS", 30.0)
+    scheduler = TaskScheduler()
+    dispatch = scheduler.dispatch
+    started = time.monotonic()
+    scheduler._yield_to_claims()
+    assert time.monotonic() - started < 30.0, "no claims: the tick does not wait for its bound"
+
+    dispatch.busy_since = time.monotonic()
+    ended_at: list[float] = []
+
+    def end_the_burst() -> None:
+        ended_at.append(time.monotonic())
+        dispatch.idle_since = time.monotonic()
+        dispatch.busy_since = None
+
+    timer = threading.Timer(0.3, end_the_burst)
+    timer.start()
+    scheduler._yield_to_claims()
+    returned = time.monotonic()
+    timer.join()
+    assert ended_at and returned >= ended_at[0] + CLAIMS_QUIET_SECONDS, "the tick came before the claims ended"
+    assert returned - ended_at[0] < 30.0
+
+    monkeypatch.setattr(scheduler_module, "TICK_MAX_YIELD_SECONDS", 0.3)
+    dispatch.busy_since = time.monotonic()  # claims that never end
+    started = time.monotonic()
+    scheduler._yield_to_claims()
+    assert time.monotonic() - started >= 0.3, "the tick gave up waiting before its bound"
+    scheduler.request_stop()
+    started = time.monotonic()
+    monkeypatch.setattr(scheduler_module, "TICK_MAX_YIELD_SECONDS", 30.0)
+    scheduler._yield_to_claims()
+    assert time.monotonic() - started < 30.0, "a stop ends the wait"
