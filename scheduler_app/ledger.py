@@ -28,7 +28,6 @@ from django.utils import timezone
 
 from scheduler_app import conf, signals
 from scheduler_app.db import write_transaction
-from scheduler_app.logging import log_context
 from scheduler_app.models import FAILURE_STATUSES, SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.records import (
     MissedFire,
@@ -674,16 +673,21 @@ class Ledger:
     def _log_outcome(record: TaskExecutionRecord) -> None:
         status = record.status
         log = outcome_logger.info if status in (TaskStatus.SUCCESS, TaskStatus.SKIPPED) else outcome_logger.warning
-        with log_context(task=record.task_id, run_id=record.pk, trigger=record.trigger):
-            log(
-                "task %s run %s %s in %.3fs%s",
-                record.task_id,
-                record.pk,
-                status,
-                record.duration_seconds,
-                f": {record.message}" if record.message else "",
-                extra={"duration": record.duration_seconds},
-            )
+        # The run's fields as `extra`, as log_context() would give them (it costs more, per run).
+        log(
+            "task %s run %s %s in %.3fs%s",
+            record.task_id,
+            record.pk,
+            status,
+            record.duration_seconds,
+            f": {record.message}" if record.message else "",
+            extra={
+                "task": record.task_id,
+                "run_id": record.pk,
+                "trigger": record.trigger,
+                "duration": record.duration_seconds,
+            },
+        )
 
     @staticmethod
     def _send_finished(record: TaskExecutionRecord) -> None:

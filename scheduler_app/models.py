@@ -162,9 +162,9 @@ class TaskConfig(models.Model):
     def timeout_with_fallback(self, fallback: float | None) -> float:
         """The effective timeout when ``fallback`` (e.g. ``trigger_task --timeout``) stands in for
         ``SCHEDULER["DEFAULT_TIMEOUT"]``; the one rule every run and every display uses."""
-        chosen = next(
-            (v for v in (self.timeout_override, self.default_timeout_seconds, fallback) if v is not None), None
-        )
+        chosen = self.timeout_override
+        if chosen is None:
+            chosen = self.default_timeout_seconds if self.default_timeout_seconds is not None else fallback
         if chosen is None:
             # Only then: the settings lookup costs more than the rest, and every run asks.
             chosen = conf.get("DEFAULT_TIMEOUT")

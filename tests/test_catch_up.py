@@ -86,3 +86,15 @@ def test_catch_up_none_keeps_the_fires_missed_beyond_the_window_too() -> None:
         (ago(300), "missed by 300s, beyond the 60s catch-up window"),
         (ago(30), "not caught up: the task's catch_up policy is 'none'"),
     ]
+
+
+def test_a_single_fire_is_in_time_up_to_the_windows_edge_and_missed_a_microsecond_beyond() -> None:
+    edge = split_due_fires([ago(60)], NOW, 60, "once")
+    assert edge.run == [ago(60)] and edge.missed == []
+    beyond = NOW - timedelta(seconds=60, microseconds=1)
+    verdict = split_due_fires([beyond], NOW, 60, "once")
+    assert verdict.run == [] and verdict.missed == [(beyond, "missed by 60s, beyond the 60s catch-up window")]
+    late = NOW - timedelta(seconds=ON_TIME_SECONDS, microseconds=1)
+    verdict = split_due_fires([late], NOW, 60, "none")
+    assert verdict.run == [] and verdict.missed == [(late, "not caught up: the task's catch_up policy is 'none'")]
+    assert split_due_fires([late], NOW, 60, "once").run == [late], "only 'none' drops a late fire in the window"
