@@ -257,6 +257,17 @@ def analyse(data: dict[str, Any], w0: float, w1: float) -> dict[str, dict[str, f
         }
         out[f"tx {thread}: held"] = {"n": len(holds), "p50_ms": percentile(holds, 0.5),
                                      "p99_ms": percentile(holds, 0.99), "mean_ms": sum(holds) / len(holds)}  # fmt: skip
+    # How long each other thread's write transactions (and the whole job-store flush) ran while the
+    # dispatcher claimed fires: the writes a burst had to share the process with.
+    claims = [(taken, done) for taken, done, _ in data["batches"] if w0 <= taken < w1]
+    amid: dict[str, list[float]] = defaultdict(list)
+    for thread, asked, _locked, done in data["transactions"]:
+        if not (w0 <= asked < w1) or thread == "fire-dispatcher":
+            continue
+        overlap = sum(max(0.0, min(done, c1) - max(asked, c0)) for c0, c1 in claims)
+        amid[thread.split("-")[0] if thread.startswith("run-finisher") else thread].append(overlap * 1000)
+    for thread, overlaps in amid.items():
+        out[f"amid claims: {thread}"] = {"n": sum(1 for o in overlaps if o > 0), "ms_per_s": sum(overlaps) / (w1 - w0)}
     return out
 
 
@@ -312,9 +323,14 @@ def main() -> None:
     print(f"{args.tasks} tasks, phases {args.phases}, kind {args.kind}, {args.seconds:g} s window, "
           f"web {'no' if args.no_web else 'yes'} {' '.join(args.env)}")  # fmt: skip
     print(f"{'step':32} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    for step, fig in result.items():
+    steps = {step: fig for step, fig in result.items() if not step.startswith("amid claims")}
+    for step, fig in steps.items():
         cells = [f"{fig[k]:8.2f}" if fig[k] is not None else f"{'-':>8}" for k in ("p50_ms", "p99_ms", "mean_ms")]
         print(f"{step:32} {fig['n']:6d} " + " ".join(cells))
+    print("other writes while the dispatcher claimed fires (transactions overlapping, ms per second):")
+    for step, fig in result.items():
+        if step.startswith("amid claims"):
+            print(f"  {step.removeprefix('amid claims: '):30} {fig['n']:6d} tx {fig['ms_per_s']:8.2f} ms/s")
     print("CPU ms per second of the window, by thread (from the window's start to the dump):")
     for kind, seconds in sorted(data.get("thread_cpu", {}).items(), key=lambda item: -item[1]):
         if seconds > 0.0005:
