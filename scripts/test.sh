@@ -31,6 +31,9 @@ if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-
       >/dev/null; } || echo "apt-get could not install redis-server"
 fi
 
+# Each pass ends with its ten slowest tests: the whole of `make test` should stay under ~25 minutes.
+set -- --durations=10 "$@"
+
 status=0
 echo "== SQLite: the whole suite, but the tests that need PostgreSQL"
 "$PYTHON" -m pytest -m "not postgres" "$@" || status=$?
