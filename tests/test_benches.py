@@ -165,3 +165,25 @@ def test_fire_cpu_measures_every_round_of_the_dispatch_path(held: bool) -> None:
     assert f"(20 tasks, sync, {what})" in result.stdout.splitlines()[-1]
     # Every fire ran and was recorded: the runs' lines are in the log (the tool drains before it ends).
     assert result.stderr.count(" success in ") == 20 * 3, result.stderr[-3000:]
+
+
+def test_trace_counts_other_threads_writes_that_overlapped_the_claims() -> None:
+    from benches.trace import analyse
+
+    data = {
+        "handed": [],
+        "begins": [],
+        "starts": [],
+        "batches": [(10.0, 10.1, 50), (10.5, 10.6, 50)],  # the dispatcher claimed twice
+        "transactions": [
+            ("MainThread", 10.05, 10.05, 10.2),  # 50 ms inside the first claim
+            ("run-finisher", 10.2, 10.2, 10.4),  # between the claims: none
+            ("fire-dispatcher", 10.0, 10.0, 10.1),  # the claims' own transaction is not counted
+            ("MainThread", 10.45, 10.45, 10.55),  # 50 ms inside the second
+        ],
+    }
+    amid = {step: fig for step, fig in analyse(data, 10.0, 12.0).items() if step.startswith("amid claims")}
+    assert set(amid) == {"amid claims: MainThread", "amid claims: run"}
+    assert amid["amid claims: MainThread"]["n"] == 2
+    assert amid["amid claims: MainThread"]["ms_per_s"] == pytest.approx(100 / 2.0)
+    assert amid["amid claims: run"] == {"n": 0, "ms_per_s": 0.0}
