@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from scheduler_app import conf, faults
 from scheduler_app.abc import Executor, RunHandle, Submission
-from scheduler_app.db import fresh_connections
+from scheduler_app.db import close_thread_connections, fresh_connections
 from scheduler_app.execution import WorkerPool, thread_ended
 from scheduler_app.executors import LOCAL, executor_alias
 from scheduler_app.executors.fleet import FleetExecutor
@@ -345,6 +345,13 @@ class TaskRunner:
 
     def _finisher_loop(self) -> None:
         """Write the outcomes of launched runs, many per transaction, then what follows them."""
+        try:
+            self._finish_until_closed()
+        finally:
+            # A runner closed at a step-down or stop leaves no database session behind.
+            close_thread_connections()
+
+    def _finish_until_closed(self) -> None:
         while True:
             with self._finish_cond:
                 while not self._settled and not self._finisher_stop:

@@ -30,6 +30,26 @@ def _fresh_time_zone_transitions() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _runners_closed_after_the_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every ``TaskRunner`` a test made is closed after it, as the scheduler closes its own: a runner
+    left open keeps its finisher and idle workers, and their database sessions (on PostgreSQL they
+    kept the test database from being dropped at the end of the run)."""
+    from scheduler_app.runner import TaskRunner
+
+    made: list[TaskRunner] = []
+    init = TaskRunner.__init__
+
+    def noted(self: TaskRunner, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    monkeypatch.setattr(TaskRunner, "__init__", noted)
+    yield
+    for runner in made:
+        runner.close()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttles() -> Iterator[None]:
     """Request rates and failed-login counts live in Django's cache: each test starts with none."""
     from django.core.cache import cache
