@@ -71,6 +71,8 @@ def test_macros_are_accepted_in_any_case(alias: str) -> None:
         ("1,,2 * * * *", "empty list item"),
         ("*/2-5 * * * *", "'*/2-5' is not valid in the minute field"),
         ("0 0 31 2 *", "it can never fire: day 31 never occurs in February"),
+        ("0 0 30,31 2 *", "it can never fire: days 30, 31 never occur in February"),
+        ("5x * * * *", "'5x' is not a valid minute"),
         ("@reboot", "unknown cron alias '@reboot'"),
     ],
 )
