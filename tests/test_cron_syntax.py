@@ -71,6 +71,8 @@ def test_macros_are_accepted_in_any_case(alias: str) -> None:
         ("1,,2 * * * *", "empty list item"),
         ("*/2-5 * * * *", "'*/2-5' is not valid in the minute field"),
         ("0 0 31 2 *", "it can never fire: day 31 never occurs in February"),
+        ("0 0 30,31 2 *", "it can never fire: days 30, 31 never occur in February"),
+        ("5x * * * *", "'5x' is not a valid minute"),
         ("@reboot", "unknown cron alias '@reboot'"),
     ],
 )
@@ -79,6 +81,36 @@ def test_syntax_beyond_crontab_is_refused_by_name(expression: str, fragment: str
     assert message is not None and fragment in message, message
     if not expression.startswith("@"):
         assert message.startswith(f"invalid cron expression {expression!r}") or "fields" in message
+
+
+_FIELDS_RULE = "expected 5 (minute hour day-of-month month day-of-week)"
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 0 31 2,4 *", "it can never fire: day 31 never occurs in February or April"),
+        ("0 0 L * *", "'L' (last) and 'W' (nearest weekday) are not crontab syntax and are not supported"),
+        # Numbers get numbers back, names get names.
+        ("0 0 * 12-1 *", "range '12-1' is reversed; cron ranges go from low to high (write 12,1)"),
+        ("0 0 * * fri-sun", "range 'fri-sun' is reversed; cron ranges go from low to high (write fri-sat,sun)"),
+    ],
+)
+def test_a_refusal_reads_in_full(expression: str, message: str) -> None:
+    """The whole text, as the API, the admin and the commands show it."""
+    assert cron_expression_error(expression) == f"invalid cron expression {expression!r}: {message}"
+
+
+def test_a_refused_alias_or_field_count_reads_in_full() -> None:
+    known = "@annually, @daily, @hourly, @midnight, @monthly, @weekly, @yearly"
+    assert cron_expression_error("@reboot") == f"unknown cron alias '@reboot'; known: {known}"
+    for expression in ("0 0 0 * * *", "0 0 0 * * * 2026"):
+        count = len(expression.split())
+        assert cron_expression_error(expression) == (
+            f"cron expression {expression!r} has {count} fields; {_FIELDS_RULE}; "
+            "a seconds or a year field is not supported"
+        )
+    assert cron_expression_error("0 0 *") == f"cron expression '0 0 *' has 3 fields; {_FIELDS_RULE}"
 
 
 def test_star_flags_follow_the_first_character() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -231,6 +233,45 @@ def test_kolkata_half_hour_offset_without_dst() -> None:
     assert [t.astimezone(UTC).strftime("%a %H:%M") for t in got] == ["Fri 03:30", "Mon 03:30"]
 
 
+def test_a_jump_to_an_offset_with_seconds_skips_the_whole_minute_it_lands_in() -> None:
+    # Monrovia left its mean time (-00:44:30) for GMT at 1972-01-07 00:44:30 UTC: the wall clock
+    # jumped from 00:00 to 00:44:30, so 00:44 never came round and the next :44 is 01:44.
+    monrovia = ZoneInfo("Africa/Monrovia")
+    got = fires("44 * * * *", monrovia, datetime(1972, 1, 7, tzinfo=UTC), 2)
+    assert [t.astimezone(UTC) for t in got] == [
+        datetime(1972, 1, 7, 0, 28, 30, tzinfo=UTC),  # 23:44 on the 6th, at -00:44:30
+        datetime(1972, 1, 7, 1, 44, tzinfo=UTC),
+    ]
+
+
+@pytest.fixture
+def host_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Sets the machine's own zone (TZ) for one test, and restores it after."""
+
+    def set_zone(posix: str) -> None:
+        monkeypatch.setenv("TZ", posix)
+        time.tzset()
+
+    yield set_zone
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("host", ["UTC0", "<+14>-14", "<-12>+12"])
+def test_fire_times_do_not_depend_on_the_machines_zone(host_zone: Callable[[str], None], host: str) -> None:
+    host_zone(host)
+    assert next_cron_fire("0 12 * * *", BERLIN, datetime(2026, 7, 1, 9, 30, tzinfo=UTC)) == datetime(
+        2026, 7, 1, 10, 0, tzinfo=UTC
+    )
+    # Changes of offset close to a new year in UTC, where the host's calendar is already in the
+    # next year or still in the last: Singapore went from +07:30 to +08:00 at 1981-12-31 16:00 UTC.
+    singapore = next_cron_fire("15 0 * * *", ZoneInfo("Asia/Singapore"), datetime(1981, 12, 31, 15, 30, tzinfo=UTC))
+    assert singapore == datetime(1981, 12, 31, 16, 15, tzinfo=UTC)
+    # Lima sprang from -05 to -04 at 1986-01-01 05:00 UTC (00:00 local): 00:30 ran when the gap ended.
+    lima = next_cron_fire("30 0 * * *", ZoneInfo("America/Lima"), datetime(1985, 12, 31, 12, tzinfo=UTC))
+    assert lima == datetime(1986, 1, 1, 5, 0, tzinfo=UTC)
+
+
 # -- the end of the calendar -----------------------------------------------------------------------
 
 
@@ -243,6 +284,12 @@ def test_no_overflow_near_the_end_of_the_calendar(zone: str, expression: str) ->
         result = next_fire_times(trigger, datetime(2026, 1, 1, tzinfo=UTC), 3)
         assert all(t >= start for t in result)
         assert CronTrigger(expression, zone).get_next_fire_time(None, near_max) is None
+
+
+def test_the_last_year_of_the_calendar_is_reached_from_the_year_before() -> None:
+    assert next_cron_fire("0 0 1 1 *", ZoneInfo("UTC"), datetime(9998, 6, 1, tzinfo=UTC)) == datetime(
+        9999, 1, 1, tzinfo=UTC
+    )
 
 
 # -- other callers ---------------------------------------------------------------------------------
@@ -407,3 +454,13 @@ def test_start_and_end_dates_are_read_and_bounded_with_their_reasons() -> None:
         with pytest.raises(ValueError) as out_of_range:
             parse_datetime_option(outside)
         assert str(out_of_range.value) == bound_rule, outside
+
+
+def test_a_start_date_on_a_fire_time_fires_there_once_and_nothing_fires_before_it() -> None:
+    start = datetime(2030, 1, 1, 1, 0, tzinfo=UTC)
+    hourly = next_fire_times(CronTrigger("0 * * * *", "UTC", start_date=start), datetime(2029, 12, 31, tzinfo=UTC), 3)
+    assert hourly == [start, start + timedelta(hours=1), start + timedelta(hours=2)]
+    # A microsecond after a whole minute: that minute is before the start, the next one is not.
+    late = start + timedelta(microseconds=1)
+    minutely = CronTrigger("* * * * *", "UTC", start_date=late).get_next_fire_time(None, start - timedelta(days=1))
+    assert minutely == start + timedelta(minutes=1)
