@@ -99,3 +99,28 @@ def _mutmut_test_durations() -> dict[str, float]:
         return json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
     except (OSError, ValueError, KeyError):
         return {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Under ``make mutate``: a test that runs over 5x its measured time (at least 15 s) fails. A mutant
+    that makes a run never end keeps a test waiting out every deadline it has (30 s each) without using
+    CPU, so mutmut's CPU-time limit did not stop it: a few such mutants took a quarter of the run's time."""
+    import signal
+
+    measured = _mutmut_test_durations().get(item.nodeid)
+    if measured is None:
+        yield
+        return
+    limit = max(15.0, 5 * measured)
+
+    def over_time(signum: int, frame: object) -> None:
+        raise TimeoutError(f"{item.nodeid} ran over {limit:.0f} s under this mutant (it was {measured:.1f} s)")
+
+    previous = signal.signal(signal.SIGALRM, over_time)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
