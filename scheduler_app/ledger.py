@@ -485,7 +485,7 @@ class Ledger:
     ) -> TaskExecutionRecord | None:
         """Claim the task's slot and record the run (a new record, or the queued ``pending_id``), then announce it."""
         now = timezone.now()
-        buffered = False
+        buffered = False  # pragma: no mutate (only tested for truth: None is as False)
         with write_transaction():
             exclusive = config.overlap_policy != OverlapPolicy.ALLOW
             claimed = config.name in claim_slots([config.name], exclusive=exclusive)

@@ -512,3 +512,35 @@ def test_a_manual_run_started_here_names_its_user_and_origin() -> None:
     stored = {row[0]: row[1:] for row in TaskExecutionRecord.objects.values_list("pk", "origin", "triggered_by_id")}
     assert stored[by_operator.pk] == ("admin", operator.pk)
     assert stored[unnamed.pk] == ("command", None)
+
+
+def test_a_buffer_one_fire_is_recorded_as_a_scheduled_fire_that_started_now() -> None:
+    ledger = Ledger()
+    kept = services.set_options("slow", {"overlap": "buffer_one"})
+    at = timezone.now().replace(microsecond=0)
+    before = timezone.now()
+    [record] = ledger.record_fires([Fire(kept, at, jitter=1.5)])
+    after = timezone.now()
+    assert record is not None
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.trigger, stored.origin, stored.status, stored.jitter_seconds) == (
+        "scheduled",
+        "scheduler",
+        "running",
+        1.5,
+    )
+    assert stored.started_at is not None and before <= stored.started_at <= after
+
+
+def test_a_manual_run_begins_now_and_one_of_a_busy_task_ends_at_once() -> None:
+    ledger = Ledger()
+    before = timezone.now()
+    running = ledger.start_manual(ledger.config("slow"))
+    busy = ledger.start_manual(ledger.config("slow"))
+    after = timezone.now()
+    stored = TaskExecutionRecord.objects.in_bulk([running.pk, busy.pk])
+    first, second = stored[running.pk], stored[busy.pk]
+    assert first.status == "running" and first.finished_at is None
+    assert first.started_at is not None and before <= first.started_at <= after
+    assert (second.status, second.duration_seconds) == ("skipped", 0.0)
+    assert second.started_at is not None and before <= second.started_at == second.finished_at <= after
