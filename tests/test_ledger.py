@@ -544,3 +544,15 @@ def test_a_manual_run_begins_now_and_one_of_a_busy_task_ends_at_once() -> None:
     assert first.started_at is not None and before <= first.started_at <= after
     assert (second.status, second.duration_seconds) == ("skipped", 0.0)
     assert second.started_at is not None and before <= second.started_at == second.finished_at <= after
+
+
+def test_a_claimed_retry_keeps_saying_which_attempt_it_is_while_it_runs() -> None:
+    config = services.set_options("boom", {"max_retries": 2, "retry_backoff": "fixed", "retry_delay_seconds": 60})
+    ledger = Ledger()
+    failed = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.FAILED)
+    retry = ledger.queue_retry(config, failed)
+    assert retry is not None
+    claimed = ledger.claim_queued(retry.pk)
+    assert claimed is not None and claimed[1].status == "running"
+    stored = TaskExecutionRecord.objects.get(pk=retry.pk)
+    assert (stored.status, stored.message) == ("running", f"retry 1 of 2 after run {failed.pk} failed")
