@@ -14,7 +14,16 @@ from django.db.models.signals import post_init
 from django.utils import timezone
 
 from scheduler_app import services, signals
-from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger, MissedFire, clone_record
+from scheduler_app.ledger import (
+    ALREADY_BUFFERED_MESSAGE,
+    BUFFERED_MESSAGE,
+    BUSY_MESSAGE,
+    DISABLED_RETRY_MESSAGE,
+    Fire,
+    Ledger,
+    MissedFire,
+    clone_record,
+)
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
@@ -556,3 +565,42 @@ def test_a_claimed_retry_keeps_saying_which_attempt_it_is_while_it_runs() -> Non
     assert claimed is not None and claimed[1].status == "running"
     stored = TaskExecutionRecord.objects.get(pk=retry.pk)
     assert (stored.status, stored.message) == ("running", f"retry 1 of 2 after run {failed.pk} failed")
+
+
+def test_a_busy_buffer_one_tasks_fire_is_kept_unstarted_and_the_next_is_skipped_at_once() -> None:
+    config = services.set_options("slow", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="slow").update(running_count=1)  # a run elsewhere holds the slot
+    ledger = Ledger()
+    at = timezone.now().replace(microsecond=0)
+    before = timezone.now()
+    [kept] = ledger.record_fires([Fire(config, at)])
+    [dropped] = ledger.record_fires([Fire(config, at + timedelta(seconds=1))])
+    after = timezone.now()
+    assert kept is not None and dropped is not None
+    rows = TaskExecutionRecord.objects.in_bulk([kept.pk, dropped.pk])
+    for record in (kept, rows[kept.pk]):
+        assert (record.status, record.started_at, record.finished_at, record.duration_seconds, record.message) == (
+            "pending",
+            None,
+            None,
+            None,
+            BUFFERED_MESSAGE,
+        )
+    assert TaskState.objects.get(task_id="slow").buffered_record_id == kept.pk
+    for record in (dropped, rows[dropped.pk]):
+        assert (record.status, record.duration_seconds, record.message) == ("skipped", 0.0, ALREADY_BUFFERED_MESSAGE)
+        assert record.started_at is not None and before <= record.started_at == record.finished_at <= after
+
+
+def test_a_manual_run_or_retry_of_a_busy_buffer_one_task_is_skipped_not_kept() -> None:
+    config = services.set_options("slow", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="slow").update(running_count=1)
+    ledger = Ledger()
+    manual = ledger.start_manual(config)
+    retry = TaskExecutionRecord.objects.create(task_id="slow", trigger=Trigger.RETRY, status=TaskStatus.PENDING)
+    claimed = ledger.claim_queued(retry.pk)
+    assert claimed is not None
+    for record in (manual, claimed[1]):
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        assert (stored.status, stored.message) == ("skipped", BUSY_MESSAGE)
+    assert TaskState.objects.get(task_id="slow").buffered_record_id is None
