@@ -604,3 +604,16 @@ def test_a_manual_run_or_retry_of_a_busy_buffer_one_task_is_skipped_not_kept() -
         stored = TaskExecutionRecord.objects.get(pk=record.pk)
         assert (stored.status, stored.message) == ("skipped", BUSY_MESSAGE)
     assert TaskState.objects.get(task_id="slow").buffered_record_id is None
+
+
+def test_claiming_a_queued_run_starts_that_run_only_and_a_settled_one_takes_no_slot() -> None:
+    ledger = Ledger()
+    first, other = ledger.queue_manual("tick", origin="api"), ledger.queue_manual("boom", origin="api")
+    claimed = ledger.claim_queued(first.pk)
+    assert claimed is not None and (claimed[1].pk, claimed[1].status) == (first.pk, "running")
+    waiting = TaskExecutionRecord.objects.get(pk=other.pk)
+    assert (waiting.status, waiting.started_at, waiting.worker_label) == ("pending", None, "")
+    assert ledger.skip_queued(other.pk, "skipped: no longer wanted")
+    assert ledger.claim_queued(other.pk) is None, "settled meanwhile"
+    assert TaskState.objects.get(task_id="boom").running_count == 0, "the slot taken for it is given back"
+    assert TaskExecutionRecord.objects.get(pk=other.pk).status == "skipped"
