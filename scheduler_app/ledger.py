@@ -537,7 +537,9 @@ class Ledger:
                     task_id=config.name,
                     trigger=trigger,
                     scheduled_at=scheduled_at,
+                    # pragma: no mutate start (a user is None or has is_authenticated: the default is never read)
                     triggered_by=user if getattr(user, "is_authenticated", False) else None,
+                    # pragma: no mutate end
                     origin=origin,
                     **fields,
                 )

@@ -512,15 +512,17 @@ def test_a_queued_manual_run_names_only_an_authenticated_user() -> None:
 
 
 def test_a_manual_run_started_here_names_its_user_and_origin() -> None:
-    from django.contrib.auth.models import User
+    from django.contrib.auth.models import AnonymousUser, User
 
     operator = User.objects.create_user("operator")
     ledger = Ledger()
     by_operator = ledger.start_manual(ledger.config("tick"), user=operator, origin="admin")
     unnamed = ledger.start_manual(ledger.config("boom"))  # as the trigger_task command starts one
+    anonymous = ledger.start_manual(ledger.config("slow"), user=AnonymousUser(), origin="api")
     stored = {row[0]: row[1:] for row in TaskExecutionRecord.objects.values_list("pk", "origin", "triggered_by_id")}
     assert stored[by_operator.pk] == ("admin", operator.pk)
     assert stored[unnamed.pk] == ("command", None)
+    assert stored[anonymous.pk] == ("api", None)
 
 
 def test_a_buffer_one_fire_is_recorded_as_a_scheduled_fire_that_started_now() -> None:
@@ -587,6 +589,7 @@ def test_a_busy_buffer_one_tasks_fire_is_kept_unstarted_and_the_next_is_skipped_
             BUFFERED_MESSAGE,
         )
     assert TaskState.objects.get(task_id="slow").buffered_record_id == kept.pk
+    assert not TaskState.objects.exclude(task_id="slow").exclude(buffered_record_id=None).exists(), "its task only"
     for record in (dropped, rows[dropped.pk]):
         assert (record.status, record.duration_seconds, record.message) == ("skipped", 0.0, ALREADY_BUFFERED_MESSAGE)
         assert record.started_at is not None and before <= record.started_at == record.finished_at <= after
