@@ -548,7 +548,7 @@ class Ledger:
                     buffered_record_id=record.pk
                 )
                 if not kept:
-                    buffered = False
+                    buffered = False  # pragma: no mutate (only tested for truth: None is as False)
                     record.status, record.started_at, record.finished_at = TaskStatus.SKIPPED, now, now
                     record.duration_seconds, record.message = 0.0, ALREADY_BUFFERED_MESSAGE
                     record.save(update_fields=["status", "started_at", "finished_at", "duration_seconds", "message"])

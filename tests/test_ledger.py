@@ -569,7 +569,9 @@ def test_a_claimed_retry_keeps_saying_which_attempt_it_is_while_it_runs() -> Non
     assert (stored.status, stored.message) == ("running", f"retry 1 of 2 after run {failed.pk} failed")
 
 
-def test_a_busy_buffer_one_tasks_fire_is_kept_unstarted_and_the_next_is_skipped_at_once() -> None:
+def test_a_busy_buffer_one_tasks_fire_is_kept_unstarted_and_the_next_is_skipped_at_once(
+    heard_finished: list[tuple[int, str]],
+) -> None:
     config = services.set_options("slow", {"overlap": "buffer_one"})
     TaskState.objects.filter(task_id="slow").update(running_count=1)  # a run elsewhere holds the slot
     ledger = Ledger()
@@ -593,6 +595,7 @@ def test_a_busy_buffer_one_tasks_fire_is_kept_unstarted_and_the_next_is_skipped_
     for record in (dropped, rows[dropped.pk]):
         assert (record.status, record.duration_seconds, record.message) == ("skipped", 0.0, ALREADY_BUFFERED_MESSAGE)
         assert record.started_at is not None and before <= record.started_at == record.finished_at <= after
+    assert heard_finished == [(dropped.pk, "skipped")], "the skipped fire is announced, the kept one is not yet"
 
 
 def test_a_manual_run_or_retry_of_a_busy_buffer_one_task_is_skipped_not_kept() -> None:
