@@ -22,6 +22,7 @@ from scheduler_app.ledger import (
     Fire,
     Ledger,
     MissedFire,
+    RunOutcome,
     clone_record,
 )
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
@@ -623,3 +624,121 @@ def test_claiming_a_queued_run_starts_that_run_only_and_a_settled_one_takes_no_s
     assert ledger.claim_queued(other.pk) is None, "settled meanwhile"
     assert TaskState.objects.get(task_id="boom").running_count == 0, "the slot taken for it is given back"
     assert TaskExecutionRecord.objects.get(pk=other.pk).status == "skipped"
+
+
+# -- outcomes: written, told to the record, logged, announced; retries queued ----------------------------
+
+
+def _outcome(record: TaskExecutionRecord, status: TaskStatus, duration: float, message: str = "") -> RunOutcome:
+    return RunOutcome(
+        record_id=record.pk,
+        task_name=record.task_id,
+        status=status,
+        started_at=record.started_at - timedelta(seconds=duration),
+        finished_at=record.started_at + timedelta(seconds=duration),
+        duration_seconds=duration,
+        message=message,
+        error="Boom: no" if status == TaskStatus.FAILED else "",
+        data={"rows": 3} if status == TaskStatus.SUCCESS else {},
+    )
+
+
+def test_finished_runs_are_told_to_their_records_logged_with_their_fields_and_announced(
+    heard_finished: list[tuple[int, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger()
+    runs = [ledger.start_manual(ledger.config(name)) for name in ("tick", "boom", "slow")]
+    outcomes = [
+        _outcome(runs[0], TaskStatus.SUCCESS, 0.25, "did it"),
+        _outcome(runs[1], TaskStatus.FAILED, 1.5),
+        _outcome(runs[2], TaskStatus.SKIPPED, 0.0, "nothing to do"),
+    ]
+    caplog.set_level("INFO", logger="scheduler_app.runner")
+    assert ledger.finish(list(zip(runs, outcomes, strict=True))) == [True, True, True]
+    for record, outcome in zip(runs, outcomes, strict=True):
+        told = (record.status, record.started_at, record.finished_at, record.duration_seconds)
+        assert told == (outcome.status, outcome.started_at, outcome.finished_at, outcome.duration_seconds)
+        assert (record.message, record.error, record.data) == (outcome.message, outcome.error, outcome.data)
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        assert (stored.status, stored.message, stored.error, stored.data) == (
+            outcome.status,
+            outcome.message,
+            outcome.error,
+            outcome.data,
+        )
+    assert heard_finished == [(runs[0].pk, "success"), (runs[1].pk, "failed"), (runs[2].pk, "skipped")]
+    lines = [entry for entry in caplog.records if entry.name == "scheduler_app.runner"]
+    assert [(entry.levelname, entry.getMessage()) for entry in lines] == [
+        ("INFO", f"task tick run {runs[0].pk} success in 0.250s: did it"),
+        ("WARNING", f"task boom run {runs[1].pk} failed in 1.500s"),
+        ("INFO", f"task slow run {runs[2].pk} skipped in 0.000s: nothing to do"),
+    ]
+    fields = [(entry.task, entry.run_id, entry.trigger, entry.duration) for entry in lines]  # type: ignore[attr-defined]
+    assert fields == [
+        ("tick", runs[0].pk, "manual", 0.25),
+        ("boom", runs[1].pk, "manual", 1.5),
+        ("slow", runs[2].pk, "manual", 0.0),
+    ]
+
+
+def test_an_outcome_of_a_run_ended_meanwhile_is_dropped_and_the_record_reads_the_verdict(
+    heard_finished: list[tuple[int, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger()
+    reaped, ran = ledger.start_manual(ledger.config("tick")), ledger.start_manual(ledger.config("boom"))
+    assert ledger.interrupt([TaskExecutionRecord.objects.get(pk=reaped.pk)], "reaped") == 1
+    heard_finished.clear()
+    written = ledger.finish(
+        [(reaped, _outcome(reaped, TaskStatus.SUCCESS, 0.5)), (ran, _outcome(ran, TaskStatus.SUCCESS, 0.5))]
+    )
+    assert written == [False, True]
+    assert (reaped.status, reaped.error) == ("interrupted", "reaped"), "read back"
+    assert TaskExecutionRecord.objects.get(pk=reaped.pk).status == "interrupted"
+    assert heard_finished == [(ran.pk, "success")]
+    assert f"task tick run {reaped.pk} finished after it was marked interrupted" in caplog.messages
+
+
+def test_a_retry_links_to_the_first_attempt_keeps_who_asked_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from django.contrib.auth.models import User
+
+    operator = User.objects.create_user("operator")
+    options = {"max_retries": 2, "retry_backoff": "exponential", "retry_delay_seconds": 10}
+    config = services.set_options("boom", {**options, "retry_max_delay_seconds": 15})
+    ledger = Ledger()
+    first = TaskExecutionRecord.objects.create(
+        task_id="boom", trigger=Trigger.MANUAL, status=TaskStatus.FAILED, triggered_by=operator
+    )
+    caplog.set_level("INFO", logger="scheduler_app.ledger")
+    failed = first
+    for attempt in (1, 2):
+        before = timezone.now()
+        retry = ledger.queue_retry(config, failed)
+        assert retry is not None
+        delay = 10.0 if attempt == 1 else 15.0  # doubled, then capped
+        assert f"task boom: run {failed.pk} {failed.status}; retry {retry.pk} in {delay:.1f}s" in caplog.messages
+        stored = TaskExecutionRecord.objects.get(pk=retry.pk)
+        assert (stored.task_id, stored.trigger, stored.status, stored.origin, stored.attempt) == (
+            "boom",
+            "retry",
+            "pending",
+            "retry",
+            attempt + 1,
+        )
+        assert (stored.retry_of_id, stored.triggered_by_id) == (first.pk, operator.pk)
+        assert stored.message == f"retry {attempt} of 2 after run {failed.pk} {failed.status}"
+        assert stored.scheduled_at is not None
+        assert before + timedelta(seconds=delay) <= stored.scheduled_at <= timezone.now() + timedelta(seconds=delay)
+        failed = stored
+        failed.status = TaskStatus.TIMEOUT
+    assert ledger.queue_retry(config, failed) is None, "max_retries reached"
+
+
+def test_no_retry_without_max_retries_or_for_a_disabled_task() -> None:
+    ledger = Ledger()
+    failed = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.FAILED)
+    assert ledger.queue_retry(ledger.config("boom"), failed) is None, "max_retries is 0 by default"
+    config = services.set_options("boom", {"max_retries": 1})
+    services.disable_task("boom")
+    config.refresh_from_db()
+    assert ledger.queue_retry(config, failed) is None
+    assert not TaskExecutionRecord.objects.filter(trigger=Trigger.RETRY).exists()
