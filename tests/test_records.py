@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from scheduler_app.ledger import Ledger
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState
+from scheduler_app.records import RunOutcome
 from scheduler_app.runner import BUSY_MESSAGE, Fire, TaskRunner
 from scheduler_app.services import set_options, sync_task_rows
+from scheduler_app.tasks.base import TaskStatus
 from tests.runs import run_fire
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -229,3 +232,81 @@ def test_ready_runs_use_the_pending_index_on_sqlite() -> None:
             cursor.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "NULL"))
             plan = " ".join(str(row[-1]) for row in cursor.fetchall())
         assert "record_pending" in plan, plan
+
+
+# -- outcomes: every column of the record, every counter of the state ------------------------------------
+
+
+def _ended(record: TaskExecutionRecord, status: str, offset: int, **fields: object) -> RunOutcome:
+    values: dict[str, object] = {
+        "started_at": MOMENT + timedelta(minutes=offset),
+        "finished_at": MOMENT + timedelta(minutes=offset, seconds=30),
+        "duration_seconds": 30.0 + offset,
+        "message": f"{status} {offset}",
+        "error": "",
+        "data": {},
+        **fields,
+    }
+    return RunOutcome(record_id=record.pk, task_name=record.task_id, status=TaskStatus(status), **values)  # type: ignore[arg-type]
+
+
+def test_outcomes_land_whole_and_move_each_tasks_counters_by_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler_app import records
+
+    monkeypatch.setattr(records, "CHUNK", 2)  # several statements' worth of outcomes
+    set_options("tick", {"overlap": "allow"})
+    ledger = Ledger()
+    ticks = [ledger.start_manual(config("tick")) for _ in range(2)]
+    boom, garbage, slow, long = (ledger.start_manual(config(name)) for name in ("boom", "garbage", "slow", "long"))
+    earlier = MOMENT - timedelta(days=1)
+    TaskState.objects.filter(task_id__in=["tick", "boom", "garbage", "slow"]).update(
+        consecutive_failures=2, fail_count=2, run_count=5, last_success_at=earlier
+    )
+    TaskState.objects.filter(task_id="garbage").update(running_count=0)  # its slot was already given back
+    TaskExecutionRecord.objects.filter(pk=long.pk).update(status="interrupted")  # reaped meanwhile
+    outcomes = [
+        _ended(ticks[1], "success", 2, data={"rows": 2}),
+        _ended(ticks[0], "success", 1, error="warned"),
+        _ended(boom, "failed", 3, error="ValueError: boom"),
+        _ended(garbage, "timeout", 4, started_at=None),
+        _ended(slow, "skipped", 5),
+        _ended(long, "success", 6),
+    ]
+    assert ledger.finish([(TaskExecutionRecord.objects.get(pk=o.record_id), o) for o in outcomes]) == [
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
+    for outcome in outcomes[:5]:
+        stored = TaskExecutionRecord.objects.get(pk=outcome.record_id)
+        assert (stored.status, stored.started_at, stored.finished_at, stored.duration_seconds) == (
+            outcome.status,
+            outcome.started_at,
+            outcome.finished_at,
+            outcome.duration_seconds,
+        )
+        assert (stored.message, stored.error, stored.data) == (outcome.message, outcome.error, outcome.data)
+    assert TaskExecutionRecord.objects.get(pk=long.pk).status == "interrupted", "its verdict is kept"
+
+    def counters(name: str) -> tuple[object, ...]:
+        s = state(name)
+        return (s.running_count, s.run_count, s.fail_count, s.consecutive_failures, s.last_result)
+
+    assert counters("tick") == (0, 7, 2, 0, "success")
+    assert counters("boom") == (0, 6, 3, 3, "failed")
+    assert counters("garbage") == (0, 6, 3, 3, "timeout"), "a slot count never goes below 0"
+    assert counters("slow") == (0, 6, 2, 2, "skipped")
+    assert counters("long") == (1, 0, 0, 0, ""), "a dropped outcome leaves its task's state alone"
+    # Per task, the times of the outcome written last (a task's outcomes in record order).
+    times = {name: (state(name).last_run_at, state(name).last_finished_at) for name in ("tick", "boom", "slow")}
+    assert times == {
+        "tick": (outcomes[0].started_at, outcomes[0].finished_at),
+        "boom": (outcomes[2].started_at, outcomes[2].finished_at),
+        "slow": (outcomes[4].started_at, outcomes[4].finished_at),
+    }
+    assert (state("garbage").last_run_at, state("garbage").last_finished_at) == (None, outcomes[3].finished_at)
+    assert state("tick").last_success_at == outcomes[0].finished_at
+    assert {state(name).last_success_at for name in ("boom", "garbage", "slow")} == {earlier}
