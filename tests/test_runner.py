@@ -884,3 +884,27 @@ def test_a_failing_run_started_receiver_does_not_keep_a_burst_from_running(
     assert len(ids) == 2
     assert set(TaskExecutionRecord.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"success"}
     assert caplog.text.count("a run_started receiver failed") == 2
+
+
+def test_an_outcome_that_cannot_be_written_yet_is_written_once_the_database_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import OperationalError, connection
+
+    refused: list[str] = []
+
+    def first_outcome_write_fails(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if many and not refused:  # the outcome's writes are the only executemany of a run
+            refused.append(sql)
+            raise OperationalError("database is locked\nmore detail")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(first_outcome_write_fails):
+        record = TaskRunner().run_now("tick")
+    assert refused, "the first write was refused"
+    assert record.status == "success"
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert stored.status == "success" and state("tick").running_count == 0 and state("tick").run_count == 1
+    assert [entry.getMessage() for entry in caplog.records if entry.levelname == "WARNING"] == [
+        "cannot record the outcome of 1 run(s) yet (database is locked); retrying in 0.5s"
+    ]
