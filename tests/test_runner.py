@@ -908,3 +908,25 @@ def test_an_outcome_that_cannot_be_written_yet_is_written_once_the_database_answ
     assert [entry.getMessage() for entry in caplog.records if entry.levelname == "WARNING"] == [
         "cannot record the outcome of 1 run(s) yet (database is locked); retrying in 0.5s"
     ]
+
+
+def test_a_retry_that_cannot_be_queued_is_logged_and_the_outcome_stays_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import OperationalError, connection
+
+    services.set_options("boom", {"max_retries": 1})
+    table = TaskExecutionRecord._meta.db_table
+
+    def retries_refused(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith(f'INSERT INTO "{table}"') and "retry" in (params or ()):
+            raise OperationalError("disk I/O error")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(retries_refused):
+        record = TaskRunner().run_now("boom")
+    assert record.status == "failed" and TaskExecutionRecord.objects.get(pk=record.pk).status == "failed"
+    assert not TaskExecutionRecord.objects.filter(trigger="retry").exists()
+    [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
+    assert logged.getMessage() == f"task boom: run {record.pk} failed; its retry could not be queued"
+    assert logged.exc_info is not None and logged.exc_info[0] is OperationalError
