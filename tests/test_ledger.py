@@ -26,8 +26,9 @@ from scheduler_app.ledger import (
     clone_record,
 )
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.registry import TaskRegistry
 from scheduler_app.services import sync_task_rows
-from scheduler_app.tasks.base import TaskStatus
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 
 APP = Path(__file__).resolve().parent.parent / "scheduler_app"
 # The modules allowed to write runs: the ledger and the SQL statements only it calls.
@@ -571,7 +572,7 @@ def test_a_claimed_retry_keeps_saying_which_attempt_it_is_while_it_runs() -> Non
 
 
 def test_a_busy_buffer_one_tasks_fire_is_kept_unstarted_and_the_next_is_skipped_at_once(
-    heard_finished: list[tuple[int, str]],
+    heard_finished: list[tuple[int, str]], caplog: pytest.LogCaptureFixture
 ) -> None:
     config = services.set_options("slow", {"overlap": "buffer_one"})
     TaskState.objects.filter(task_id="slow").update(running_count=1)  # a run elsewhere holds the slot
@@ -592,6 +593,7 @@ def test_a_busy_buffer_one_tasks_fire_is_kept_unstarted_and_the_next_is_skipped_
             BUFFERED_MESSAGE,
         )
     assert TaskState.objects.get(task_id="slow").buffered_record_id == kept.pk
+    assert f"task slow: fire at {at} buffered behind the current run" in caplog.messages
     assert not TaskState.objects.exclude(task_id="slow").exclude(buffered_record_id=None).exists(), "its task only"
     for record in (dropped, rows[dropped.pk]):
         assert (record.status, record.duration_seconds, record.message) == ("skipped", 0.0, ALREADY_BUFFERED_MESSAGE)
@@ -742,3 +744,25 @@ def test_no_retry_without_max_retries_or_for_a_disabled_task() -> None:
     config.refresh_from_db()
     assert ledger.queue_retry(config, failed) is None
     assert not TaskExecutionRecord.objects.filter(trigger=Trigger.RETRY).exists()
+
+
+class LedgerOnlyTask(BaseTask):
+    """Registered in one ledger's own registry only."""
+
+    name = "ledger_only"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+    def run(self) -> TaskResult:
+        return TaskResult.success("ran")
+
+
+def test_a_tasks_config_is_one_read_and_a_row_not_made_yet_is_made_from_the_ledgers_registry(
+    django_assert_num_queries: Any,
+) -> None:
+    with django_assert_num_queries(1):
+        assert Ledger().config("tick").name == "tick"
+    registry = TaskRegistry()
+    registry.register(LedgerOnlyTask)
+    config = Ledger(registry).config("ledger_only")
+    assert (config.pk, config.default_interval_seconds) == ("ledger_only", 60)
+    assert TaskState.objects.filter(task_id="ledger_only").exists()
