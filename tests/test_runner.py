@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from scheduler_app import runner as runner_module
 from scheduler_app import services, signals
-from scheduler_app.abc import RemoteExecutor, RunHandle, Submission
+from scheduler_app.abc import Outcome, RemoteExecutor, RunHandle, Submission
+from scheduler_app.execution import Execution
 from scheduler_app.executors.fleet import HandedOff
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
@@ -930,3 +931,47 @@ def test_a_retry_that_cannot_be_queued_is_logged_and_the_outcome_stays_written(
     [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
     assert logged.getMessage() == f"task boom: run {record.pk} failed; its retry could not be queued"
     assert logged.exc_info is not None and logged.exc_info[0] is OperationalError
+
+
+class SettledByHand(RemoteExecutor):
+    """A local executor that runs no code: the test settles each run, in its own thread, when it says."""
+
+    local = True
+
+    def __init__(self) -> None:
+        self.runs: list[Execution] = []
+
+    def submit(self, run: Submission, on_settled: Callable[[RunHandle], None] | None = None) -> RunHandle:
+        execution = Execution(run.task, run.timeout, on_settled)
+        self.runs.append(execution)
+        return execution
+
+
+def test_a_batch_writes_each_runs_own_start_and_a_dropped_outcome_keeps_no_later_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_module, "FINISH_BATCH_SECONDS", 60.0)  # one batch: the stop below ends it
+    services.set_options("boom", {"max_retries": 1, "retry_delay_seconds": 60})
+    pool = SettledByHand()
+    runner = TaskRunner(executor=pool)
+    queued = {name: request_run(name) for name in ("tick", "boom", "slow")}
+    for record in queued.values():
+        assert runner.launch_pending(record.pk)
+    reaped, failed, never_began = pool.runs
+    claimed_at = TaskExecutionRecord.objects.get(pk=queued["slow"].pk).started_at
+    TaskRunner().interrupt([TaskExecutionRecord.objects.get(pk=queued["tick"].pk)], "reaped")
+    began = timezone.now() + timedelta(seconds=5)  # its code began well after its claim (a busy pool)
+    failed.started_at = began
+    reaped.settle(Outcome(TaskStatus.SUCCESS))
+    failed.settle(Outcome(TaskStatus.FAILED, error="ValueError: boom"))
+    never_began.settle(Outcome(TaskStatus.INTERRUPTED, message="interrupted", error="stopped"))
+    runner.close()  # the finisher writes what it holds, in one batch
+    stored = {r.task_id: r for r in TaskExecutionRecord.objects.filter(pk__in=[r.pk for r in queued.values()])}
+    assert {name: r.status for name, r in stored.items()} == {
+        "tick": "interrupted",
+        "boom": "failed",
+        "slow": "interrupted",
+    }
+    assert stored["boom"].started_at == began, "when the code began, not when the run was claimed"
+    assert claimed_at is not None and stored["slow"].started_at == claimed_at, "code that never began: its claim"
+    assert TaskExecutionRecord.objects.filter(retry_of_id=queued["boom"].pk, status="pending").count() == 1
