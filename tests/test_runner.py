@@ -893,21 +893,23 @@ def test_an_outcome_that_cannot_be_written_yet_is_written_once_the_database_answ
     from django.db import OperationalError, connection
 
     refused: list[str] = []
+    errors = [OperationalError("database is locked\nmore detail"), OperationalError()]
 
-    def first_outcome_write_fails(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if many and not refused:  # the outcome's writes are the only executemany of a run
+    def first_outcome_writes_fail(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if many and errors:  # the outcome's writes are the only executemany of a run
             refused.append(sql)
-            raise OperationalError("database is locked\nmore detail")
+            raise errors.pop(0)
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(first_outcome_write_fails):
+    with connection.execute_wrapper(first_outcome_writes_fail):
         record = TaskRunner().run_now("tick")
-    assert refused, "the first write was refused"
+    assert len(refused) == 2, "the first two writes were refused"
     assert record.status == "success"
     stored = TaskExecutionRecord.objects.get(pk=record.pk)
     assert stored.status == "success" and state("tick").running_count == 0 and state("tick").run_count == 1
     assert [entry.getMessage() for entry in caplog.records if entry.levelname == "WARNING"] == [
-        "cannot record the outcome of 1 run(s) yet (database is locked); retrying in 0.5s"
+        "cannot record the outcome of 1 run(s) yet (database is locked); retrying in 0.5s",
+        "cannot record the outcome of 1 run(s) yet (OperationalError); retrying in 1.0s",
     ]
 
 
