@@ -579,7 +579,7 @@ class Ledger:
         """
         with write_transaction():
             written = finish_runs([outcome for _, outcome in runs])
-        for (record, outcome), changed in zip(runs, written, strict=True):
+        for (record, outcome), changed in zip(runs, written, strict=True):  # pragma: no mutate (strict only asserts)
             if not changed:
                 logger.warning("task %s run %s finished after it was marked interrupted", record.task_id, record.pk)
                 record.refresh_from_db()
