@@ -942,10 +942,12 @@ class SettledByHand(RemoteExecutor):
 
     def __init__(self) -> None:
         self.runs: list[Execution] = []
+        self.submitted: list[Submission] = []
 
     def submit(self, run: Submission, on_settled: Callable[[RunHandle], None] | None = None) -> RunHandle:
         execution = Execution(run.task, run.timeout, on_settled)
         self.runs.append(execution)
+        self.submitted.append(run)
         return execution
 
 
@@ -960,6 +962,7 @@ def test_a_batch_writes_each_runs_own_start_and_a_dropped_outcome_keeps_no_later
     for record in queued.values():
         assert runner.launch_pending(record.pk)
     reaped, failed, never_began = pool.runs
+    assert [(run.record_id, run.task.name) for run in pool.submitted] == [(r.pk, r.task_id) for r in queued.values()]
     claimed_at = TaskExecutionRecord.objects.get(pk=queued["slow"].pk).started_at
     TaskRunner().interrupt([TaskExecutionRecord.objects.get(pk=queued["tick"].pk)], "reaped")
     began = timezone.now() + timedelta(seconds=5)  # its code began well after its claim (a busy pool)
