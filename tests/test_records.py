@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -310,3 +311,24 @@ def test_outcomes_land_whole_and_move_each_tasks_counters_by_kind(monkeypatch: p
     assert (state("garbage").last_run_at, state("garbage").last_finished_at) == (None, outcomes[3].finished_at)
     assert state("tick").last_success_at == outcomes[0].finished_at
     assert {state(name).last_success_at for name in ("boom", "garbage", "slow")} == {earlier}
+
+
+def test_a_batch_of_outcomes_is_one_read_one_record_write_and_one_state_write_per_kind() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    names = ("tick", "boom", "garbage", "slow", "long")
+    ledger = Ledger()
+    runs = [ledger.start_manual(config(name)) for name in names]
+    statuses = ("success", "failed", "timeout", "skipped", "success")
+    outcomes = [_ended(run, status, i) for i, (run, status) in enumerate(zip(runs, statuses, strict=True))]
+    with CaptureQueriesContext(connection) as queries:
+        assert ledger.finish(list(zip(runs, outcomes, strict=True))) == [True] * len(names)
+    record_table, state_table = TaskExecutionRecord._meta.db_table, TaskState._meta.db_table
+    # An executemany is one statement, logged as "N times: <sql>".
+    sqls = [re.sub(r"^\d+ times: ", "", query["sql"]) for query in queries.captured_queries]
+    statements = [" ".join(sql.split()[:2]) for sql in sqls]
+    reads = [sql for sql in statements if sql.startswith("SELECT")]
+    assert len(reads) == 1, "the running records are read in one statement"
+    assert statements.count(f'UPDATE "{record_table}"') == 1, "every record in one statement"
+    assert statements.count(f'UPDATE "{state_table}"') == 3, "the states in one statement per kind of outcome"
