@@ -766,3 +766,24 @@ def test_a_tasks_config_is_one_read_and_a_row_not_made_yet_is_made_from_the_ledg
     config = Ledger(registry).config("ledger_only")
     assert (config.pk, config.default_interval_seconds) == ("ledger_only", 60)
     assert TaskState.objects.filter(task_id="ledger_only").exists()
+
+
+def test_run_finished_comes_from_the_ledger_and_a_failing_receiver_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    heard: list[int] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        heard.append(record.pk)
+        raise RuntimeError("receiver broke")
+
+    signals.run_finished.connect(receiver, sender=Ledger)
+    try:
+        ledger = Ledger()
+        record = ledger.start_manual(ledger.config("tick"))
+        assert ledger.finish([(record, _outcome(record, TaskStatus.SUCCESS, 0.5))]) == [True]
+    finally:
+        signals.run_finished.disconnect(receiver, sender=Ledger)
+    assert heard == [record.pk]
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == "success"
+    [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
+    assert logged.getMessage() == f"a run_finished receiver failed for record {record.pk}"
+    assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
