@@ -545,7 +545,7 @@ def test_a_buffer_one_fire_is_recorded_as_a_scheduled_fire_that_started_now() ->
     assert stored.started_at is not None and before <= stored.started_at <= after
 
 
-def test_a_manual_run_begins_now_and_one_of_a_busy_task_ends_at_once() -> None:
+def test_a_manual_run_begins_now_and_one_of_a_busy_task_ends_at_once(caplog: pytest.LogCaptureFixture) -> None:
     ledger = Ledger()
     before = timezone.now()
     running = ledger.start_manual(ledger.config("slow"))
@@ -557,6 +557,7 @@ def test_a_manual_run_begins_now_and_one_of_a_busy_task_ends_at_once() -> None:
     assert first.started_at is not None and before <= first.started_at <= after
     assert (second.status, second.duration_seconds) == ("skipped", 0.0)
     assert second.started_at is not None and before <= second.started_at == second.finished_at <= after
+    assert f"task slow: {BUSY_MESSAGE}" in caplog.messages
 
 
 def test_a_claimed_retry_keeps_saying_which_attempt_it_is_while_it_runs() -> None:
@@ -787,3 +788,19 @@ def test_run_finished_comes_from_the_ledger_and_a_failing_receiver_is_logged(cap
     [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
     assert logged.getMessage() == f"a run_finished receiver failed for record {record.pk}"
     assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
+
+
+def test_run_started_is_sent_by_the_ledger_for_a_fire_and_for_a_manual_run() -> None:
+    started: list[tuple[str, str]] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, task: BaseTask, **kwargs: object) -> None:
+        started.append((record.task_id, task.name))
+
+    signals.run_started.connect(receiver, sender=Ledger)
+    try:
+        ledger = Ledger()
+        ledger.record_fires([Fire(ledger.config("tick"), timezone.now().replace(microsecond=0))])
+        ledger.start_manual(ledger.config("boom"))
+    finally:
+        signals.run_started.disconnect(receiver, sender=Ledger)
+    assert started == [("tick", "tick"), ("boom", "boom")]
