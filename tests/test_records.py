@@ -332,3 +332,22 @@ def test_a_batch_of_outcomes_is_one_read_one_record_write_and_one_state_write_pe
     assert len(reads) == 1, "the running records are read in one statement"
     assert statements.count(f'UPDATE "{record_table}"') == 1, "every record in one statement"
     assert statements.count(f'UPDATE "{state_table}"') == 3, "the states in one statement per kind of outcome"
+
+
+def test_a_burst_takes_one_slot_of_each_task_in_one_statement_per_overlap_rule() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for name in ("tick", "boom"):
+        set_options(name, {"overlap": "allow"})
+    TaskState.objects.filter(task_id="boom").update(running_count=2)  # overlapping runs elsewhere
+    ledger = Ledger()
+    names = ("tick", "boom", "slow", "garbage")
+    with CaptureQueriesContext(connection) as queries:
+        records = ledger.record_fires([Fire(config(name), MOMENT) for name in names])
+    assert [r.status for r in records if r is not None] == ["running"] * 4
+    assert {name: state(name).running_count for name in names} == {"tick": 1, "boom": 3, "slow": 1, "garbage": 1}
+    claims = [
+        query for query in queries.captured_queries if query["sql"].startswith(f'UPDATE "{TaskState._meta.db_table}"')
+    ]
+    assert len(claims) == 2, "one statement for the tasks that allow overlap, one for those that do not"
