@@ -980,3 +980,27 @@ def test_a_batch_writes_each_runs_own_start_and_a_dropped_outcome_keeps_no_later
     assert stored["boom"].started_at == began, "when the code began, not when the run was claimed"
     assert claimed_at is not None and stored["slow"].started_at == claimed_at, "code that never began: its claim"
     assert TaskExecutionRecord.objects.filter(retry_of_id=queued["boom"].pk, status="pending").count() == 1
+
+
+class RunnerOnlyTask(BaseTask):
+    """Registered in one runner's own registry only."""
+
+    name = "runner_only"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+    def run(self) -> TaskResult:
+        return TaskResult.success("ran from its own registry")
+
+
+def test_a_runner_with_its_own_registry_records_and_runs_its_tasks() -> None:
+    from scheduler_app.registry import TaskRegistry
+
+    registry = TaskRegistry()
+    registry.register(RunnerOnlyTask)
+    runner = TaskRunner(registry=registry)
+    try:
+        record = runner.run_now("runner_only")  # its row is made from this registry on first use
+    finally:
+        runner.close()
+    assert (record.status, record.message) == ("success", "ran from its own registry")
+    assert TaskExecutionRecord.objects.get(pk=record.pk).task_id == "runner_only"
