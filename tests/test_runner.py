@@ -952,7 +952,7 @@ class SettledByHand(RemoteExecutor):
 
 
 def test_a_batch_writes_each_runs_own_start_and_a_dropped_outcome_keeps_no_later_retry(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(runner_module, "FINISH_BATCH_SECONDS", 60.0)  # one batch: the stop below ends it
     services.set_options("boom", {"max_retries": 1, "retry_delay_seconds": 60})
@@ -980,6 +980,9 @@ def test_a_batch_writes_each_runs_own_start_and_a_dropped_outcome_keeps_no_later
     assert stored["boom"].started_at == began, "when the code began, not when the run was claimed"
     assert claimed_at is not None and stored["slow"].started_at == claimed_at, "code that never began: its claim"
     assert TaskExecutionRecord.objects.filter(retry_of_id=queued["boom"].pk, status="pending").count() == 1
+    assert [entry.getMessage() for entry in caplog.records if entry.levelname == "ERROR"] == [], (
+        "nobody to tell: no error"
+    )
 
 
 class RunnerOnlyTask(BaseTask):
