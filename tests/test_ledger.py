@@ -554,6 +554,7 @@ def test_a_manual_run_begins_now_and_one_of_a_busy_task_ends_at_once(caplog: pyt
     stored = TaskExecutionRecord.objects.in_bulk([running.pk, busy.pk])
     first, second = stored[running.pk], stored[busy.pk]
     assert first.status == "running" and first.finished_at is None
+    assert (first.worker_id, first.worker_label) == (None, ""), "a ledger of no process names none"
     assert first.started_at is not None and before <= first.started_at <= after
     assert (second.status, second.duration_seconds) == ("skipped", 0.0)
     assert second.started_at is not None and before <= second.started_at == second.finished_at <= after
