@@ -485,7 +485,7 @@ class Ledger:
     ) -> TaskExecutionRecord | None:
         """Claim the task's slot and record the run (a new record, or the queued ``pending_id``), then announce it."""
         now = timezone.now()
-        buffered = False
+        buffered = False  # pragma: no mutate (only tested for truth: None is as False)
         with write_transaction():
             exclusive = config.overlap_policy != OverlapPolicy.ALLOW
             claimed = config.name in claim_slots([config.name], exclusive=exclusive)
@@ -495,7 +495,9 @@ class Ledger:
                     # It says what it waits for (admin, API), once: the text changes only with the run.
                     waiting = WAITING_MESSAGE.format(blocking=self._running_run(config.name))
                     queued = TaskExecutionRecord.objects.filter(pk=pending_id, status=TaskStatus.PENDING)
+                    # pragma: no mutate start (a write of the same text: leaving it out only saves the write)
                     queued.exclude(message=waiting).update(message=waiting)
+                    # pragma: no mutate end
                     return queued.first()
                 busy_message = WAITED_MESSAGE.format(
                     waited=waited, blocking=self._running_run(config.name), limit=float(conf.get("MANUAL_RUN_MAX_WAIT"))
@@ -535,7 +537,9 @@ class Ledger:
                     task_id=config.name,
                     trigger=trigger,
                     scheduled_at=scheduled_at,
+                    # pragma: no mutate start (a user is None or has is_authenticated: the default is never read)
                     triggered_by=user if getattr(user, "is_authenticated", False) else None,
+                    # pragma: no mutate end
                     origin=origin,
                     **fields,
                 )
@@ -544,10 +548,12 @@ class Ledger:
                     buffered_record_id=record.pk
                 )
                 if not kept:
-                    buffered = False
+                    buffered = False  # pragma: no mutate (only tested for truth: None is as False)
                     record.status, record.started_at, record.finished_at = TaskStatus.SKIPPED, now, now
                     record.duration_seconds, record.message = 0.0, ALREADY_BUFFERED_MESSAGE
+                    # pragma: no mutate start (created above in this transaction: its other fields are as stored)
                     record.save(update_fields=["status", "started_at", "finished_at", "duration_seconds", "message"])
+                    # pragma: no mutate end
         if buffered:
             logger.info("task %s: fire at %s buffered behind the current run", config.name, scheduled_at)
         else:
@@ -573,7 +579,7 @@ class Ledger:
         """
         with write_transaction():
             written = finish_runs([outcome for _, outcome in runs])
-        for (record, outcome), changed in zip(runs, written, strict=True):
+        for (record, outcome), changed in zip(runs, written, strict=True):  # pragma: no mutate (strict only asserts)
             if not changed:
                 logger.warning("task %s run %s finished after it was marked interrupted", record.task_id, record.pk)
                 record.refresh_from_db()

@@ -102,7 +102,7 @@ class TaskRunner:
         self._unrecorded_runs = 0
         self._finish_cond = threading.Condition()
         self._finisher: threading.Thread | None = None
-        self._finisher_stop = False
+        self._finisher_stop = False  # pragma: no mutate (only tested for truth: None is as False)
         # Told the names of the tasks whose runs just ended (after their outcomes are written),
         # so that a manual run waiting for one of them starts right after it.
         self.on_runs_ended: Callable[[set[str]], None] | None = None

@@ -14,10 +14,21 @@ from django.db.models.signals import post_init
 from django.utils import timezone
 
 from scheduler_app import services, signals
-from scheduler_app.ledger import DISABLED_RETRY_MESSAGE, Fire, Ledger, MissedFire, clone_record
+from scheduler_app.ledger import (
+    ALREADY_BUFFERED_MESSAGE,
+    BUFFERED_MESSAGE,
+    BUSY_MESSAGE,
+    DISABLED_RETRY_MESSAGE,
+    Fire,
+    Ledger,
+    MissedFire,
+    RunOutcome,
+    clone_record,
+)
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.registry import TaskRegistry
 from scheduler_app.services import sync_task_rows
-from scheduler_app.tasks.base import TaskStatus
+from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 
 APP = Path(__file__).resolve().parent.parent / "scheduler_app"
 # The modules allowed to write runs: the ledger and the SQL statements only it calls.
@@ -503,12 +514,294 @@ def test_a_queued_manual_run_names_only_an_authenticated_user() -> None:
 
 
 def test_a_manual_run_started_here_names_its_user_and_origin() -> None:
-    from django.contrib.auth.models import User
+    from django.contrib.auth.models import AnonymousUser, User
 
     operator = User.objects.create_user("operator")
     ledger = Ledger()
     by_operator = ledger.start_manual(ledger.config("tick"), user=operator, origin="admin")
     unnamed = ledger.start_manual(ledger.config("boom"))  # as the trigger_task command starts one
+    anonymous = ledger.start_manual(ledger.config("slow"), user=AnonymousUser(), origin="api")
     stored = {row[0]: row[1:] for row in TaskExecutionRecord.objects.values_list("pk", "origin", "triggered_by_id")}
     assert stored[by_operator.pk] == ("admin", operator.pk)
     assert stored[unnamed.pk] == ("command", None)
+    assert stored[anonymous.pk] == ("api", None)
+
+
+def test_a_buffer_one_fire_is_recorded_as_a_scheduled_fire_that_started_now() -> None:
+    ledger = Ledger()
+    kept = services.set_options("slow", {"overlap": "buffer_one"})
+    at = timezone.now().replace(microsecond=0)
+    before = timezone.now()
+    [record] = ledger.record_fires([Fire(kept, at, jitter=1.5)])
+    after = timezone.now()
+    assert record is not None
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert (stored.trigger, stored.origin, stored.status, stored.jitter_seconds) == (
+        "scheduled",
+        "scheduler",
+        "running",
+        1.5,
+    )
+    assert stored.started_at is not None and before <= stored.started_at <= after
+
+
+def test_a_manual_run_begins_now_and_one_of_a_busy_task_ends_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    ledger = Ledger()
+    before = timezone.now()
+    running = ledger.start_manual(ledger.config("slow"))
+    busy = ledger.start_manual(ledger.config("slow"))
+    after = timezone.now()
+    stored = TaskExecutionRecord.objects.in_bulk([running.pk, busy.pk])
+    first, second = stored[running.pk], stored[busy.pk]
+    assert first.status == "running" and first.finished_at is None
+    assert (first.worker_id, first.worker_label) == (None, ""), "a ledger of no process names none"
+    assert first.started_at is not None and before <= first.started_at <= after
+    assert (second.status, second.duration_seconds) == ("skipped", 0.0)
+    assert second.started_at is not None and before <= second.started_at == second.finished_at <= after
+    assert f"task slow: {BUSY_MESSAGE}" in caplog.messages
+
+
+def test_a_claimed_retry_keeps_saying_which_attempt_it_is_while_it_runs() -> None:
+    config = services.set_options("boom", {"max_retries": 2, "retry_backoff": "fixed", "retry_delay_seconds": 60})
+    ledger = Ledger()
+    failed = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.FAILED)
+    retry = ledger.queue_retry(config, failed)
+    assert retry is not None
+    claimed = ledger.claim_queued(retry.pk)
+    assert claimed is not None and claimed[1].status == "running"
+    stored = TaskExecutionRecord.objects.get(pk=retry.pk)
+    assert (stored.status, stored.message) == ("running", f"retry 1 of 2 after run {failed.pk} failed")
+
+
+def test_a_busy_buffer_one_tasks_fire_is_kept_unstarted_and_the_next_is_skipped_at_once(
+    heard_finished: list[tuple[int, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = services.set_options("slow", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="slow").update(running_count=1)  # a run elsewhere holds the slot
+    ledger = Ledger()
+    at = timezone.now().replace(microsecond=0)
+    before = timezone.now()
+    [kept] = ledger.record_fires([Fire(config, at)])
+    [dropped] = ledger.record_fires([Fire(config, at + timedelta(seconds=1))])
+    after = timezone.now()
+    assert kept is not None and dropped is not None
+    rows = TaskExecutionRecord.objects.in_bulk([kept.pk, dropped.pk])
+    for record in (kept, rows[kept.pk]):
+        assert (record.status, record.started_at, record.finished_at, record.duration_seconds, record.message) == (
+            "pending",
+            None,
+            None,
+            None,
+            BUFFERED_MESSAGE,
+        )
+    assert TaskState.objects.get(task_id="slow").buffered_record_id == kept.pk
+    assert f"task slow: fire at {at} buffered behind the current run" in caplog.messages
+    assert not TaskState.objects.exclude(task_id="slow").exclude(buffered_record_id=None).exists(), "its task only"
+    for record in (dropped, rows[dropped.pk]):
+        assert (record.status, record.duration_seconds, record.message) == ("skipped", 0.0, ALREADY_BUFFERED_MESSAGE)
+        assert record.started_at is not None and before <= record.started_at == record.finished_at <= after
+    assert heard_finished == [(dropped.pk, "skipped")], "the skipped fire is announced, the kept one is not yet"
+
+
+def test_a_manual_run_or_retry_of_a_busy_buffer_one_task_is_skipped_not_kept() -> None:
+    config = services.set_options("slow", {"overlap": "buffer_one"})
+    TaskState.objects.filter(task_id="slow").update(running_count=1)
+    ledger = Ledger()
+    manual = ledger.start_manual(config)
+    retry = TaskExecutionRecord.objects.create(task_id="slow", trigger=Trigger.RETRY, status=TaskStatus.PENDING)
+    claimed = ledger.claim_queued(retry.pk)
+    assert claimed is not None
+    for record in (manual, claimed[1]):
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        assert (stored.status, stored.message) == ("skipped", BUSY_MESSAGE)
+    assert TaskState.objects.get(task_id="slow").buffered_record_id is None
+
+
+def test_claiming_a_queued_run_starts_that_run_only_and_a_settled_one_takes_no_slot() -> None:
+    ledger = Ledger()
+    first, other = ledger.queue_manual("tick", origin="api"), ledger.queue_manual("boom", origin="api")
+    claimed = ledger.claim_queued(first.pk)
+    assert claimed is not None and (claimed[1].pk, claimed[1].status) == (first.pk, "running")
+    waiting = TaskExecutionRecord.objects.get(pk=other.pk)
+    assert (waiting.status, waiting.started_at, waiting.worker_label) == ("pending", None, "")
+    assert ledger.skip_queued(other.pk, "skipped: no longer wanted")
+    assert ledger.claim_queued(other.pk) is None, "settled meanwhile"
+    assert TaskState.objects.get(task_id="boom").running_count == 0, "the slot taken for it is given back"
+    assert TaskExecutionRecord.objects.get(pk=other.pk).status == "skipped"
+
+
+# -- outcomes: written, told to the record, logged, announced; retries queued ----------------------------
+
+
+def _outcome(record: TaskExecutionRecord, status: TaskStatus, duration: float, message: str = "") -> RunOutcome:
+    return RunOutcome(
+        record_id=record.pk,
+        task_name=record.task_id,
+        status=status,
+        started_at=record.started_at - timedelta(seconds=duration),
+        finished_at=record.started_at + timedelta(seconds=duration),
+        duration_seconds=duration,
+        message=message,
+        error="Boom: no" if status == TaskStatus.FAILED else "",
+        data={"rows": 3} if status == TaskStatus.SUCCESS else {},
+    )
+
+
+def test_finished_runs_are_told_to_their_records_logged_with_their_fields_and_announced(
+    heard_finished: list[tuple[int, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger()
+    runs = [ledger.start_manual(ledger.config(name)) for name in ("tick", "boom", "slow")]
+    outcomes = [
+        _outcome(runs[0], TaskStatus.SUCCESS, 0.25, "did it"),
+        _outcome(runs[1], TaskStatus.FAILED, 1.5),
+        _outcome(runs[2], TaskStatus.SKIPPED, 0.0, "nothing to do"),
+    ]
+    caplog.set_level("INFO", logger="scheduler_app.runner")
+    assert ledger.finish(list(zip(runs, outcomes, strict=True))) == [True, True, True]
+    for record, outcome in zip(runs, outcomes, strict=True):
+        told = (record.status, record.started_at, record.finished_at, record.duration_seconds)
+        assert told == (outcome.status, outcome.started_at, outcome.finished_at, outcome.duration_seconds)
+        assert (record.message, record.error, record.data) == (outcome.message, outcome.error, outcome.data)
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        assert (stored.status, stored.message, stored.error, stored.data) == (
+            outcome.status,
+            outcome.message,
+            outcome.error,
+            outcome.data,
+        )
+    assert heard_finished == [(runs[0].pk, "success"), (runs[1].pk, "failed"), (runs[2].pk, "skipped")]
+    lines = [entry for entry in caplog.records if entry.name == "scheduler_app.runner"]
+    assert [(entry.levelname, entry.getMessage()) for entry in lines] == [
+        ("INFO", f"task tick run {runs[0].pk} success in 0.250s: did it"),
+        ("WARNING", f"task boom run {runs[1].pk} failed in 1.500s"),
+        ("INFO", f"task slow run {runs[2].pk} skipped in 0.000s: nothing to do"),
+    ]
+    fields = [(entry.task, entry.run_id, entry.trigger, entry.duration) for entry in lines]  # type: ignore[attr-defined]
+    assert fields == [
+        ("tick", runs[0].pk, "manual", 0.25),
+        ("boom", runs[1].pk, "manual", 1.5),
+        ("slow", runs[2].pk, "manual", 0.0),
+    ]
+
+
+def test_an_outcome_of_a_run_ended_meanwhile_is_dropped_and_the_record_reads_the_verdict(
+    heard_finished: list[tuple[int, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger()
+    reaped, ran = ledger.start_manual(ledger.config("tick")), ledger.start_manual(ledger.config("boom"))
+    assert ledger.interrupt([TaskExecutionRecord.objects.get(pk=reaped.pk)], "reaped") == 1
+    heard_finished.clear()
+    written = ledger.finish(
+        [(reaped, _outcome(reaped, TaskStatus.SUCCESS, 0.5)), (ran, _outcome(ran, TaskStatus.SUCCESS, 0.5))]
+    )
+    assert written == [False, True]
+    assert (reaped.status, reaped.error) == ("interrupted", "reaped"), "read back"
+    assert TaskExecutionRecord.objects.get(pk=reaped.pk).status == "interrupted"
+    assert heard_finished == [(ran.pk, "success")]
+    assert f"task tick run {reaped.pk} finished after it was marked interrupted" in caplog.messages
+
+
+def test_a_retry_links_to_the_first_attempt_keeps_who_asked_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from django.contrib.auth.models import User
+
+    operator = User.objects.create_user("operator")
+    options = {"max_retries": 2, "retry_backoff": "exponential", "retry_delay_seconds": 10}
+    config = services.set_options("boom", {**options, "retry_max_delay_seconds": 15})
+    ledger = Ledger()
+    first = TaskExecutionRecord.objects.create(
+        task_id="boom", trigger=Trigger.MANUAL, status=TaskStatus.FAILED, triggered_by=operator
+    )
+    caplog.set_level("INFO", logger="scheduler_app.ledger")
+    failed = first
+    for attempt in (1, 2):
+        before = timezone.now()
+        retry = ledger.queue_retry(config, failed)
+        assert retry is not None
+        delay = 10.0 if attempt == 1 else 15.0  # doubled, then capped
+        assert f"task boom: run {failed.pk} {failed.status}; retry {retry.pk} in {delay:.1f}s" in caplog.messages
+        stored = TaskExecutionRecord.objects.get(pk=retry.pk)
+        assert (stored.task_id, stored.trigger, stored.status, stored.origin, stored.attempt) == (
+            "boom",
+            "retry",
+            "pending",
+            "retry",
+            attempt + 1,
+        )
+        assert (stored.retry_of_id, stored.triggered_by_id) == (first.pk, operator.pk)
+        assert stored.message == f"retry {attempt} of 2 after run {failed.pk} {failed.status}"
+        assert stored.scheduled_at is not None
+        assert before + timedelta(seconds=delay) <= stored.scheduled_at <= timezone.now() + timedelta(seconds=delay)
+        failed = stored
+        failed.status = TaskStatus.TIMEOUT
+    assert ledger.queue_retry(config, failed) is None, "max_retries reached"
+
+
+def test_no_retry_without_max_retries_or_for_a_disabled_task() -> None:
+    ledger = Ledger()
+    failed = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.FAILED)
+    assert ledger.queue_retry(ledger.config("boom"), failed) is None, "max_retries is 0 by default"
+    config = services.set_options("boom", {"max_retries": 1})
+    services.disable_task("boom")
+    config.refresh_from_db()
+    assert ledger.queue_retry(config, failed) is None
+    assert not TaskExecutionRecord.objects.filter(trigger=Trigger.RETRY).exists()
+
+
+class LedgerOnlyTask(BaseTask):
+    """Registered in one ledger's own registry only."""
+
+    name = "ledger_only"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+    def run(self) -> TaskResult:
+        return TaskResult.success("ran")
+
+
+def test_a_tasks_config_is_one_read_and_a_row_not_made_yet_is_made_from_the_ledgers_registry(
+    django_assert_num_queries: Any,
+) -> None:
+    with django_assert_num_queries(1):
+        assert Ledger().config("tick").name == "tick"
+    registry = TaskRegistry()
+    registry.register(LedgerOnlyTask)
+    config = Ledger(registry).config("ledger_only")
+    assert (config.pk, config.default_interval_seconds) == ("ledger_only", 60)
+    assert TaskState.objects.filter(task_id="ledger_only").exists()
+
+
+def test_run_finished_comes_from_the_ledger_and_a_failing_receiver_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    heard: list[int] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, **kwargs: object) -> None:
+        heard.append(record.pk)
+        raise RuntimeError("receiver broke")
+
+    signals.run_finished.connect(receiver, sender=Ledger)
+    try:
+        ledger = Ledger()
+        record = ledger.start_manual(ledger.config("tick"))
+        assert ledger.finish([(record, _outcome(record, TaskStatus.SUCCESS, 0.5))]) == [True]
+    finally:
+        signals.run_finished.disconnect(receiver, sender=Ledger)
+    assert heard == [record.pk]
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == "success"
+    [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
+    assert logged.getMessage() == f"a run_finished receiver failed for record {record.pk}"
+    assert logged.exc_info is not None and logged.exc_info[0] is RuntimeError
+
+
+def test_run_started_is_sent_by_the_ledger_for_a_fire_and_for_a_manual_run() -> None:
+    started: list[tuple[str, str]] = []
+
+    def receiver(sender: object, record: TaskExecutionRecord, task: BaseTask, **kwargs: object) -> None:
+        started.append((record.task_id, task.name))
+
+    signals.run_started.connect(receiver, sender=Ledger)
+    try:
+        ledger = Ledger()
+        ledger.record_fires([Fire(ledger.config("tick"), timezone.now().replace(microsecond=0))])
+        ledger.start_manual(ledger.config("boom"))
+    finally:
+        signals.run_started.disconnect(receiver, sender=Ledger)
+    assert started == [("tick", "tick"), ("boom", "boom")]

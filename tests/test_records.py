@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
+from scheduler_app.ledger import Ledger
 from scheduler_app.models import TaskConfig, TaskExecutionRecord, TaskState
+from scheduler_app.records import RunOutcome
 from scheduler_app.runner import BUSY_MESSAGE, Fire, TaskRunner
 from scheduler_app.services import set_options, sync_task_rows
+from scheduler_app.tasks.base import TaskStatus
 from tests.runs import run_fire
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -229,3 +233,121 @@ def test_ready_runs_use_the_pending_index_on_sqlite() -> None:
             cursor.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "NULL"))
             plan = " ".join(str(row[-1]) for row in cursor.fetchall())
         assert "record_pending" in plan, plan
+
+
+# -- outcomes: every column of the record, every counter of the state ------------------------------------
+
+
+def _ended(record: TaskExecutionRecord, status: str, offset: int, **fields: object) -> RunOutcome:
+    values: dict[str, object] = {
+        "started_at": MOMENT + timedelta(minutes=offset),
+        "finished_at": MOMENT + timedelta(minutes=offset, seconds=30),
+        "duration_seconds": 30.0 + offset,
+        "message": f"{status} {offset}",
+        "error": "",
+        "data": {},
+        **fields,
+    }
+    return RunOutcome(record_id=record.pk, task_name=record.task_id, status=TaskStatus(status), **values)  # type: ignore[arg-type]
+
+
+def test_outcomes_land_whole_and_move_each_tasks_counters_by_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler_app import records
+
+    monkeypatch.setattr(records, "CHUNK", 2)  # several statements' worth of outcomes
+    set_options("tick", {"overlap": "allow"})
+    ledger = Ledger()
+    ticks = [ledger.start_manual(config("tick")) for _ in range(2)]
+    boom, garbage, slow, long = (ledger.start_manual(config(name)) for name in ("boom", "garbage", "slow", "long"))
+    earlier = MOMENT - timedelta(days=1)
+    TaskState.objects.filter(task_id__in=["tick", "boom", "garbage", "slow"]).update(
+        consecutive_failures=2, fail_count=2, run_count=5, last_success_at=earlier
+    )
+    TaskState.objects.filter(task_id="garbage").update(running_count=0)  # its slot was already given back
+    TaskExecutionRecord.objects.filter(pk=long.pk).update(status="interrupted")  # reaped meanwhile
+    outcomes = [
+        _ended(ticks[1], "success", 2, data={"rows": 2}),
+        _ended(ticks[0], "success", 1, error="warned"),
+        _ended(boom, "failed", 3, error="ValueError: boom"),
+        _ended(garbage, "timeout", 4, started_at=None),
+        _ended(slow, "skipped", 5),
+        _ended(long, "success", 6),
+    ]
+    assert ledger.finish([(TaskExecutionRecord.objects.get(pk=o.record_id), o) for o in outcomes]) == [
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
+    for outcome in outcomes[:5]:
+        stored = TaskExecutionRecord.objects.get(pk=outcome.record_id)
+        assert (stored.status, stored.started_at, stored.finished_at, stored.duration_seconds) == (
+            outcome.status,
+            outcome.started_at,
+            outcome.finished_at,
+            outcome.duration_seconds,
+        )
+        assert (stored.message, stored.error, stored.data) == (outcome.message, outcome.error, outcome.data)
+    assert TaskExecutionRecord.objects.get(pk=long.pk).status == "interrupted", "its verdict is kept"
+
+    def counters(name: str) -> tuple[object, ...]:
+        s = state(name)
+        return (s.running_count, s.run_count, s.fail_count, s.consecutive_failures, s.last_result)
+
+    assert counters("tick") == (0, 7, 2, 0, "success")
+    assert counters("boom") == (0, 6, 3, 3, "failed")
+    assert counters("garbage") == (0, 6, 3, 3, "timeout"), "a slot count never goes below 0"
+    assert counters("slow") == (0, 6, 2, 2, "skipped")
+    assert counters("long") == (1, 0, 0, 0, ""), "a dropped outcome leaves its task's state alone"
+    # Per task, the times of the outcome written last (a task's outcomes in record order).
+    times = {name: (state(name).last_run_at, state(name).last_finished_at) for name in ("tick", "boom", "slow")}
+    assert times == {
+        "tick": (outcomes[0].started_at, outcomes[0].finished_at),
+        "boom": (outcomes[2].started_at, outcomes[2].finished_at),
+        "slow": (outcomes[4].started_at, outcomes[4].finished_at),
+    }
+    assert (state("garbage").last_run_at, state("garbage").last_finished_at) == (None, outcomes[3].finished_at)
+    assert state("tick").last_success_at == outcomes[0].finished_at
+    assert {state(name).last_success_at for name in ("boom", "garbage", "slow")} == {earlier}
+
+
+def test_a_batch_of_outcomes_is_one_read_one_record_write_and_one_state_write_per_kind() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    names = ("tick", "boom", "garbage", "slow", "long")
+    ledger = Ledger()
+    runs = [ledger.start_manual(config(name)) for name in names]
+    statuses = ("success", "failed", "timeout", "skipped", "success")
+    outcomes = [_ended(run, status, i) for i, (run, status) in enumerate(zip(runs, statuses, strict=True))]
+    with CaptureQueriesContext(connection) as queries:
+        assert ledger.finish(list(zip(runs, outcomes, strict=True))) == [True] * len(names)
+    record_table, state_table = TaskExecutionRecord._meta.db_table, TaskState._meta.db_table
+    # An executemany is one statement, logged as "N times: <sql>".
+    sqls = [re.sub(r"^\d+ times: ", "", query["sql"]) for query in queries.captured_queries]
+    statements = [" ".join(sql.split()[:2]) for sql in sqls]
+    reads = [sql for sql in statements if sql.startswith("SELECT")]
+    assert len(reads) == 1, "the running records are read in one statement"
+    assert statements.count(f'UPDATE "{record_table}"') == 1, "every record in one statement"
+    assert statements.count(f'UPDATE "{state_table}"') == 3, "the states in one statement per kind of outcome"
+
+
+def test_a_burst_takes_one_slot_of_each_task_in_one_statement_per_overlap_rule() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for name in ("tick", "boom"):
+        set_options(name, {"overlap": "allow"})
+    TaskState.objects.filter(task_id="boom").update(running_count=2)  # overlapping runs elsewhere
+    ledger = Ledger()
+    names = ("tick", "boom", "slow", "garbage")
+    with CaptureQueriesContext(connection) as queries:
+        records = ledger.record_fires([Fire(config(name), MOMENT) for name in names])
+    assert [r.status for r in records if r is not None] == ["running"] * 4
+    assert {name: state(name).running_count for name in names} == {"tick": 1, "boom": 3, "slow": 1, "garbage": 1}
+    claims = [
+        query for query in queries.captured_queries if query["sql"].startswith(f'UPDATE "{TaskState._meta.db_table}"')
+    ]
+    assert len(claims) == 2, "one statement for the tasks that allow overlap, one for those that do not"

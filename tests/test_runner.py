@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from scheduler_app import runner as runner_module
 from scheduler_app import services, signals
-from scheduler_app.abc import RemoteExecutor, RunHandle, Submission
+from scheduler_app.abc import Outcome, RemoteExecutor, RunHandle, Submission
+from scheduler_app.execution import Execution
 from scheduler_app.executors.fleet import HandedOff
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import task_registry
@@ -884,3 +885,125 @@ def test_a_failing_run_started_receiver_does_not_keep_a_burst_from_running(
     assert len(ids) == 2
     assert set(TaskExecutionRecord.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"success"}
     assert caplog.text.count("a run_started receiver failed") == 2
+
+
+def test_an_outcome_that_cannot_be_written_yet_is_written_once_the_database_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import OperationalError, connection
+
+    refused: list[str] = []
+    errors = [OperationalError("database is locked\nmore detail"), OperationalError()]
+
+    def first_outcome_writes_fail(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if many and errors:  # the outcome's writes are the only executemany of a run
+            refused.append(sql)
+            raise errors.pop(0)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(first_outcome_writes_fail):
+        record = TaskRunner().run_now("tick")
+    assert len(refused) == 2, "the first two writes were refused"
+    assert record.status == "success"
+    stored = TaskExecutionRecord.objects.get(pk=record.pk)
+    assert stored.status == "success" and state("tick").running_count == 0 and state("tick").run_count == 1
+    assert [entry.getMessage() for entry in caplog.records if entry.levelname == "WARNING"] == [
+        "cannot record the outcome of 1 run(s) yet (database is locked); retrying in 0.5s",
+        "cannot record the outcome of 1 run(s) yet (OperationalError); retrying in 1.0s",
+    ]
+
+
+def test_a_retry_that_cannot_be_queued_is_logged_and_the_outcome_stays_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import OperationalError, connection
+
+    services.set_options("boom", {"max_retries": 1})
+    table = TaskExecutionRecord._meta.db_table
+
+    def retries_refused(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith(f'INSERT INTO "{table}"') and "retry" in (params or ()):
+            raise OperationalError("disk I/O error")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(retries_refused):
+        record = TaskRunner().run_now("boom")
+    assert record.status == "failed" and TaskExecutionRecord.objects.get(pk=record.pk).status == "failed"
+    assert not TaskExecutionRecord.objects.filter(trigger="retry").exists()
+    [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
+    assert logged.getMessage() == f"task boom: run {record.pk} failed; its retry could not be queued"
+    assert logged.exc_info is not None and logged.exc_info[0] is OperationalError
+
+
+class SettledByHand(RemoteExecutor):
+    """A local executor that runs no code: the test settles each run, in its own thread, when it says."""
+
+    local = True
+
+    def __init__(self) -> None:
+        self.runs: list[Execution] = []
+        self.submitted: list[Submission] = []
+
+    def submit(self, run: Submission, on_settled: Callable[[RunHandle], None] | None = None) -> RunHandle:
+        execution = Execution(run.task, run.timeout, on_settled)
+        self.runs.append(execution)
+        self.submitted.append(run)
+        return execution
+
+
+def test_a_batch_writes_each_runs_own_start_and_a_dropped_outcome_keeps_no_later_retry(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runner_module, "FINISH_BATCH_SECONDS", 60.0)  # one batch: the stop below ends it
+    services.set_options("boom", {"max_retries": 1, "retry_delay_seconds": 60})
+    pool = SettledByHand()
+    runner = TaskRunner(executor=pool)
+    queued = {name: request_run(name) for name in ("tick", "boom", "slow")}
+    for record in queued.values():
+        assert runner.launch_pending(record.pk)
+    reaped, failed, never_began = pool.runs
+    assert [(run.record_id, run.task.name) for run in pool.submitted] == [(r.pk, r.task_id) for r in queued.values()]
+    claimed_at = TaskExecutionRecord.objects.get(pk=queued["slow"].pk).started_at
+    TaskRunner().interrupt([TaskExecutionRecord.objects.get(pk=queued["tick"].pk)], "reaped")
+    began = timezone.now() + timedelta(seconds=5)  # its code began well after its claim (a busy pool)
+    failed.started_at = began
+    reaped.settle(Outcome(TaskStatus.SUCCESS))
+    failed.settle(Outcome(TaskStatus.FAILED, error="ValueError: boom"))
+    never_began.settle(Outcome(TaskStatus.INTERRUPTED, message="interrupted", error="stopped"))
+    runner.close()  # the finisher writes what it holds, in one batch
+    stored = {r.task_id: r for r in TaskExecutionRecord.objects.filter(pk__in=[r.pk for r in queued.values()])}
+    assert {name: r.status for name, r in stored.items()} == {
+        "tick": "interrupted",
+        "boom": "failed",
+        "slow": "interrupted",
+    }
+    assert stored["boom"].started_at == began, "when the code began, not when the run was claimed"
+    assert claimed_at is not None and stored["slow"].started_at == claimed_at, "code that never began: its claim"
+    assert TaskExecutionRecord.objects.filter(retry_of_id=queued["boom"].pk, status="pending").count() == 1
+    assert [entry.getMessage() for entry in caplog.records if entry.levelname == "ERROR"] == [], (
+        "nobody to tell: no error"
+    )
+
+
+class RunnerOnlyTask(BaseTask):
+    """Registered in one runner's own registry only."""
+
+    name = "runner_only"
+    schedule = TaskSchedule(schedule_type=ScheduleType.INTERVAL, interval_seconds=60)
+
+    def run(self) -> TaskResult:
+        return TaskResult.success("ran from its own registry")
+
+
+def test_a_runner_with_its_own_registry_records_and_runs_its_tasks() -> None:
+    from scheduler_app.registry import TaskRegistry
+
+    registry = TaskRegistry()
+    registry.register(RunnerOnlyTask)
+    runner = TaskRunner(registry=registry)
+    try:
+        record = runner.run_now("runner_only")  # its row is made from this registry on first use
+    finally:
+        runner.close()
+    assert (record.status, record.message) == ("success", "ran from its own registry")
+    assert TaskExecutionRecord.objects.get(pk=record.pk).task_id == "runner_only"
