@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from scheduler_app.models import TaskExecutionRecord
+from scheduler_app.records import RunOutcome
 from scheduler_app.runner import Fire, TaskRunner
 
 
@@ -41,3 +42,14 @@ def queued_run(name: str, backend: str = "fleet") -> TaskExecutionRecord:
     record = ledger.start_manual(ledger.config(name))
     assert ledger.hand_off(record.pk, backend), record.status
     return TaskExecutionRecord.objects.get(pk=record.pk)
+
+
+def assert_holds_outcome(record: TaskExecutionRecord, outcome: RunOutcome) -> None:
+    """``record`` reads as ``outcome`` wrote it: every column an outcome sets."""
+    assert (record.status, record.started_at, record.finished_at, record.duration_seconds) == (
+        outcome.status,
+        outcome.started_at,
+        outcome.finished_at,
+        outcome.duration_seconds,
+    )
+    assert (record.message, record.error, record.data) == (outcome.message, outcome.error, outcome.data)

@@ -29,6 +29,7 @@ from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskStat
 from scheduler_app.registry import TaskRegistry
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
+from tests.runs import assert_holds_outcome
 
 APP = Path(__file__).resolve().parent.parent / "scheduler_app"
 # The modules allowed to write runs: the ledger and the SQL statements only it calls.
@@ -660,16 +661,8 @@ def test_finished_runs_are_told_to_their_records_logged_with_their_fields_and_an
     caplog.set_level("INFO", logger="scheduler_app.runner")
     assert ledger.finish(list(zip(runs, outcomes, strict=True))) == [True, True, True]
     for record, outcome in zip(runs, outcomes, strict=True):
-        told = (record.status, record.started_at, record.finished_at, record.duration_seconds)
-        assert told == (outcome.status, outcome.started_at, outcome.finished_at, outcome.duration_seconds)
-        assert (record.message, record.error, record.data) == (outcome.message, outcome.error, outcome.data)
-        stored = TaskExecutionRecord.objects.get(pk=record.pk)
-        assert (stored.status, stored.message, stored.error, stored.data) == (
-            outcome.status,
-            outcome.message,
-            outcome.error,
-            outcome.data,
-        )
+        assert_holds_outcome(record, outcome)  # told to the caller's record
+        assert_holds_outcome(TaskExecutionRecord.objects.get(pk=record.pk), outcome)
     assert heard_finished == [(runs[0].pk, "success"), (runs[1].pk, "failed"), (runs[2].pk, "skipped")]
     lines = [entry for entry in caplog.records if entry.name == "scheduler_app.runner"]
     assert [(entry.levelname, entry.getMessage()) for entry in lines] == [

@@ -14,7 +14,7 @@ from scheduler_app.records import RunOutcome
 from scheduler_app.runner import BUSY_MESSAGE, Fire, TaskRunner
 from scheduler_app.services import set_options, sync_task_rows
 from scheduler_app.tasks.base import TaskStatus
-from tests.runs import run_fire
+from tests.runs import assert_holds_outcome, run_fire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -282,14 +282,7 @@ def test_outcomes_land_whole_and_move_each_tasks_counters_by_kind(monkeypatch: p
         False,
     ]
     for outcome in outcomes[:5]:
-        stored = TaskExecutionRecord.objects.get(pk=outcome.record_id)
-        assert (stored.status, stored.started_at, stored.finished_at, stored.duration_seconds) == (
-            outcome.status,
-            outcome.started_at,
-            outcome.finished_at,
-            outcome.duration_seconds,
-        )
-        assert (stored.message, stored.error, stored.data) == (outcome.message, outcome.error, outcome.data)
+        assert_holds_outcome(TaskExecutionRecord.objects.get(pk=outcome.record_id), outcome)
     assert TaskExecutionRecord.objects.get(pk=long.pk).status == "interrupted", "its verdict is kept"
 
     def counters(name: str) -> tuple[object, ...]:
