@@ -38,8 +38,9 @@ status=0
 echo "== SQLite: the whole suite, but the tests that need PostgreSQL"
 "$PYTHON" -m pytest -m "not postgres" "$@" || status=$?
 
-# Then all but the browser and schema-fuzzing tests (they test the UI, not the database) on PostgreSQL.
-read -r -a pg_args <<<"${PG_PYTEST_ARGS:---ignore=tests/test_api_schemathesis.py}"
+# Then all but the browser and schema-fuzzing tests (they test the UI, not the database) on PostgreSQL,
+# and but the benchmark smoke tests: their quick runs make SQLite databases of their own, never PostgreSQL.
+read -r -a pg_args <<<"${PG_PYTEST_ARGS:---ignore=tests/test_api_schemathesis.py --ignore=tests/test_benches.py}"
 echo "== PostgreSQL: the suite but browser tests (${pg_args[*]})"
 pg_status=0
 "$PYTHON" -m tests.pgserver run -- "$PYTHON" -m pytest -m "not browser" "${pg_args[@]}" "$@" || pg_status=$?
