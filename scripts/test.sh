@@ -39,8 +39,11 @@ echo "== SQLite: the whole suite, but the tests that need PostgreSQL"
 "$PYTHON" -m pytest -m "not postgres" "$@" || status=$?
 
 # Then all but the browser and schema-fuzzing tests (they test the UI, not the database) on PostgreSQL,
-# and but the benchmark smoke tests: their quick runs make SQLite databases of their own, never PostgreSQL.
-read -r -a pg_args <<<"${PG_PYTEST_ARGS:---ignore=tests/test_api_schemathesis.py --ignore=tests/test_benches.py}"
+# and but the two benchmark smoke runs of the SQLite pass: their quick runs make SQLite databases of their
+# own, never PostgreSQL (the fleet benchmark's, which does use PostgreSQL, runs here).
+quick_benches="--deselect=tests/test_benches.py::test_quick_benchmark_produces_every_scenarios_figures"
+quick_benches+=" --deselect=tests/test_benches.py::test_quick_phase_matrix_runs_ours_and_bare_apscheduler_with_the_phases_asked"
+read -r -a pg_args <<<"${PG_PYTEST_ARGS:---ignore=tests/test_api_schemathesis.py $quick_benches}"
 echo "== PostgreSQL: the suite but browser tests (${pg_args[*]})"
 pg_status=0
 "$PYTHON" -m tests.pgserver run -- "$PYTHON" -m pytest -m "not browser" "${pg_args[@]}" "$@" || pg_status=$?
