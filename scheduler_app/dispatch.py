@@ -45,9 +45,11 @@ PENDING_BATCH = 100
 # Fires claimed and started per transaction: the first runs of a burst start while the rest are
 # claimed, instead of all waiting for the whole burst's claim.
 CLAIM_CHUNK = 50
-# Claims count as still going this long after the last one ended: fires spread over a fraction of a
-# second leave the dispatcher idle for moments between them, and a finisher's batch or a tick that
-# took such a moment ran in the middle of the burst (BENCHMARKS.md: "quiet, not idle").
+# The control loop's tick waits until the dispatcher has been quiet this long: fires spread over a
+# fraction of a second leave it idle for moments between them, and a tick that took such a moment ran
+# in the middle of the burst (BENCHMARKS.md: "quiet, not idle"). The finisher does not wait for quiet:
+# the outcomes it holds keep their tasks' slots taken, and with fires all over the second it would hold
+# them for its whole limit, until an interval task's next fire found its own finished run still busy.
 CLAIMS_QUIET_SECONDS = 0.01
 
 
@@ -194,14 +196,14 @@ class Dispatcher:
     # -- fires ---------------------------------------------------------------------------------
 
     def claims_waiting(self) -> bool:
-        """Whether fires are handed over and not claimed yet, being claimed, or were claimed less than
-        ``CLAIMS_QUIET_SECONDS`` ago (the runner's finisher holds outcomes meanwhile, and the control
-        loop's tick waits: a burst's fires start first)."""
-        return (
-            self.busy_since is not None
-            or bool(self._fires)
-            or time.monotonic() - self.idle_since < CLAIMS_QUIET_SECONDS
-        )
+        """Whether fires are handed over and not claimed yet, or being claimed (the runner's
+        finisher holds outcomes meanwhile: a burst's fires start first)."""
+        return self.busy_since is not None or bool(self._fires)
+
+    def claimed_lately(self) -> bool:
+        """Whether claims are waiting or ended less than ``CLAIMS_QUIET_SECONDS`` ago (the control
+        loop's tick and the job store's flush wait meanwhile)."""
+        return self.claims_waiting() or time.monotonic() - self.idle_since < CLAIMS_QUIET_SECONDS
 
     def queue_fires(self, name: str, run_times: list[datetime], jitter: float | None = None) -> None:
         """Hand due fires of one task to the dispatcher (called by APScheduler's thread: returns at once)."""

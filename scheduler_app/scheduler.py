@@ -162,7 +162,7 @@ class TaskScheduler:
     def _yield_to_claims(self) -> None:
         """Let the fires being claimed go first, for at most ``TICK_MAX_YIELD_SECONDS``."""
         deadline = time.monotonic() + TICK_MAX_YIELD_SECONDS
-        while self.dispatch.claims_waiting() and time.monotonic() < deadline and not self._stopping.is_set():
+        while self.dispatch.claimed_lately() and time.monotonic() < deadline and not self._stopping.is_set():
             self._stopping.wait(TICK_YIELD_POLL_SECONDS)
 
     def tick(self) -> None:
@@ -238,7 +238,7 @@ class TaskScheduler:
             self.jobs.sync()
         self.jobs.leave_out_failed_triggers()
         self.dispatch.wake_pickup()  # the poll: retries that came due, and anything a notification missed
-        self.jobs.flush_if_due(busy=self.dispatch.claims_waiting())
+        self.jobs.flush_if_due(busy=self.dispatch.claimed_lately())
         if self._ticks % REAP_EVERY_TICKS == 0:
             self.leadership.reap(self.runner.interrupt)
 

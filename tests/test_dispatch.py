@@ -117,7 +117,7 @@ def test_fires_of_a_chunk_the_database_refused_wait_to_be_recorded_missed(monkey
     assert missed.count() == 3
 
 
-def test_claims_are_waiting_while_fires_are_handed_over_being_claimed_or_just_claimed() -> None:
+def test_claims_wait_while_fires_are_handed_over_or_claimed_and_count_as_lately_for_a_quiet_window() -> None:
     """What the finisher and the job store's flush ask before they take the process's time."""
     scheduler = TaskScheduler()
     dispatch = scheduler.dispatch
@@ -129,9 +129,14 @@ def test_claims_are_waiting_while_fires_are_handed_over_being_claimed_or_just_cl
     assert dispatch.claims_waiting() is True
     dispatch.busy_since = None
     dispatch.idle_since = time.monotonic()
-    assert dispatch.claims_waiting() is True, "a batch just ended: more fires of the burst may follow"
-    dispatch.idle_since = time.monotonic() - CLAIMS_QUIET_SECONDS
+    # The finisher's question: a batch that just ended holds no outcome back (they keep slots taken).
     assert dispatch.claims_waiting() is False
+    assert dispatch.claimed_lately() is True, "the tick's question: more fires of the burst may follow"
+    dispatch.idle_since = time.monotonic() - CLAIMS_QUIET_SECONDS
+    assert dispatch.claimed_lately() is False
+    dispatch.busy_since = 1.0
+    assert dispatch.claimed_lately() is True
+    dispatch.busy_since = None
     dispatch.start()
     try:
         assert scheduler.runner.claims_waiting == dispatch.claims_waiting, "the runner's finisher asks the dispatcher"
