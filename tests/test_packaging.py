@@ -310,7 +310,8 @@ def test_wheel_in_a_fresh_project_runs_its_tasks_and_serves_the_api(host: HostPr
     assert status["running"] is True
     assert [task["name"] for task in status["tasks"]] == ["host_beat"]
     history = host.get(f"{base}/tasks/host_beat/history")
-    assert history["results"] and history["results"][0]["status"] == "success"
+    # The newest record may be the next beat, still running: the history shows the one that succeeded.
+    assert "success" in [run["status"] for run in history["results"]], history
     docs = host.get_text(f"{base}/docs")
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in docs and "/ops/scheduler/schema" in docs
 
