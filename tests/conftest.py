@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,10 +91,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _mutmut_test_durations() -> dict[str, float]:
     """mutmut's measured duration of each test, while it runs a mutant's tests (empty otherwise)."""
-    import json
     import os
 
-    if not os.environ.get("MUTANT_UNDER_TEST") or os.environ["MUTANT_UNDER_TEST"] in ("stats", "list_all_tests"):
+    return _durations_under(os.environ.get("MUTANT_UNDER_TEST", ""))
+
+
+@functools.cache
+def _durations_under(mutant: str) -> dict[str, float]:
+    # Read once per mutant, not per test (each test's time limit asks). Keyed by the mutant: mutmut
+    # forks every mutant's session from a process that already ran its own ("stats").
+    import json
+
+    if not mutant or mutant in ("stats", "list_all_tests"):
         return {}
     try:
         return json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
