@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -28,26 +30,9 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        interrupts = 0
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            nonlocal interrupts
-            # Only SIGINT counts: under `make run` one Ctrl-C brings the terminal's SIGINT and the
-            # script's SIGTERM, and that must still be the graceful stop.
-            interrupts += signum == signal.SIGINT
-            if interrupts >= 2:
-                self.stderr.write(
-                    "second Ctrl-C: exiting now, without waiting for running tasks "
-                    "(a scheduler that starts on this host records them interrupted)"
-                )
-                logging.shutdown()
-                sys.stdout.flush()
-                os._exit(130)
-            self.stdout.write(f"received {signal.Signals(signum).name}, stopping... (Ctrl-C again: at once)")
-            task_scheduler.request_stop()
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+        stop_on_signal = StopOnSignal(task_scheduler.request_stop, self.stdout.write, self.stderr.write)
+        signal.signal(signal.SIGINT, stop_on_signal.handle)
+        signal.signal(signal.SIGTERM, stop_on_signal.handle)
         threading.excepthook = log_thread_death
         self.stdout.write(
             f"scheduler starting with {len(task_scheduler.registry)} task(s); "
@@ -68,6 +53,53 @@ class Command(BaseCommand):
         exit_if_threads_linger(status)
         if status:
             sys.exit(status)
+
+
+class StopOnSignal:
+    """SIGINT and SIGTERM ask for the graceful stop; a second SIGINT exits at once.
+
+    The handler runs in the main thread, which is the control loop, between two of its bytecodes:
+    maybe while it holds the lock of the stop event it waits on (``Event.wait`` holds it on the way
+    in and out). ``Event.set()`` there would wait for that lock forever, and so would every later
+    signal (a stop that hung after "received SIGINT"). So the handler takes no lock: it puts the
+    signal on a ``SimpleQueue``, whose ``put`` is reentrant, and a relay thread asks for the stop.
+    """
+
+    def __init__(
+        self,
+        request_stop: Callable[[], None],
+        say: Callable[[str], None],
+        complain: Callable[[str], None],
+    ) -> None:
+        self.request_stop = request_stop
+        self.say = say
+        self.complain = complain
+        self.interrupts = 0
+        self._received: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.relay = threading.Thread(target=self._relay, name="signal-relay", daemon=True)
+        self.relay.start()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        # Only SIGINT counts: under `make run` one Ctrl-C brings the terminal's SIGINT and the
+        # script's SIGTERM, and that must still be the graceful stop.
+        self.interrupts += signum == signal.SIGINT
+        if self.interrupts >= 2:
+            try:
+                self.complain(
+                    "second Ctrl-C: exiting now, without waiting for running tasks "
+                    "(a scheduler that starts on this host records them interrupted)"
+                )
+                logging.shutdown()
+                sys.stdout.flush()
+            finally:  # the main thread may have been writing too (a reentrant write raises): exit anyway
+                os._exit(130)
+        self._received.put(signum)
+
+    def _relay(self) -> None:
+        while True:
+            signum = self._received.get()
+            self.say(f"received {signal.Signals(signum).name}, stopping... (Ctrl-C again: at once)")
+            self.request_stop()
 
 
 def log_thread_death(args: threading.ExceptHookArgs) -> None:
