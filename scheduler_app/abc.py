@@ -9,9 +9,10 @@ not change with it.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,6 +27,8 @@ class Submission:
     record_id: int
     task: BaseTask
     timeout: float
+    # The context the code runs in (the runner's log_context for the run); None: the submitter's.
+    context: contextvars.Context | None = None
 
 
 @dataclass
@@ -68,6 +71,11 @@ class Executor(ABC):
 
         Raises when nothing can be started (the executor is closed): the caller still owns the run.
         """
+
+    def submit_many(self, runs: Sequence[tuple[Submission, Callable[[RunHandle], None] | None]]) -> list[RunHandle]:
+        """``submit`` for each (run, on_settled) of a burst's chunk; an executor that can take them
+        at once (one lock, one wake-up per worker needed) says so by overriding this."""
+        return [self.submit(run, on_settled) for run, on_settled in runs]
 
     @abstractmethod
     def backlog(self) -> int:

@@ -22,9 +22,10 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, async_to_sync
@@ -92,12 +93,13 @@ class Execution:
         task: BaseTask,
         timeout: float,
         on_settled: Callable[[Execution], None] | None = None,
+        context: contextvars.Context | None = None,
     ) -> None:
         self.task = task
         self.timeout = timeout
         self.on_settled = on_settled
         # The starter's context (its log_context) follows the run into the worker thread.
-        self.context = contextvars.copy_context()
+        self.context = context if context is not None else contextvars.copy_context()
         self.started_at: datetime | None = None
         self.started_monotonic: float | None = None
         self.duration: float = 0.0
@@ -292,27 +294,35 @@ class WorkerPool(Executor):
 
     def start(self, task: BaseTask, timeout: float, on_settled: Callable[[Execution], None] | None = None) -> Execution:
         """Queue a run of ``task``; ``on_settled`` is called (in some thread) once it has ended."""
+        return self.submit(Submission(0, task, timeout), on_settled)
 
-        def settled(execution: Execution) -> None:
-            with self._cond:
-                self._unsettled.discard(execution)
-            if on_settled is not None:
-                on_settled(execution)
+    def submit(self, run: Submission, on_settled: Callable[[Execution], None] | None = None) -> Execution:
+        return self.submit_many([(run, on_settled)])[0]
 
-        execution = Execution(task, timeout, settled)
+    def submit_many(self, runs: Sequence[tuple[Submission, Callable[[Execution], None] | None]]) -> list[Execution]:
+        """Queue the runs in one hold of the pool's lock, waking a worker per run (a burst's chunk
+        handed over run by run took the lock and woke a worker each time, against the fires still
+        being claimed)."""
+        executions = [
+            Execution(run.task, run.timeout, partial(self._settled, on_settled), run.context)
+            for run, on_settled in runs
+        ]
         with self._cond:
             if self._closed:
                 raise RuntimeError("the worker pool is closed")
-            self._unsettled.add(execution)
-            self._queue.append(execution)
+            self._unsettled.update(executions)
+            self._queue.extend(executions)
             # Workers are started as runs need them, up to the size, and then kept.
-            if len(self._queue) > self._idle and len(self._workers) < self.size:
+            for _ in range(min(len(self._queue) - self._idle, self.size - len(self._workers))):
                 self._spawn()
-            self._cond.notify()
-        return execution
+            self._cond.notify(len(executions))
+        return executions
 
-    def submit(self, run: Submission, on_settled: Callable[[Execution], None] | None = None) -> Execution:
-        return self.start(run.task, run.timeout, on_settled)
+    def _settled(self, on_settled: Callable[[Execution], None] | None, execution: Execution) -> None:
+        with self._cond:
+            self._unsettled.discard(execution)
+        if on_settled is not None:
+            on_settled(execution)
 
     def backlog(self) -> int:
         """Runs waiting for a worker."""

@@ -10,6 +10,7 @@ transaction or lock is held while a task's code runs.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, close_old_connections
@@ -183,9 +185,13 @@ class TaskRunner:
         when another process recorded that fire. A database error propagates with nothing started.
         """
         records = self.ledger.record_fires(fires)
-        for fire, record in zip(fires, records, strict=True):  # pragma: no mutate (strict only asserts)
-            if record is not None and record.status == TaskStatus.RUNNING:
-                self._launch(fire.config, record)
+        self._launch_all(
+            [
+                (fire.config, record)
+                for fire, record in zip(fires, records, strict=True)  # pragma: no mutate (strict only asserts)
+                if record is not None and record.status == TaskStatus.RUNNING
+            ]
+        )
         return records
 
     def launch_pending(self, record_id: int, config: TaskConfig | None = None, *, waited: float | None = None) -> bool:
@@ -273,14 +279,17 @@ class TaskRunner:
 
     # -- running -------------------------------------------------------------------------------
 
+    def _submission(self, config: TaskConfig, record: TaskExecutionRecord) -> Submission:
+        # Every log line of this run, the task's own included, carries its task, run id and trigger.
+        with log_context(task=config.name, run_id=record.pk, trigger=record.trigger):
+            context = contextvars.copy_context()
+        task = self.registry.get(config.name)
+        return Submission(record.pk, task, config.timeout_with_fallback(self.default_timeout), context)
+
     def _submit(
         self, config: TaskConfig, record: TaskExecutionRecord, on_settled: Callable[[RunHandle], None] | None = None
     ) -> RunHandle:
-        task = self.registry.get(config.name)
-        run = Submission(record.pk, task, config.timeout_with_fallback(self.default_timeout))
-        # Every log line of this run, the task's own included, carries its task, run id and trigger.
-        with log_context(task=config.name, run_id=record.pk, trigger=record.trigger):
-            return self.executor.submit(run, on_settled)
+        return self.executor.submit(self._submission(config, record), on_settled)
 
     def _backend_for(self, config: TaskConfig) -> Executor | None:
         """The executor of a task whose runs execute elsewhere; None for a task that runs here."""
@@ -309,25 +318,49 @@ class TaskRunner:
     def _launch(self, config: TaskConfig, record: TaskExecutionRecord) -> bool:
         """Hand a claimed run to its executor; False when its code could not be started here (it is
         then recorded ``failed`` with the reason and may retry: a claimed run never stays ``running``)."""
-        backend = self._backend_for(config)
-        if backend is not None:
+        return self._launch_all([(config, record)]) == 1
+
+    def _launch_all(self, runs: Sequence[tuple[TaskConfig, TaskExecutionRecord]]) -> int:
+        """``_launch`` for a burst's chunk: the runs that execute here go to the pool at once (one
+        lock, a wake-up per run). Returns how many were started or handed to their backend."""
+        here: list[tuple[TaskConfig, TaskExecutionRecord, Submission]] = []
+        unstartable: list[tuple[TaskConfig, TaskExecutionRecord, Exception]] = []
+        for config, record in runs:
+            # Each run on its own: one whose code cannot be found fails alone, not its chunk.
+            try:
+                backend = self._backend_for(config)
+                if backend is None:
+                    here.append((config, record, self._submission(config, record)))
+                    continue
+            except Exception as exc:
+                unstartable.append((config, record, exc))
+                continue
             self._hand_off(backend, config, record)
-            return True
+        for config, record, exc in unstartable:
+            self._fail_unstarted_logged(config, record, exc)
+        if not here:
+            return len(runs) - len(unstartable)
         with self._finish_cond:
-            self._unrecorded_runs += 1
+            self._unrecorded_runs += len(here)
             if self._finisher is None:
                 self._finisher = threading.Thread(target=self._finisher_loop, name="run-finisher", daemon=True)
                 self._finisher.start()
         # Not in the lock: a run may settle at once (pool closed) and queue itself for the finisher.
         try:
-            self._submit(config, record, lambda execution: self._queue_finish(config, record, execution))
+            self.executor.submit_many(
+                [(submission, partial(self._queue_finish, config, record)) for config, record, submission in here]
+            )
         except Exception as exc:
             with self._finish_cond:
-                self._unrecorded_runs -= 1
-            logger.exception("task %s: run %s could not be started", config.name, record.pk)
-            self._fail_unstarted(config, record, exc, "its code could not be started")
-            return False
-        return True
+                self._unrecorded_runs -= len(here)
+            for config, record, _ in here:
+                self._fail_unstarted_logged(config, record, exc)
+            return len(runs) - len(unstartable) - len(here)
+        return len(runs) - len(unstartable)
+
+    def _fail_unstarted_logged(self, config: TaskConfig, record: TaskExecutionRecord, exc: Exception) -> None:
+        logger.error("task %s: run %s could not be started", config.name, record.pk, exc_info=exc)
+        self._fail_unstarted(config, record, exc, "its code could not be started")
 
     def _fail_unstarted(self, config: TaskConfig, record: TaskExecutionRecord, exc: Exception, message: str) -> None:
         """A claimed run that never started ends ``failed`` with ``exc`` as its error, and may retry."""

@@ -10,6 +10,7 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
+from scheduler_app.abc import Submission
 from scheduler_app.execution import WorkerPool, call_task, runs_async
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 from tests.processes import wait_for
@@ -125,6 +126,35 @@ def test_never_more_runs_at_once_than_workers(pool: WorkerPool) -> None:
     for execution in executions:
         assert execution.wait().status == TaskStatus.SUCCESS
     assert Gate.most == 3
+
+
+def test_a_chunk_submitted_at_once_runs_every_run_on_as_many_workers_as_it_needs(pool: WorkerPool) -> None:
+    Gate.release.set()
+    warm_up = pool.submit_many([(Submission(n, Gate(), 30), None) for n in range(3)])
+    assert all(execution.wait().status == TaskStatus.SUCCESS for execution in warm_up)
+    wait_for(lambda: pool._idle == 3, timeout=5, message="three idle workers")
+    Gate.release.clear()
+    Gate.most = 0
+    ends: list[int] = []
+    executions = pool.submit_many(
+        [(Submission(n, Gate(), 30), lambda e, n=n: ends.append(n)) for n in range(5)]
+        + [(Submission(5, Quick(), 5), None)]
+    )
+    # A wake-up per run: the three idle workers all take one at once.
+    wait_for(lambda: Gate.running == 3, timeout=5, message="three runs at once")
+    assert pool.backlog() == 3 and len(pool.in_flight()) == 6
+    Gate.release.set()
+    outcomes = [execution.wait() for execution in executions]
+    assert [outcome.status for outcome in outcomes] == [TaskStatus.SUCCESS] * 6
+    wait_for(lambda: sorted(ends) == [0, 1, 2, 3, 4], timeout=5, message="each run's own on_settled")
+    assert pool.in_flight() == []
+
+
+def test_a_closed_pool_refuses_a_whole_chunk_and_queues_none_of_it(pool: WorkerPool) -> None:
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit_many([(Submission(n, Quick(), 5), None) for n in range(3)])
+    assert pool.backlog() == 0 and pool.in_flight() == []
 
 
 def test_a_hung_run_times_out_and_its_worker_is_replaced(pool: WorkerPool) -> None:

@@ -17,13 +17,13 @@ from scheduler_app.abc import Outcome, RemoteExecutor, RunHandle, Submission
 from scheduler_app.execution import Execution
 from scheduler_app.executors.fleet import HandedOff
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
-from scheduler_app.registry import task_registry
+from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.runner import BUSY_MESSAGE, Fire, MissedFire, TaskRunner
 from scheduler_app.services import request_run, sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 from tests.processes import wait_for
 from tests.runs import run_fire, run_queued
-from tests.tasks import FleetTickTask
+from tests.tasks import FleetTickTask, TickTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -647,6 +647,28 @@ def test_a_run_the_executor_refuses_fails_with_the_reason_instead_of_staying_run
     assert state("tick").running_count == 0, "its slot is free again"
     assert TaskExecutionRecord.objects.filter(retry_of_id=queued.pk, status="pending").count() == 1
     assert f"task tick: run {queued.pk} could not be started" in caplog.text
+    runner.close()
+
+
+def test_a_fire_whose_code_is_gone_fails_alone_and_the_rest_of_its_chunk_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The fires of a burst go to the pool together; "boom" is configured but not in this runner's
+    # registry (its code was removed), so its submission cannot be made.
+    registry = TaskRegistry()
+    registry.register(TickTask)
+    runner = TaskRunner(registry)
+    at = datetime(2027, 5, 1, tzinfo=UTC)
+    boom, tick = runner.launch_fires([Fire(runner.ledger.config(name), at) for name in ("boom", "tick")])
+    assert boom is not None and tick is not None
+    assert runner.drain(30)
+    boom.refresh_from_db()
+    tick.refresh_from_db()
+    assert (boom.status, boom.message) == ("failed", "its code could not be started")
+    assert "boom" in boom.error
+    assert tick.status == "success"
+    assert state("boom").running_count == 0, "its slot is free again"
+    assert f"task boom: run {boom.pk} could not be started" in caplog.text
     runner.close()
 
 
