@@ -42,15 +42,31 @@ logger = logging.getLogger("scheduler_app.scheduler")
 
 # Queued runs started per look; a full batch is followed by another look at once.
 PENDING_BATCH = 100
-# Fires claimed and started per transaction: the first runs of a burst start while the rest are
-# claimed, instead of all waiting for the whole burst's claim.
+# Fires claimed and started by a burst's first transaction: the first runs of a burst start while the
+# rest are claimed, instead of all waiting for the whole burst's claim ...
 CLAIM_CHUNK = 50
+# ... and the later transactions of a burst grow to this many: per fire, a burst claimed in chunks of
+# 50 took a quarter more CPU than in chunks of 200 (benches.fire_cpu), and aligned 1,000-task bursts
+# were later for it (BENCHMARKS.md, session 6).
+CLAIM_CHUNK_MAX = 200
 # The control loop's tick waits until the dispatcher has been quiet this long: fires spread over a
 # fraction of a second leave it idle for moments between them, and a tick that took such a moment ran
 # in the middle of the burst (BENCHMARKS.md: "quiet, not idle"). The finisher does not wait for quiet:
 # the outcomes it holds keep their tasks' slots taken, and with fires all over the second it would hold
 # them for its whole limit, until an interval task's next fire found its own finished run still busy.
 CLAIMS_QUIET_SECONDS = 0.01
+
+
+def claim_chunks(count: int) -> list[int]:
+    """Sizes of the transactions that claim ``count`` fires: ``CLAIM_CHUNK`` first, so that a burst's
+    first runs start soon, then twice as many each time up to ``CLAIM_CHUNK_MAX``."""
+    sizes: list[int] = []
+    size = CLAIM_CHUNK
+    while count > 0:
+        sizes.append(min(size, count))
+        count -= sizes[-1]
+        size = min(2 * size, CLAIM_CHUNK_MAX)
+    return sizes
 
 
 class DelayedFires:
@@ -237,7 +253,7 @@ class Dispatcher:
 
     def run_fires(self, batch: list[tuple[str, list[datetime], float | None]]) -> None:
         """Apply the missed-run policy to due fires, then claim, record and start the rest, in
-        transactions of ``CLAIM_CHUNK`` fires.
+        transactions of ``claim_chunks`` fires.
 
         Fires that will not run are recorded ``missed`` together, in one transaction. A fire whose
         record cannot be written is not run (without its record nothing stops another process from
@@ -259,13 +275,15 @@ class Dispatcher:
             except (OperationalError, InterfaceError) as exc:
                 for fire in missed:
                     self._unrecordable(fire.task_name, [fire.scheduled_at], exc)
-            for start in range(0, len(fires), CLAIM_CHUNK):
+            start = 0
+            for size in claim_chunks(len(fires)):
                 try:
-                    self.runner.launch_fires(fires[start : start + CLAIM_CHUNK])
+                    self.runner.launch_fires(fires[start : start + size])
                 except (OperationalError, InterfaceError) as exc:
                     for fire in fires[start:]:
                         self._unrecordable(fire.config.name, [fire.scheduled_at], exc)
                     return
+                start += size
 
     def _fires_to_run(
         self, name: str, run_times: list[datetime], jitter: float | None, missed: list[MissedFire]

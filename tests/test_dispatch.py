@@ -18,7 +18,7 @@ from django.utils import timezone
 from scheduler_app import dispatch as dispatch_module
 from scheduler_app import scheduler as scheduler_module
 from scheduler_app import services
-from scheduler_app.dispatch import CLAIMS_QUIET_SECONDS
+from scheduler_app.dispatch import CLAIM_CHUNK, CLAIM_CHUNK_MAX, CLAIMS_QUIET_SECONDS, claim_chunks
 from scheduler_app.ledger import Fire
 from scheduler_app.models import SchedulerProcess, TaskExecutionRecord
 from scheduler_app.scheduler import TaskScheduler
@@ -73,8 +73,17 @@ def _fires_of_tick(count: int) -> list[tuple[str, list[datetime], float | None]]
     return [("tick", [start + timedelta(seconds=i)], None) for i in range(count)]
 
 
+def test_a_bursts_chunks_start_small_and_double_up_to_the_largest() -> None:
+    assert claim_chunks(0) == []
+    assert claim_chunks(1) == [1]
+    assert claim_chunks(CLAIM_CHUNK) == [CLAIM_CHUNK]
+    assert claim_chunks(1000) == [50, 100, 200, 200, 200, 200, 50]
+    assert (CLAIM_CHUNK, CLAIM_CHUNK_MAX) == (50, 200)
+
+
 def test_a_batch_is_claimed_in_chunks_and_every_fire_gets_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatch_module, "CLAIM_CHUNK", 2)
+    monkeypatch.setattr(dispatch_module, "CLAIM_CHUNK_MAX", 4)
     scheduler = TaskScheduler()
     scheduler.runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
     scheduler.jobs.load()
@@ -82,16 +91,17 @@ def test_a_batch_is_claimed_in_chunks_and_every_fire_gets_its_record(monkeypatch
     launch = scheduler.runner.launch_fires
     monkeypatch.setattr(scheduler.runner, "launch_fires", lambda fires: chunks.append(len(fires)) or launch(fires))
     try:
-        scheduler.dispatch.run_fires(_fires_of_tick(5))
+        scheduler.dispatch.run_fires(_fires_of_tick(11))
         assert scheduler.runner.drain(30)
     finally:
         scheduler.runner.close()
-    assert chunks == [2, 2, 1]
-    assert TaskExecutionRecord.objects.filter(task_id="tick", trigger="scheduled").count() == 5
+    assert chunks == [2, 4, 4, 1]
+    assert TaskExecutionRecord.objects.filter(task_id="tick", trigger="scheduled").count() == 11
 
 
 def test_fires_of_a_chunk_the_database_refused_wait_to_be_recorded_missed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatch_module, "CLAIM_CHUNK", 2)
+    monkeypatch.setattr(dispatch_module, "CLAIM_CHUNK_MAX", 2)
     scheduler = TaskScheduler()
     scheduler.runner.process = SchedulerProcess.objects.create(kind="scheduler", host="here", pid=1)
     scheduler.jobs.load()
