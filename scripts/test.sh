@@ -39,14 +39,13 @@ echo "== SQLite: the whole suite, but the tests that need PostgreSQL"
 "$PYTHON" -m pytest -m "not postgres" "$@" || status=$?
 
 # Then all but the browser and schema-fuzzing tests (they test the UI, not the database) on PostgreSQL,
-# and but the two benchmark smoke runs of the SQLite pass: their quick runs make SQLite databases of their
-# own, never PostgreSQL (the fleet benchmark's, which does use PostgreSQL, runs here).
-quick_benches="--deselect=tests/test_benches.py::test_quick_benchmark_produces_every_scenarios_figures"
-quick_benches+=" --deselect=tests/test_benches.py::test_quick_phase_matrix_runs_ours_and_bare_apscheduler_with_the_phases_asked"
-read -r -a pg_args <<<"${PG_PYTEST_ARGS:---ignore=tests/test_api_schemathesis.py $quick_benches}"
-echo "== PostgreSQL: the suite but browser tests (${pg_args[*]})"
+# and but the tests that use none of the run's databases (marker `own_database`: a project copy on its
+# own SQLite file, the benchmarks' smoke runs): here they would run the same test again.
+read -r -a pg_args <<<"${PG_PYTEST_ARGS:---ignore=tests/test_api_schemathesis.py}"
+echo "== PostgreSQL: the suite but browser tests and those on their own database (${pg_args[*]})"
 pg_status=0
-"$PYTHON" -m tests.pgserver run -- "$PYTHON" -m pytest -m "not browser" "${pg_args[@]}" "$@" || pg_status=$?
+"$PYTHON" -m tests.pgserver run -- "$PYTHON" -m pytest -m "not browser and not own_database" "${pg_args[@]}" "$@" \
+  || pg_status=$?
 if [ "$pg_status" = 3 ]; then
   echo "FAILED: the PostgreSQL tests did NOT run: no PostgreSQL server could be started here (see above)."
 elif [ "$pg_status" != 0 ]; then
@@ -56,8 +55,12 @@ fi
 # Django 5.2 LTS (README: Use it in your own project): the SQLite suite again, in the second environment
 # (`make venv-dj52`: requirements-django52.txt on the oldest Python >= 3.11 found).
 PYTHON_DJ52=${PYTHON_DJ52:-.venv-dj52/bin/python}
-# The API fuzzing (schemathesis) runs once, in the first pass: it tests our API, not the Django line.
-read -r -a dj52_args <<<"${DJ52_PYTEST_ARGS:---ignore=tests/test_api_schemathesis.py}"
+# The API fuzzing (schemathesis) and the benchmarks' two smoke runs run once, in the first pass: they
+# test our API and the benchmark harness, not the Django line.
+dj52_default="--ignore=tests/test_api_schemathesis.py"
+dj52_default+=" --deselect=tests/test_benches.py::test_quick_benchmark_produces_every_scenarios_figures"
+dj52_default+=" --deselect=tests/test_benches.py::test_quick_phase_matrix_runs_ours_and_bare_apscheduler_with_the_phases_asked"
+read -r -a dj52_args <<<"${DJ52_PYTEST_ARGS:-$dj52_default}"
 dj52_status=0
 if [ -x "$PYTHON_DJ52" ]; then
   echo "== Django 5.2 LTS on SQLite: $("$PYTHON_DJ52" -c 'import django, sys; print(f"Django {django.get_version()}, Python {sys.version.split()[0]}")')"

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.process]
 
 
+@pytest.mark.own_database
 def test_quick_benchmark_produces_every_scenarios_figures(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benches.run", "--quick", "--out", str(tmp_path)],
@@ -81,6 +82,7 @@ def test_phase_and_kind_options_are_checked() -> None:
             parse(bad)
 
 
+@pytest.mark.own_database
 def test_quick_phase_matrix_runs_ours_and_bare_apscheduler_with_the_phases_asked(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benches.run", "--quick", "--scenarios", "phases", "--phases", "spread100,uniform",

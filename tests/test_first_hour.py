@@ -168,6 +168,7 @@ class Browser:
 
 
 @pytest.mark.process
+@pytest.mark.own_database
 def test_make_run_keeps_the_admin_session_across_restarts(tmp_path: Path, run_sh: list[RunSh]) -> None:
     project = project_copy(tmp_path)
     port = free_port()
@@ -221,6 +222,7 @@ def test_make_run_keeps_the_admin_session_across_restarts(tmp_path: Path, run_sh
 
 
 @pytest.mark.process
+@pytest.mark.own_database
 def test_second_ctrl_c_stops_at_once(tmp_path: Path, run_sh: list[RunSh]) -> None:
     """The first Ctrl-C waits for running tasks (here up to 600 s); the second one does not."""
     project = project_copy(tmp_path)
@@ -258,6 +260,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path: Path, run_sh: list[RunSh]) -> Non
     assert "stopping now" in run.output(), run.output()
 
 
+@pytest.mark.own_database
 def test_missing_secret_key_is_one_line(tmp_path: Path) -> None:
     result = manage(ROOT, "drf_create_token", "admin")
     assert result.returncode == 1
@@ -285,6 +288,7 @@ class HelloTask(BaseTask):
 """
 
 
+@pytest.mark.own_database
 @pytest.mark.parametrize("how", ["environment", "local_settings"])
 def test_own_task_without_editing_project_files(tmp_path: Path, how: str) -> None:
     project = project_copy(tmp_path)

@@ -57,6 +57,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.process
+@pytest.mark.own_database
 def test_the_wheel_holds_the_app_and_nothing_else(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/", 1)[0] for name in names}
@@ -291,6 +292,7 @@ def host(tmp_path: Path, wheel: Path) -> Iterator[HostProject]:
 
 
 @pytest.mark.process
+@pytest.mark.own_database
 def test_wheel_in_a_fresh_project_runs_its_tasks_and_serves_the_api(host: HostProject) -> None:
     assert host.python("-c", "import scheduler_app; print(scheduler_app.__file__)").startswith(str(host.venv))
     check = host.manage("check")

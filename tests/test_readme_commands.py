@@ -80,6 +80,7 @@ def test_readme_lists_its_commands() -> None:
     assert sum(c.startswith("curl ") for c in shell) >= 15
 
 
+@pytest.mark.own_database
 def test_readme_commands_work_as_written(tmp_path: Path) -> None:
     project = project_copy(tmp_path)
     (project / ".venv").symlink_to((ROOT / ".venv").resolve())  # `make manage` uses the project's venv
