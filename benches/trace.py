@@ -77,9 +77,11 @@ def child() -> None:
         finally:
             begins.append(([(f.config.name, f.scheduled_at.timestamp()) for f in fires], entered, time.time()))
 
-    def pool_start(original: Any, self: Any, task: Any, *args: Any, **kwargs: Any) -> Any:
-        pool[task.name] = time.time()
-        return original(self, task, *args, **kwargs)
+    def pool_submit_many(original: Any, self: Any, runs: list, *args: Any, **kwargs: Any) -> Any:
+        now = time.time()
+        for run, _ in runs:
+            pool[run.task.name] = now
+        return original(self, runs, *args, **kwargs)
 
     def execute(original: Any, self: Any, run: Any) -> Any:
         try:
@@ -92,7 +94,7 @@ def child() -> None:
     wrap(dispatch.Dispatcher, "queue_fires", queue_fires)
     wrap(dispatch.Dispatcher, "run_fires", run_fires)
     wrap(ledger.Ledger, "record_fires", begin_fires)
-    wrap(execution.WorkerPool, "start", pool_start)
+    wrap(execution.WorkerPool, "submit_many", pool_submit_many)
     wrap(execution._Worker, "_execute", execute)
     from django.db import transaction
 
