@@ -26,7 +26,12 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from scheduler_app import conf
-from scheduler_app.db import close_thread_connections, fresh_connections
+from scheduler_app.db import (
+    checkpoint_wal,
+    close_thread_connections,
+    fresh_connections,
+    leave_wal_checkpoints_to_the_control_loop,
+)
 from scheduler_app.dispatch import Dispatcher
 from scheduler_app.execution import thread_ended
 from scheduler_app.job_sync import JOB_FUNC as JOB_FUNC
@@ -135,6 +140,7 @@ class TaskScheduler:
         self._progress_at = None
         self.jobs.forget_judgements()
         self.runner.cancel.clear()
+        leave_wal_checkpoints_to_the_control_loop()
         with fresh_connections():
             sync_task_rows(self.registry)
             process = self.leadership.register()
@@ -239,6 +245,8 @@ class TaskScheduler:
         self.jobs.leave_out_failed_triggers()
         self.dispatch.wake_pickup()  # the poll: retries that came due, and anything a notification missed
         self.jobs.flush_if_due(busy=self.dispatch.claimed_lately())
+        if not self.dispatch.claimed_lately():
+            checkpoint_wal()  # off the dispatcher's commits (db.WAL_AUTOCHECKPOINT_PAGES)
         if self._ticks % REAP_EVERY_TICKS == 0:
             self.leadership.reap(self.runner.interrupt)
 
