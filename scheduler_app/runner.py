@@ -318,11 +318,11 @@ class TaskRunner:
     def _launch(self, config: TaskConfig, record: TaskExecutionRecord) -> bool:
         """Hand a claimed run to its executor; False when its code could not be started here (it is
         then recorded ``failed`` with the reason and may retry: a claimed run never stays ``running``)."""
-        return self._launch_all([(config, record)]) == 1
+        return not self._launch_all([(config, record)])
 
-    def _launch_all(self, runs: Sequence[tuple[TaskConfig, TaskExecutionRecord]]) -> int:
+    def _launch_all(self, runs: Sequence[tuple[TaskConfig, TaskExecutionRecord]]) -> list[TaskExecutionRecord]:
         """``_launch`` for a burst's chunk: the runs that execute here go to the pool at once (one
-        lock, a wake-up per run). Returns how many were started or handed to their backend."""
+        lock, a wake-up per run). Returns the records of the runs whose code could not be started."""
         here: list[tuple[TaskConfig, TaskExecutionRecord, Submission]] = []
         unstartable: list[tuple[TaskConfig, TaskExecutionRecord, Exception]] = []
         for config, record in runs:
@@ -336,27 +336,24 @@ class TaskRunner:
                 unstartable.append((config, record, exc))
                 continue
             self._hand_off(backend, config, record)
+        if here:
+            with self._finish_cond:
+                self._unrecorded_runs += len(here)
+                if self._finisher is None:
+                    self._finisher = threading.Thread(target=self._finisher_loop, name="run-finisher", daemon=True)
+                    self._finisher.start()
+            # Not in the lock: a run may settle at once (pool closed) and queue itself for the finisher.
+            try:
+                self.executor.submit_many(
+                    [(submission, partial(self._queue_finish, config, record)) for config, record, submission in here]
+                )
+            except Exception as exc:
+                with self._finish_cond:
+                    self._unrecorded_runs -= len(here)
+                unstartable += [(config, record, exc) for config, record, _ in here]
         for config, record, exc in unstartable:
             self._fail_unstarted_logged(config, record, exc)
-        if not here:
-            return len(runs) - len(unstartable)
-        with self._finish_cond:
-            self._unrecorded_runs += len(here)
-            if self._finisher is None:
-                self._finisher = threading.Thread(target=self._finisher_loop, name="run-finisher", daemon=True)
-                self._finisher.start()
-        # Not in the lock: a run may settle at once (pool closed) and queue itself for the finisher.
-        try:
-            self.executor.submit_many(
-                [(submission, partial(self._queue_finish, config, record)) for config, record, submission in here]
-            )
-        except Exception as exc:
-            with self._finish_cond:
-                self._unrecorded_runs -= len(here)
-            for config, record, _ in here:
-                self._fail_unstarted_logged(config, record, exc)
-            return len(runs) - len(unstartable) - len(here)
-        return len(runs) - len(unstartable)
+        return [record for _, record, _ in unstartable]
 
     def _fail_unstarted_logged(self, config: TaskConfig, record: TaskExecutionRecord, exc: Exception) -> None:
         logger.error("task %s: run %s could not be started", config.name, record.pk, exc_info=exc)
