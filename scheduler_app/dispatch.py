@@ -2,9 +2,10 @@
 
 The *dispatcher* thread takes every fire APScheduler handed over so far (``queue_fires``), applies
 the task's missed-run policy (``catch_up.py``) and jitter (``DelayedFires``, one heap and thread for
-every delayed fire), and gives the rest to ``TaskRunner.launch_fires`` in one call. A fire whose
-record cannot be written (database unreachable) is not run; it waits in a backlog and is recorded
-``missed`` once the database answers (``record_unrecorded``, called by the control loop).
+every delayed fire), and gives the rest to ``TaskRunner.launch_fires`` in chunks that grow through a
+burst (``claim_chunks``). A fire whose record cannot be written (database unreachable) is not run; it
+waits in a backlog and is recorded ``missed`` once the database answers (``record_unrecorded``, called
+by the control loop).
 
 The *pickup* thread starts queued runs (manual runs, due retries, fires kept by ``buffer_one``):
 woken by the control loop's poll, by a notification that a run was queued (``notify.py``), and when
