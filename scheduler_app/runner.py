@@ -307,8 +307,7 @@ class TaskRunner:
         try:
             if not self.ledger.hand_off(record.pk, alias):
                 return
-            task = self.registry.get(config.name)
-            backend.submit(Submission(record.pk, task, config.timeout_with_fallback(self.default_timeout)))
+            backend.submit(self._submission(config, record))
         except Exception as exc:
             logger.exception("task %s: run %s could not be handed to the backend %r", config.name, record.pk, alias)
             self._fail_unstarted(config, record, exc, "could not hand the run to its backend")

@@ -244,8 +244,9 @@ class TaskScheduler:
             self.jobs.sync()
         self.jobs.leave_out_failed_triggers()
         self.dispatch.wake_pickup()  # the poll: retries that came due, and anything a notification missed
-        self.jobs.flush_if_due(busy=self.dispatch.claimed_lately())
-        if not self.dispatch.claimed_lately():
+        claiming = self.dispatch.claimed_lately()
+        self.jobs.flush_if_due(busy=claiming)
+        if not claiming:
             checkpoint_wal()  # off the dispatcher's commits (db.WAL_AUTOCHECKPOINT_PAGES)
         if self._ticks % REAP_EVERY_TICKS == 0:
             self.leadership.reap(self.runner.interrupt)
