@@ -235,7 +235,9 @@ class _Worker:
 
     def _run(self) -> None:
         try:
-            while not self.abandoned and (execution := self.pool._next()) is not None:
+            first = True
+            while not self.abandoned and (execution := self.pool._next(first)) is not None:
+                first = False
                 try:
                     self._execute(execution)
                 except Exception:
@@ -282,6 +284,8 @@ class WorkerPool(Executor):
         self._cond = threading.Condition()
         self._workers: list[_Worker] = []
         self._idle = 0
+        # Workers notified or started and not yet at the queue: at most one (``_wake_one``).
+        self._waking = 0
         self._numbers = itertools.count(1)
         self._closed = False
         self._unsettled: set[Execution] = set()
@@ -300,9 +304,8 @@ class WorkerPool(Executor):
         return self.submit_many([(run, on_settled)])[0]
 
     def submit_many(self, runs: Sequence[tuple[Submission, Callable[[Execution], None] | None]]) -> list[Execution]:
-        """Queue the runs in one hold of the pool's lock, waking a worker per run (a burst's chunk
-        handed over run by run took the lock and woke a worker each time, against the fires still
-        being claimed)."""
+        """Queue the runs in one hold of the pool's lock (a burst's chunk handed over run by run took
+        the lock each time, against the fires still being claimed), and wake a worker (``_wake_one``)."""
         executions = [
             Execution(run.task, run.timeout, partial(self._settled, on_settled), run.context)
             for run, on_settled in runs
@@ -312,10 +315,7 @@ class WorkerPool(Executor):
                 raise RuntimeError("the worker pool is closed")
             self._unsettled.update(executions)
             self._queue.extend(executions)
-            # Workers are started as runs need them, up to the size, and then kept.
-            for _ in range(min(len(self._queue) - self._idle, self.size - len(self._workers))):
-                self._spawn()
-            self._cond.notify(len(executions))
+            self._wake_one()
         return executions
 
     def _settled(self, on_settled: Callable[[Execution], None] | None, execution: Execution) -> None:
@@ -359,22 +359,49 @@ class WorkerPool(Executor):
 
     # -- workers -------------------------------------------------------------------------------
 
+    def _wake_one(self) -> None:
+        """Wake an idle worker, or start one (up to the size), unless a worker is waking already.
+
+        Caller holds ``_cond``. Workers wake in a chain: the one woken takes a run and, if more
+        wait, wakes the next. Queued runs still find every worker they need (a link costs one
+        thread wake-up), but a burst of short runs is taken by the few workers already awake,
+        instead of waking a thread per run that all wait for the GIL with the fires still being
+        claimed (BENCHMARKS.md, session 7).
+        """
+        if self._waking:
+            return
+        if self._idle:
+            self._waking += 1
+            self._cond.notify()
+        elif len(self._workers) < self.size:
+            self._spawn()
+
     def _spawn(self) -> None:
+        # Caller holds ``_cond``: a new thread counts as waking until it first looks at the queue.
         worker = _Worker(self, next(self._numbers))
         self._workers.append(worker)
+        self._waking += 1
         worker.thread.start()
 
-    def _next(self) -> Execution | None:
+    def _next(self, first: bool = False) -> Execution | None:
+        """The next queued run for a worker (None: the pool closed); ``first``: the worker's first look."""
         with self._cond:
-            self._idle += 1
-            try:
-                while not self._queue:
-                    if self._closed:
-                        return None
+            if first:
+                self._waking -= 1
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._idle += 1
+                try:
                     self._cond.wait()
-                return self._queue.popleft()
-            finally:
-                self._idle -= 1
+                finally:
+                    self._idle -= 1
+                # Woken by ``_wake_one`` (or by ``close``, which wakes all: hence the floor).
+                self._waking = max(0, self._waking - 1)
+            execution = self._queue.popleft()
+            if self._queue:
+                self._wake_one()
+            return execution
 
     # -- timeouts ------------------------------------------------------------------------------
 

@@ -272,3 +272,23 @@ def test_settled_is_set_once_the_handler_returned_whether_asked_before_or_after(
         assert asked_after.settled.is_set()
     finally:
         pool.close(wait=5)
+
+
+def test_a_chunk_wakes_one_idle_worker_at_a_time_and_each_woken_one_wakes_the_next(pool: WorkerPool) -> None:
+    Gate.release.set()
+    warm_up = pool.submit_many([(Submission(n, Gate(), 30), None) for n in range(3)])
+    assert all(execution.wait().status == TaskStatus.SUCCESS for execution in warm_up)
+    wait_for(lambda: pool._idle == 3, timeout=5, message="three idle workers")
+    wakes: list[int] = []
+    notify = pool._cond.notify
+
+    def counted(n: int = 1) -> None:
+        wakes.append(n)
+        notify(n)
+
+    pool._cond.notify = counted  # type: ignore[method-assign]
+    # A thread woken per run of a burst of short runs: all of them wait for the GIL at once, with
+    # the burst's other fires still being claimed.
+    executions = pool.submit_many([(Submission(n, Quick(), 5), None) for n in range(12)])
+    assert [execution.wait().status for execution in executions] == [TaskStatus.SUCCESS] * 12
+    assert wakes and set(wakes) == {1}, f"one worker woken at a time, not {wakes}"
