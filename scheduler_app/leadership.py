@@ -16,6 +16,7 @@ from datetime import datetime
 
 from scheduler_app import conf
 from scheduler_app.coordination import ProcessHandle, reap_dead_processes, release_lease, try_acquire_lease
+from scheduler_app.db import write_transaction
 from scheduler_app.models import SchedulerProcess
 
 # The scheduler's lines keep the one logger name they had before the scheduler was split.
@@ -40,15 +41,21 @@ class Leadership:
     def renew(self, *, progress_at: datetime | None, problem: str) -> bool:
         """Try to take or keep the lease and send the heartbeat; True when this process leads."""
         assert self.process is not None
-        leader = try_acquire_lease(self.process.id)
-        self.process.heartbeat(
-            role=SchedulerProcess.Role.ACTIVE if leader else SchedulerProcess.Role.STANDBY,
-            progress_at=progress_at,
-            problem=problem,
-        )
+        began = time.monotonic()
+        # One transaction, in turn with the dispatcher's and the finisher's (``write_transaction``):
+        # as three autocommit writes, each that found SQLite's lock taken slept in its busy handler
+        # (1, 2, 5, 10 ... ms, growing), and a renewal after a burst took ~100 ms (BENCHMARKS.md,
+        # session 7), while a claim that came meanwhile slept the same way behind it.
+        with write_transaction():
+            leader = try_acquire_lease(self.process.id)
+            self.process.heartbeat(
+                role=SchedulerProcess.Role.ACTIVE if leader else SchedulerProcess.Role.STANDBY,
+                progress_at=progress_at,
+                problem=problem,
+            )
         if leader:
-            # Renewed now: trust it for a little less than its length.
-            self._lease_valid_until = time.monotonic() + float(conf.get("LEASE_SECONDS")) * 0.8
+            # Renewed (at the latest) when we asked: trust it for a little less than its length.
+            self._lease_valid_until = began + float(conf.get("LEASE_SECONDS")) * 0.8
         return leader
 
     def lease_valid(self) -> bool:

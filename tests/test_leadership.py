@@ -52,3 +52,31 @@ def test_run_forever_leads_and_a_stop_request_hands_the_lease_back(caplog: pytes
     assert not SchedulerProcess.objects.filter(pk=process.id).exists()
     assert coordination.leader_lease() is None and not coordination.alive()
     assert "this process is now the active scheduler" in caplog.text and "scheduler stopped" in caplog.text
+
+
+def test_a_renewal_waits_for_the_writers_turn_and_writes_the_lease_and_the_heartbeat() -> None:
+    from scheduler_app import db
+    from scheduler_app.leadership import Leadership
+
+    leadership = Leadership()
+    process = leadership.register()
+    renewed = threading.Event()
+    leads: list[bool] = []
+
+    def renew() -> None:
+        try:
+            leads.append(leadership.renew(progress_at=None, problem=""))
+        finally:
+            db.close_thread_connections()
+            renewed.set()
+
+    with db._writer:
+        thread = threading.Thread(target=renew, name="test-renew")
+        thread.start()
+        # In turn with the dispatcher and the finisher: not as autocommit writes that meet SQLite's
+        # lock taken and sleep in its busy handler.
+        assert not renewed.wait(0.3), "the renewal went ahead while another thread had the writer's turn"
+    assert renewed.wait(10) and leads == [True]
+    thread.join(5)
+    assert coordination.leader_lease().holder == process.id
+    assert SchedulerProcess.objects.get(pk=process.id).role == SchedulerProcess.Role.ACTIVE
