@@ -10,11 +10,14 @@ transaction (``db.write_transaction``).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from functools import lru_cache, partial
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
@@ -28,11 +31,18 @@ CHUNK = 500
 
 
 def _table(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
+    return _quoted(connection.vendor, model, None)
 
 
 def _column(model: type[Model], name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
+    return _quoted(connection.vendor, model, name)
+
+
+@lru_cache(maxsize=256)
+def _quoted(vendor: str, model: type[Model], field: str | None) -> str:
+    """A table's (``field`` None) or a column's quoted name: a burst's statements name ~20, and
+    each lookup through the model's options and the connection cost more than the rest of them."""
+    return connection.ops.quote_name(model._meta.db_table if field is None else model._meta.get_field(field).column)
 
 
 def _datetime(value: datetime | None) -> Any:
@@ -43,6 +53,8 @@ def _datetimes() -> Callable[[datetime | None], Any]:
     """``_datetime`` for one batch: the connection's adapter looked up once, and each instant
     adapted once (the fires of a burst share their time; a finisher batch shares its end)."""
     adapt = connection.ops.adapt_datetimefield_value
+    if connection.vendor == "sqlite" and settings.USE_TZ:
+        adapt = partial(_sqlite_datetime, connection.timezone, adapt)
     adapted: dict[datetime | None, Any] = {}
 
     def to_db(value: datetime | None) -> Any:
@@ -55,12 +67,32 @@ def _datetimes() -> Callable[[datetime | None], Any]:
     return to_db
 
 
+def _sqlite_datetime(zone: tzinfo, adapt: Callable[[datetime | None], Any], value: datetime | None) -> Any:
+    """What SQLite's adapter makes of an aware datetime (the text of the naive time in the
+    connection's zone), without asking the settings and the connection again for each of a burst's
+    fires; anything else goes to ``adapt``."""
+    if value is None or value.utcoffset() is None:
+        return adapt(value)
+    return str(value.astimezone(zone).replace(tzinfo=None))
+
+
 def _json(value: Any) -> Any:
     return TaskExecutionRecord._meta.get_field("data").get_db_prep_value(value, connection)
 
 
 def _placeholders(count: int) -> str:
     return ", ".join(["%s"] * count)
+
+
+@lru_cache(maxsize=1024)
+def _insert_sql(vendor: str, fields: tuple[str, ...], returning: tuple[str, ...], rows: int) -> str:
+    """The INSERT of ``rows`` fire records (``_insert_fires``), built once per shape (and per
+    database vendor, whose quoting it holds)."""
+    record = TaskExecutionRecord
+    columns = ", ".join(_column(record, name) for name in fields)
+    row = f"({_placeholders(len(fields))})"
+    sql = f"INSERT INTO {_table(record)} ({columns}) VALUES {', '.join([row] * rows)} ON CONFLICT DO NOTHING"
+    return f"{sql} RETURNING {', '.join(_column(record, name) for name in returning)}" if returning else sql
 
 
 @dataclass
@@ -97,24 +129,79 @@ def _fire_fields(now: datetime, worker: SchedulerProcess | None, worker_label: s
 def _insert_fires(cursor: Any, rows: Sequence[dict[str, Any]], returning: Sequence[str]) -> list[tuple[Any, ...]]:
     """Insert records of scheduled fires (field name: database value, the same fields in every row).
 
-    A fire that already has a record (the unique fire constraint) is left out; the RETURNING rows of
-    those inserted come back, in no promised order.
+    A fire that already has a record (the unique fire constraint) is left out; the ``returning``
+    values of those inserted come back (a field other than ``id`` as the row gave it), in no
+    promised order.
     """
-    record = TaskExecutionRecord
-    fields = list(rows[0]) if rows else []
-    columns = ", ".join(_column(record, name) for name in fields)
-    returned = ", ".join(_column(record, name) for name in returning)
+    fields = tuple(rows[0]) if rows else ()
+    vendor = connection.vendor
     inserted: list[tuple[Any, ...]] = []
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
-        row = f"({_placeholders(len(fields))})"
-        cursor.execute(
-            f"INSERT INTO {_table(record)} ({columns}) VALUES {', '.join([row] * len(chunk))} "
-            f"ON CONFLICT DO NOTHING RETURNING {returned}",
-            [values[name] for values in chunk for name in fields],
-        )
+        params = [values[name] for values in chunk for name in fields]
+        if vendor == "sqlite":
+            inserted += _insert_counted(cursor, fields, chunk, params, returning)
+            continue
+        cursor.execute(_insert_sql(vendor, fields, tuple(returning), len(chunk)), params)
         inserted += cursor.fetchall()
     return inserted
+
+
+# Statements as SQLite's driver takes them (``?``), by the statement Django would be given (``%s``).
+_NATIVE_SQL: dict[str, str] = {}
+
+
+def _execute_native(cursor: Any, sql: str, params: list[Any]) -> None:
+    """SQLite: ``cursor.execute(sql, params)`` for a statement built once per shape (``_insert_sql``).
+
+    Django's SQLite cursor rewrites every ``%s`` into ``?`` with a regular expression on each call:
+    ~0.45 ms for a 200-fire INSERT, with the GIL held (a tenth of a busy dispatcher's share). The
+    rewritten text is kept and given to the driver itself, unless the connection logs its queries
+    or wraps its executions: then the statement goes Django's way, which those hook.
+    """
+    wrapper = connection  # pragma: no mutate start (the same statement, by Django's way or the driver's)
+    if wrapper.queries_logged or wrapper.execute_wrappers:
+        cursor.execute(sql, params)
+        return
+    native = _NATIVE_SQL.get(sql)
+    if native is None:
+        if len(_NATIVE_SQL) >= 2048:
+            _NATIVE_SQL.clear()
+        native = _NATIVE_SQL[sql] = cursor.cursor.convert_query(sql)
+    # pragma: no mutate end
+    with wrapper.wrap_database_errors:
+        sqlite3.Cursor.execute(cursor.cursor, native, params)
+
+
+def _insert_counted(
+    cursor: Any, fields: tuple[str, ...], chunk: Sequence[dict[str, Any]], params: list[Any], returning: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """SQLite: ``_insert_fires``'s INSERT without RETURNING, the ids known from the row count.
+
+    Python's sqlite3 gives up the GIL for every row it steps through, RETURNING rows included: a
+    200-fire claim handed the GIL to the scheduler's other threads 200 times, and waited up to a
+    switch interval (5 ms) to get it back each time they kept it (BENCHMARKS.md, session 7). One
+    INSERT statement numbers the rows it adds one after the other, in the order given, under the
+    write lock the transaction holds: when it added every row, their ids are the ``rowcount`` ones
+    that end at ``lastrowid``, in order. When it left some out (another process recorded those
+    fires; a row left out still takes a number), the rows above the largest id before it are read.
+    """
+    record = TaskExecutionRecord
+    id_column = _column(record, "id")
+    cursor.execute(f"SELECT MAX({id_column}) FROM {_table(record)}")
+    before = cursor.fetchone()[0] or 0
+    _execute_native(cursor, _insert_sql("sqlite", fields, (), len(chunk)), params)
+    if cursor.rowcount == len(chunk):
+        first = cursor.lastrowid - len(chunk) + 1
+        return [
+            tuple(first + index if name == "id" else values[name] for name in returning)
+            for index, values in enumerate(chunk)
+        ]
+    cursor.execute(
+        f"SELECT {', '.join(_column(record, name) for name in returning)} FROM {_table(record)} WHERE {id_column} > %s",
+        [before],
+    )
+    return cursor.fetchall()
 
 
 def begin_scheduled(
@@ -216,9 +303,13 @@ def claim_slots(names: Sequence[str], *, exclusive: bool) -> set[str]:
     # pragma: no mutate start (an exclusive claim takes a count of 0 only: 1 is count + 1)
     value = "1" if exclusive else f"{count} + 1"
     # pragma: no mutate end
+    counted = connection.vendor == "sqlite"
     with connection.cursor() as cursor:
         for start in range(0, len(names), CHUNK):
             chunk = list(names[start : start + CHUNK])
+            if counted:
+                taken |= _claim_counted(cursor, chunk, exclusive)
+                continue
             cursor.execute(
                 f"UPDATE {table} SET {count} = {value} "
                 f"WHERE {task} IN ({_placeholders(len(chunk))}){condition} RETURNING {task}",
@@ -226,6 +317,33 @@ def claim_slots(names: Sequence[str], *, exclusive: bool) -> set[str]:
             )
             taken.update(row[0] for row in cursor.fetchall())
     return taken
+
+
+def _claim_counted(cursor: Any, names: list[str], exclusive: bool) -> set[str]:
+    """SQLite: ``claim_slots`` for one chunk without RETURNING (one row stepped per task is one
+    hand-over of the GIL, as in ``_insert_counted``); the caller's transaction holds the write lock,
+    so what this reads first still holds when it writes.
+
+    The busy tasks are read first (usually none); the update of the others, when it changed as
+    many rows, took them all; fewer means some tasks have no state row, and those left are read.
+    """
+    table, task, count = _table(TaskState), _column(TaskState, "task"), _column(TaskState, "running_count")
+    if exclusive:
+        cursor.execute(
+            f"SELECT {task} FROM {table} WHERE {task} IN ({_placeholders(len(names))}) AND {count} <> 0", names
+        )
+        busy = {row[0] for row in cursor.fetchall()}
+        names = [name for name in names if name not in busy]
+        if not names:
+            return set()
+    # pragma: no mutate start (an exclusive claim takes a count of 0 only: 1 is count + 1)
+    value = "1" if exclusive else f"{count} + 1"
+    # pragma: no mutate end
+    cursor.execute(f"UPDATE {table} SET {count} = {value} WHERE {task} IN ({_placeholders(len(names))})", names)
+    if cursor.rowcount == len(names):
+        return set(names)
+    cursor.execute(f"SELECT {task} FROM {table} WHERE {task} IN ({_placeholders(len(names))})", names)
+    return {row[0] for row in cursor.fetchall()}
 
 
 @dataclass

@@ -344,3 +344,87 @@ def test_a_burst_takes_one_slot_of_each_task_in_one_statement_per_overlap_rule()
         query for query in queries.captured_queries if query["sql"].startswith(f'UPDATE "{TaskState._meta.db_table}"')
     ]
     assert len(claims) == 2, "one statement for the tasks that allow overlap, one for those that do not"
+
+
+@pytest.mark.parametrize("recorded_before", [("tick",), ("garbage",), ("boom",), ("tick", "garbage")])
+def test_each_fire_gets_its_own_records_id_whichever_of_its_burst_were_recorded_before(
+    runner: TaskRunner, recorded_before: tuple[str, ...]
+) -> None:
+    # On SQLite the ids come from the row count, not from rows read back: a fire left out (first,
+    # in the middle, last) must neither shift the others' ids nor be given one.
+    names = ("tick", "boom", "garbage")
+    for name in recorded_before:
+        TaskExecutionRecord.objects.create(task_id=name, trigger="scheduled", status="success", scheduled_at=MOMENT)
+    records = runner.ledger.record_fires([Fire(config(name), MOMENT) for name in names])
+    for name, record in zip(names, records, strict=True):
+        if name in recorded_before:
+            assert record is None
+            continue
+        stored = TaskExecutionRecord.objects.get(pk=record.pk)
+        assert (stored.task_id, stored.scheduled_at, stored.status) == (name, MOMENT, "running")
+    assert TaskExecutionRecord.objects.filter(scheduled_at=MOMENT).count() == len(names)
+
+
+def test_a_claim_takes_the_free_slots_only_and_none_of_a_task_without_a_state_row() -> None:
+    from django.db import transaction
+
+    from scheduler_app.records import claim_slots
+
+    TaskState.objects.filter(task_id="slow").update(running_count=1)
+    TaskState.objects.filter(task_id="garbage").delete()
+    names = ["tick", "slow", "garbage", "boom"]
+    with transaction.atomic():
+        assert claim_slots(names, exclusive=True) == {"tick", "boom"}
+    assert {name: s.running_count for name, s in TaskState.objects.in_bulk(names).items()} == {
+        "tick": 1,
+        "slow": 1,
+        "boom": 1,
+    }
+    with transaction.atomic():
+        assert claim_slots(names, exclusive=False) == {"tick", "slow", "boom"}
+    assert {name: s.running_count for name, s in TaskState.objects.in_bulk(names).items()} == {
+        "tick": 2,
+        "slow": 2,
+        "boom": 2,
+    }
+    with transaction.atomic():
+        assert claim_slots(["tick", "boom"], exclusive=True) == set()
+
+
+def test_a_bursts_times_are_written_as_djangos_own_adapter_writes_them() -> None:
+    from zoneinfo import ZoneInfo
+
+    from django.db import connection
+
+    from scheduler_app.records import _datetimes
+
+    to_db = _datetimes()
+    values = [
+        None,
+        MOMENT,
+        MOMENT.replace(microsecond=123456),
+        datetime(2027, 3, 28, 1, 30, tzinfo=ZoneInfo("Europe/Paris")),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=ZoneInfo("Asia/Kolkata")),
+    ]
+    assert [to_db(value) for value in values] == [connection.ops.adapt_datetimefield_value(v) for v in values]
+
+
+def test_a_bursts_insert_reaches_the_driver_rewritten_once_per_shape(runner: TaskRunner) -> None:
+    from django.db import connection
+
+    from scheduler_app import records
+
+    # PostgreSQL's driver takes %s itself: nothing is rewritten there.
+    rewritten = 1 if connection.vendor == "sqlite" else 0
+    records._NATIVE_SQL.clear()
+    first = runner.ledger.record_fires([Fire(config(name), MOMENT) for name in ("tick", "boom")])
+    assert len(records._NATIVE_SQL) == rewritten and all("%s" not in sql for sql in records._NATIVE_SQL.values())
+    again = runner.ledger.record_fires([Fire(config(name), MOMENT + timedelta(seconds=1)) for name in ("boom", "tick")])
+    assert len(records._NATIVE_SQL) == rewritten, "the same shape, the same rewritten statement"
+    stored = {r.pk: (r.task_id, r.scheduled_at) for r in TaskExecutionRecord.objects.all()}
+    assert [stored[r.pk] for r in first + again] == [
+        ("tick", MOMENT),
+        ("boom", MOMENT),
+        ("boom", MOMENT + timedelta(seconds=1)),
+        ("tick", MOMENT + timedelta(seconds=1)),
+    ]
