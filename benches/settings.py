@@ -57,3 +57,8 @@ if os.environ.get("BENCH_FLEET") == "1":
         "fleet": {"BACKEND": "django_tasks_db.DatabaseBackend"},
     }
     SCHEDULER["EXECUTOR"] = os.environ.get("BENCH_EXECUTOR", "local")
+
+import sys  # noqa: E402
+
+if os.environ.get("BENCH_PIN") and "runscheduler" in sys.argv:
+    os.sched_setaffinity(0, {int(os.environ["BENCH_PIN"])})

@@ -49,6 +49,7 @@ def child() -> None:
     pool: dict[str, float] = {}
     starts: list[tuple[str, float, float, float]] = []  # task, handed to the pool, started, ended
     transactions: list[tuple[str, float, float, float]] = []  # thread, asked, locked, done
+    phases: list[tuple[str, float, float, float, float]] = []  # thread, asked, begin, body, commit (s)
 
     def wrap(owner: Any, name: str, before: Any) -> None:
         original = getattr(owner, name)
@@ -106,8 +107,20 @@ def child() -> None:
         asked = time.time()
         with db._writer:
             locked = time.time()
-            with transaction.atomic(using=using):
+            atomic = transaction.atomic(using=using)
+            atomic.__enter__()
+            begun = time.time()
+            try:
                 yield
+            except BaseException as exc:
+                if not atomic.__exit__(type(exc), exc, exc.__traceback__):
+                    raise
+            else:
+                body = time.time()
+                atomic.__exit__(None, None, None)
+                phases.append(
+                    (threading.current_thread().name, asked, begun - locked, body - begun, time.time() - body)
+                )
         transactions.append((threading.current_thread().name, asked, locked, time.time()))
 
     ledger.write_transaction = timed_transaction
@@ -125,6 +138,23 @@ def child() -> None:
             transactions.append(("job store flush, whole", began, began, time.time()))
 
     jobstore.CachedDjangoJobStore.flush = timed_flush
+    from scheduler_app import leadership, scheduler
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        # A step of the control loop's tick, noted as a "transaction" row of its own.
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            began = time.time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                transactions.append((label, began, began, time.time()))
+
+        setattr(owner, name, wrapper)
+
+    timed(leadership.Leadership, "renew", "tick: renew")
+    timed(scheduler.TaskScheduler, "tick", "tick, whole")
 
     import gc
 
@@ -160,6 +190,22 @@ def child() -> None:
     # CPU seconds per thread at the window's start (SIGUSR2), for the share of each kind of thread.
     thread_cpu_at_start: dict[int, float] = {}
 
+    def switches() -> dict[str, list[int]]:
+        # Context switches by thread (voluntary, involuntary), from /proc: GIL hand-offs show here.
+        native = {thread.native_id: thread.name for thread in threading.enumerate()}
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for task in Path("/proc/self/task").iterdir():
+            name = native.get(int(task.name), "?")
+            kind = "task-worker" if name.startswith(("task-worker", "task:")) else name.rstrip("0123456789-")
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    counts[kind][0] += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    counts[kind][1] += int(line.split()[1])
+        return counts
+
+    switches_at_start: dict[str, list[int]] = {}
+
     def thread_cpu() -> dict[int, tuple[str, float]]:
         seconds = {}
         for thread in threading.enumerate():
@@ -179,6 +225,7 @@ def child() -> None:
 
     def window_starts(signum: int, frame: Any) -> None:
         thread_cpu_at_start.update({ident: cpu for ident, (_, cpu) in thread_cpu().items()})
+        switches_at_start.update(switches())
         if profile:
             yappi.clear_stats()
 
@@ -196,8 +243,11 @@ def child() -> None:
             # Workers and their companions by kind (task-worker-3 -> task-worker); a run renames its worker.
             kind = "task-worker" if name.startswith(("task-worker", "task:")) else name.rstrip("0123456789-")
             by_kind[kind] += cpu - thread_cpu_at_start.get(ident, cpu)
-        data = {"handed": handed, "batches": batches, "begins": begins, "starts": starts,
-                "transactions": transactions, "thread_cpu": by_kind}  # fmt: skip
+        now_switches = switches()
+        switched = {kind: [v - switches_at_start.get(kind, [0, 0])[0], i - switches_at_start.get(kind, [0, 0])[1]]
+                    for kind, (v, i) in now_switches.items()}  # fmt: skip
+        data = {"phases": phases, "switches": switched, "handed": handed, "batches": batches, "begins": begins,
+                "starts": starts, "transactions": transactions, "thread_cpu": by_kind}  # fmt: skip
         Path(out).write_text(json.dumps(data))
         os._exit(0)
 
@@ -286,6 +336,7 @@ def main() -> None:
     parser.add_argument("--no-web", action="store_true")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the scheduler (experiments)")
     parser.add_argument("--profile", type=Path, help="also write CPU ms per function (ttot, tsub, calls) here (yappi)")
+    parser.add_argument("--keep", type=Path, help="also copy the raw trace (JSON, with the window's bounds) here")
     args = parser.parse_args()
     ws = Workspace(Options())
     try:
@@ -313,13 +364,42 @@ def main() -> None:
             time.sleep(args.warmup)
             os.kill(process.pid, signal.SIGUSR2)
             w0 = time.time()
+            spy = None
+            if os.environ.get("BENCH_PYSPY"):
+                import subprocess
+
+                spy = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "--pid",
+                        str(process.pid),
+                        "--threads",
+                        "--gil",
+                        "--nonblocking",
+                        "-r",
+                        "1000",
+                        "-d",
+                        str(int(args.seconds)),
+                        "--format",
+                        "raw",
+                        "-o",
+                        os.environ["BENCH_PYSPY"],
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             time.sleep(args.seconds)
+            if spy is not None:
+                spy.wait()
             w1 = time.time()
             time.sleep(1.0)
             os.kill(process.pid, signal.SIGUSR1)
             process.wait(timeout=60)
         data = json.loads(out.read_text())
         result = analyse(data, w0, w1)
+        if args.keep:
+            args.keep.write_text(json.dumps({**data, "window": [w0, w1]}))
     finally:
         ws.close()
     print(f"{args.tasks} tasks, phases {args.phases}, kind {args.kind}, {args.seconds:g} s window, "
@@ -333,6 +413,10 @@ def main() -> None:
     for step, fig in result.items():
         if step.startswith("amid claims"):
             print(f"  {step.removeprefix('amid claims: '):30} {fig['n']:6d} tx {fig['ms_per_s']:8.2f} ms/s")
+    print("context switches per second of the window, by thread (voluntary, involuntary):")
+    for kind, (voluntary, involuntary) in sorted(data.get("switches", {}).items(), key=lambda item: -sum(item[1])):
+        if voluntary + involuntary:
+            print(f"  {kind:30} {voluntary / args.seconds:8.0f} {involuntary / args.seconds:8.0f}")
     print("CPU ms per second of the window, by thread (from the window's start to the dump):")
     for kind, seconds in sorted(data.get("thread_cpu", {}).items(), key=lambda item: -item[1]):
         if seconds > 0.0005:
