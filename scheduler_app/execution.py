@@ -17,6 +17,7 @@ import inspect
 import itertools
 import json
 import logging
+import math
 import selectors
 import threading
 import time
@@ -44,6 +45,15 @@ CANCEL_GRACE_SECONDS = 1.0
 # The watchdog looks again at least this often: a wait of any length (a huge timeout stored before
 # timeouts were bounded) never reaches Condition.wait, which refuses waits beyond threading.TIMEOUT_MAX.
 LONGEST_WATCHDOG_WAIT = 3600.0
+# With no run left to watch, the watchdog still sleeps this long before it waits for a notification:
+# a run whose deadline comes later does not wake it. Woken as soon as the deadlines ran out, it was
+# woken by every run that began after the one before had ended (a context switch per run, a tenth
+# of the runs' CPU when fires come one at a time; BENCHMARKS.md).
+WATCHDOG_IDLE_SECONDS = 1.0
+# The watchdog's deadlines of runs that ended leave the heap lazily; once they are this many and half
+# of it, the heap is rebuilt without them (else a busy pool kept every run of the last timeout's
+# length, and its objects, alive: 60,000 runs at 1,000 runs/s and a 60 s timeout).
+COMPACT_DEADLINES_AFTER = 256
 
 
 def interrupted_outcome(reason: str) -> Outcome:
@@ -292,6 +302,10 @@ class WorkerPool(Executor):
         self._deadlines: list[tuple[float, int, Execution]] = []
         self._order = itertools.count()
         self._watch_cond = threading.Condition()
+        # When the watchdog looks next (monotonic; inf: when notified): only an earlier deadline wakes it.
+        self._watch_until = math.inf
+        # Runs settled since the heap was last rebuilt (their deadlines may still be in it).
+        self._ended_deadlines = 0
         self._watchdog: threading.Thread | None = None
 
     # -- public --------------------------------------------------------------------------------
@@ -321,6 +335,12 @@ class WorkerPool(Executor):
     def _settled(self, on_settled: Callable[[Execution], None] | None, execution: Execution) -> None:
         with self._cond:
             self._unsettled.discard(execution)
+        with self._watch_cond:
+            self._ended_deadlines += 1
+            if self._ended_deadlines >= max(COMPACT_DEADLINES_AFTER, len(self._deadlines) // 2):
+                self._deadlines = [entry for entry in self._deadlines if entry[2].outcome is None]
+                heapq.heapify(self._deadlines)
+                self._ended_deadlines = 0
         if on_settled is not None:
             on_settled(execution)
 
@@ -408,12 +428,11 @@ class WorkerPool(Executor):
     def _watch(self, execution: Execution) -> None:
         deadline = time.monotonic() + execution.deadline_seconds
         with self._watch_cond:
-            earliest = self._deadlines[0][0] if self._deadlines else None
             heapq.heappush(self._deadlines, (deadline, next(self._order), execution))
             if self._watchdog is None:
                 self._watchdog = threading.Thread(target=self._watch_loop, name=f"{self.name}-watchdog", daemon=True)
                 self._watchdog.start()
-            elif earliest is None or deadline < earliest:
+            elif deadline < self._watch_until:
                 self._watch_cond.notify()
 
     def _watch_loop(self) -> None:
@@ -425,6 +444,7 @@ class WorkerPool(Executor):
                 logger.exception("watchdog: giving up run of %s failed; going on", execution.task.name)
 
     def _next_expired(self) -> Execution | None:
+        idle_look_done = False
         with self._watch_cond:
             while True:
                 # Runs that ended on their own leave the front lazily.
@@ -432,10 +452,19 @@ class WorkerPool(Executor):
                     heapq.heappop(self._deadlines)
                 if self._closed and not self._deadlines:
                     return None
-                if self._deadlines and self._deadlines[0][0] <= time.monotonic():
+                now = time.monotonic()
+                if self._deadlines and self._deadlines[0][0] <= now:
                     return heapq.heappop(self._deadlines)[2]
-                wait = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
-                self._watch_cond.wait(None if wait is None else min(wait, LONGEST_WATCHDOG_WAIT))
+                wait: float | None
+                if self._deadlines:
+                    wait = min(self._deadlines[0][0] - now, LONGEST_WATCHDOG_WAIT)
+                elif not idle_look_done:
+                    wait, idle_look_done = WATCHDOG_IDLE_SECONDS, True
+                else:
+                    wait = None
+                self._watch_until = math.inf if wait is None else now + wait
+                if self._watch_cond.wait(wait):
+                    idle_look_done = False  # woken by a new run: runs still come, look again in a while
 
     def _expire(self, execution: Execution) -> None:
         if not execution.settle(timeout_outcome(execution.task.name, execution.timeout)):

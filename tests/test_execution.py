@@ -292,3 +292,47 @@ def test_a_chunk_wakes_one_idle_worker_at_a_time_and_each_woken_one_wakes_the_ne
     executions = pool.submit_many([(Submission(n, Quick(), 5), None) for n in range(12)])
     assert [execution.wait().status for execution in executions] == [TaskStatus.SUCCESS] * 12
     assert wakes and set(wakes) == {1}, f"one worker woken at a time, not {wakes}"
+
+
+def _voluntary_switches(thread: threading.Thread) -> int:
+    """How often ``thread`` went to sleep so far (Linux: /proc), i.e. how often it waited and was woken."""
+    with open(f"/proc/self/task/{thread.native_id}/status") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+def test_runs_that_start_after_the_last_one_ended_do_not_wake_the_watchdog_each(pool: WorkerPool) -> None:
+    assert pool.start(Quick(), 60).wait().status == TaskStatus.SUCCESS
+    watchdog = pool._watchdog
+    assert watchdog is not None
+    # One at a time, as fires spread over the second come: each run has ended before the next one begins.
+    before = _voluntary_switches(watchdog)
+    for _ in range(200):
+        assert pool.start(Quick(), 60).wait().status == TaskStatus.SUCCESS
+    woken = _voluntary_switches(watchdog) - before
+    # Before: woken by every run (its deadlines had run out). Now: at most once per idle second.
+    assert woken <= 10, f"the watchdog was woken {woken} times by 200 runs"
+
+
+def test_a_short_timeout_still_wakes_a_watchdog_that_sleeps_with_nothing_to_watch(pool: WorkerPool) -> None:
+    assert pool.start(Quick(), 60).wait().status == TaskStatus.SUCCESS
+    # The watchdog has nothing left to watch and sleeps out its idle second (or longer).
+    wait_for(lambda: pool._watch_until > time.monotonic() + 0.5, timeout=5, message="watchdog idle")
+    Stuck.release.clear()
+    started = time.monotonic()
+    outcome = pool.start(Stuck(), 0.2).wait()
+    assert outcome.status == TaskStatus.TIMEOUT
+    # Expired at its own deadline, not at the end of the watchdog's idle sleep.
+    assert time.monotonic() - started < 0.8
+
+
+def test_the_deadlines_of_ended_runs_do_not_pile_up_while_the_watchdog_sleeps(pool: WorkerPool) -> None:
+    # 60 s timeouts: the watchdog sleeps through all of these runs.
+    executions = []
+    for start in range(0, 1200, 12):
+        executions += pool.submit_many([(Submission(n, Quick(), 60), None) for n in range(start, start + 12)])
+    assert all(execution.wait().status == TaskStatus.SUCCESS for execution in executions)
+    # Kept, they would hold 1,200 ended runs (and what they reference) until their timeouts passed.
+    assert len(pool._deadlines) <= 600, f"{len(pool._deadlines)} deadlines kept for 1,200 ended runs"
