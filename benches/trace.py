@@ -161,14 +161,13 @@ def child() -> None:
     collecting: dict[int, float] = {}
 
     def timed_collection(phase: str, info: dict[str, int]) -> None:
-        # Each garbage collection of the oldest generation, as a "transaction" row of its own.
-        if info.get("generation") != 2:
-            return
+        # Each garbage collection, as a "transaction" row of its generation: every thread waits meanwhile.
+        generation = info.get("generation", -1)
         if phase == "start":
-            collecting[2] = time.time()
-        elif 2 in collecting:
-            began = collecting.pop(2)
-            transactions.append(("gc generation 2", began, began, time.time()))
+            collecting[generation] = time.time()
+        elif generation in collecting:
+            began = collecting.pop(generation)
+            transactions.append((f"gc generation {generation}", began, began, time.time()))
 
     gc.callbacks.append(timed_collection)
 
@@ -187,16 +186,43 @@ def child() -> None:
         # The finisher's batch window (runner.FINISH_BATCH_SECONDS), e.g. 0 to see what it saves.
         runner.FINISH_BATCH_SECONDS = float(gather)
 
+    if quiet := os.environ.get("BENCH_EXP_FINISH_QUIET"):
+        # The finisher waits for the dispatcher's quiet (``claimed_lately``, not only ``claims_waiting``),
+        # at most this many seconds (runner.FINISH_MAX_DEFER_SECONDS).
+        runner.FINISH_MAX_DEFER_SECONDS = float(quiet)
+        original_start = dispatch.Dispatcher.start
+
+        def start_quiet(self: Any) -> None:
+            original_start(self)
+            self.runner.claims_waiting = self.claimed_lately
+
+        dispatch.Dispatcher.start = start_quiet
+
+    if os.environ.get("BENCH_EXP_NO_GC"):
+        # No automatic garbage collection at all (an upper bound of what the collector costs the fires).
+        gc.disable()
+        original_freeze = gc.freeze
+
+        def freeze_and_disable() -> None:
+            original_freeze()
+            gc.disable()
+
+        gc.freeze = freeze_and_disable
+
     # CPU seconds per thread at the window's start (SIGUSR2), for the share of each kind of thread.
     thread_cpu_at_start: dict[int, float] = {}
+
+    def thread_kind(name: str) -> str:
+        # Workers by kind (task-worker-3 -> task-worker; a run renames its worker), their watchdog apart.
+        worker = name.startswith(("task-worker", "task:")) and not name.endswith("watchdog")
+        return "task-worker" if worker else name.rstrip("0123456789-")
 
     def switches() -> dict[str, list[int]]:
         # Context switches by thread (voluntary, involuntary), from /proc: GIL hand-offs show here.
         native = {thread.native_id: thread.name for thread in threading.enumerate()}
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for task in Path("/proc/self/task").iterdir():
-            name = native.get(int(task.name), "?")
-            kind = "task-worker" if name.startswith(("task-worker", "task:")) else name.rstrip("0123456789-")
+            kind = thread_kind(native.get(int(task.name), "?"))
             for line in (task / "status").read_text().splitlines():
                 if line.startswith("voluntary_ctxt_switches"):
                     counts[kind][0] += int(line.split()[1])
@@ -240,8 +266,7 @@ def child() -> None:
                     handle.write(f"{f.ttot * 1000:10.1f} {f.tsub * 1000:10.1f} {f.ncall:8d}  {f.full_name[-110:]}\n")
         by_kind: dict[str, float] = defaultdict(float)
         for ident, (name, cpu) in thread_cpu().items():
-            # Workers and their companions by kind (task-worker-3 -> task-worker); a run renames its worker.
-            kind = "task-worker" if name.startswith(("task-worker", "task:")) else name.rstrip("0123456789-")
+            kind = thread_kind(name)
             by_kind[kind] += cpu - thread_cpu_at_start.get(ident, cpu)
         now_switches = switches()
         switched = {kind: [v - switches_at_start.get(kind, [0, 0])[0], i - switches_at_start.get(kind, [0, 0])[1]]
