@@ -60,7 +60,10 @@ FINISH_BATCH_SECONDS = 0.05
 # gathered, for at most this long: claims and outcomes share one core's worth of Python, and in a
 # burst of a thousand fires the outcomes' writes, log lines and signals made the later fires start
 # late (BENCHMARKS.md). A run's outcome is written at most this much later; its start never waits.
-FINISH_MAX_DEFER_SECONDS = 1.0
+# Well under the shortest interval (1 s): an outcome held a second kept its task's slot taken when
+# the task's next fire came, and with fires all over the second (claims never stop) that fire was
+# skipped as busy (13-88 of 5,000 fires of 1,000 tasks; BENCHMARKS.md, session 8).
+FINISH_MAX_DEFER_SECONDS = 0.25
 # How often a deferring finisher looks whether the claims are done.
 FINISH_DEFER_POLL_SECONDS = 0.005
 

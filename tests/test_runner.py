@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -420,6 +421,22 @@ def test_outcomes_are_held_no_longer_than_the_limit(runner: TaskRunner, monkeypa
     assert runner.launch_pending(queued.pk)
     assert runner.drain(30)
     assert TaskExecutionRecord.objects.get(pk=queued.pk).status == "success"
+
+
+def test_an_outcome_held_for_claims_is_written_before_its_tasks_next_fire_a_second_later(runner: TaskRunner) -> None:
+    # Fires all over the second: claims never stop. An outcome held until the task's next fire
+    # (interval 1 s, the shortest there is) kept its slot taken, and that fire was skipped as busy.
+    runner.claims_waiting = lambda: True
+    moment = datetime(2027, 2, 1, tzinfo=UTC)
+    launched = time.monotonic()
+    [first] = runner.launch_fires([Fire(runner.ledger.config("tick"), moment)])
+    assert first is not None and first.status == "running"
+    wait_for(lambda: runner.in_flight() == 0, timeout=10, message="the first run to end")
+    time.sleep(max(0.0, launched + 1.0 - time.monotonic()))  # the next fire's time, not a wait for a state
+    [second] = runner.launch_fires([Fire(runner.ledger.config("tick"), moment + timedelta(seconds=1))])
+    assert second is not None and second.status == "running", second and second.message
+    runner.claims_waiting = None
+    assert runner.drain(30)
 
 
 def test_a_failing_claims_question_writes_outcomes_at_once(
