@@ -134,10 +134,12 @@ class CachedDjangoJobStore(DjangoJobStore):
         with self._cache_lock:
             if job_id not in self._jobs:
                 raise JobLookupError(job_id)
-            DjangoJob.objects.filter(id=job_id).delete()
+            # One transaction: whoever sees the job gone also sees the task without a next run.
+            with write_transaction():
+                DjangoJob.objects.filter(id=job_id).delete()
+                TaskState.objects.filter(task_id=job_id).update(next_run_at=None)
             self._drop(job_id)
             self._dirty.discard(job_id)
-        TaskState.objects.filter(task_id=job_id).update(next_run_at=None)
 
     def remove_all_jobs(self) -> None:
         with self._cache_lock:

@@ -170,3 +170,30 @@ def test_a_replaced_job_is_stored_at_once_with_its_new_trigger(store: CachedDjan
     loaded = fresh.lookup_job("job-1")
     assert loaded is not None and loaded.kwargs == {"fingerprint": "interval|2"}
     assert loaded.next_run_time == START + timedelta(seconds=2)
+
+
+def test_a_removed_job_and_its_tasks_next_run_go_together_or_not_at_all(
+    store: CachedDjangoJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever sees the job gone sees no next run (the CI failure of stop 25 read between the two);
+    a removal that fails half-way leaves the job stored and scheduled."""
+    from django.db import connection
+
+    from scheduler_app.models import TaskConfig, TaskState
+
+    TaskState.objects.create(task=TaskConfig.objects.create(name="job-2"), next_run_at=START)
+
+    def state_update_fails(execute, sql, params, many, context):
+        if sql.startswith("UPDATE") and TaskState._meta.db_table in sql:
+            raise RuntimeError("database gone")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(state_update_fails), pytest.raises(RuntimeError):
+        store.remove_job("job-2")
+    assert DjangoJob.objects.filter(id="job-2").exists(), "the job was deleted without its task's next run"
+    assert store.lookup_job("job-2") is not None
+    assert TaskState.objects.get(task_id="job-2").next_run_at == START
+
+    store.remove_job("job-2")
+    assert not DjangoJob.objects.filter(id="job-2").exists() and store.lookup_job("job-2") is None
+    assert TaskState.objects.get(task_id="job-2").next_run_at is None
