@@ -113,9 +113,11 @@ class CachedDjangoJobStore(DjangoJobStore):
         with self._cache_lock:
             if job.id in self._jobs:
                 raise ConflictingIdError(job.id)
-            super().add_job(job)
+            # One transaction, as in remove_job: whoever sees the job stored sees its next run.
+            with write_transaction():
+                super().add_job(job)
+                TaskState.objects.filter(task_id=job.id).update(next_run_at=job.next_run_time)
             self._put(job)
-        TaskState.objects.filter(task_id=job.id).update(next_run_at=job.next_run_time)
 
     def update_job(self, job: Job) -> None:
         with self._cache_lock:

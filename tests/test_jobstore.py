@@ -172,6 +172,45 @@ def test_a_replaced_job_is_stored_at_once_with_its_new_trigger(store: CachedDjan
     assert loaded.next_run_time == START + timedelta(seconds=2)
 
 
+def test_an_added_job_and_its_tasks_next_run_go_together_or_not_at_all(
+    store: CachedDjangoJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection
+
+    from scheduler_app.models import TaskConfig, TaskState
+
+    TaskState.objects.create(task=TaskConfig.objects.create(name="job-9"))
+    when = START + timedelta(seconds=9)
+    job = Job(
+        store._scheduler,
+        id="job-9",
+        func=JOB_FUNC,
+        args=(),
+        kwargs={"fingerprint": "job-9"},
+        trigger=IntervalTrigger(seconds=1, start_date=START, timezone=UTC),
+        executor="default",
+        name="job-9",
+        misfire_grace_time=1,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=when,
+    )
+
+    def state_update_fails(execute, sql, params, many, context):
+        if sql.startswith("UPDATE") and TaskState._meta.db_table in sql:
+            raise RuntimeError("database gone")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(state_update_fails), pytest.raises(RuntimeError):
+        store.add_job(job)
+    assert not DjangoJob.objects.filter(id="job-9").exists(), "the job was stored without its task's next run"
+    assert store.lookup_job("job-9") is None
+
+    store.add_job(job)
+    assert DjangoJob.objects.filter(id="job-9").exists() and store.lookup_job("job-9") is job
+    assert TaskState.objects.get(task_id="job-9").next_run_at == when
+
+
 def test_a_removed_job_and_its_tasks_next_run_go_together_or_not_at_all(
     store: CachedDjangoJobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
