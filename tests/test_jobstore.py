@@ -21,26 +21,38 @@ from scheduler_app.jobstore import CachedDjangoJobStore
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def _job(
+    scheduler: BackgroundScheduler,
+    job_id: str,
+    next_run_time: datetime,
+    *,
+    seconds: int = 1,
+    fingerprint: str | None = None,
+) -> Job:
+    """An interval job as JobSync makes them."""
+    return Job(
+        scheduler,
+        id=job_id,
+        func=JOB_FUNC,
+        args=(),
+        kwargs={} if fingerprint is None else {"fingerprint": fingerprint},
+        trigger=IntervalTrigger(seconds=seconds, start_date=START, timezone=UTC),
+        executor="default",
+        name=job_id,
+        misfire_grace_time=1,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=next_run_time,
+    )
+
+
 @pytest.fixture
 def store(db: None) -> Iterator[CachedDjangoJobStore]:
     aps = BackgroundScheduler(timezone=UTC)
     store = CachedDjangoJobStore()
     store.start(aps, "default")
     for number in range(5):
-        job = Job(
-            aps,
-            id=f"job-{number}",
-            func=JOB_FUNC,
-            args=(),
-            kwargs={"fingerprint": f"job-{number}"},
-            trigger=IntervalTrigger(seconds=1, start_date=START, timezone=UTC),
-            executor="default",
-            name=f"job-{number}",
-            misfire_grace_time=1,
-            coalesce=True,
-            max_instances=1,
-            next_run_time=START,
-        )
+        job = _job(aps, f"job-{number}", START, fingerprint=f"job-{number}")
         store.add_job(job)
     yield store
     store.remove_all_jobs()
@@ -111,20 +123,7 @@ def test_due_jobs_and_next_run_time_match_apschedulers_memory_store(store: Cache
         job = store.lookup_job(job_id)
         action = rng.random()
         if job is None:
-            job = Job(
-                store._scheduler,
-                id=job_id,
-                func=JOB_FUNC,
-                args=(),
-                kwargs={},
-                trigger=IntervalTrigger(seconds=1, start_date=START, timezone=UTC),
-                executor="default",
-                name=job_id,
-                misfire_grace_time=1,
-                coalesce=True,
-                max_instances=1,
-                next_run_time=START + timedelta(seconds=rng.randint(0, 20)),
-            )
+            job = _job(store._scheduler, job_id, START + timedelta(seconds=rng.randint(0, 20)))
             store.add_job(job)
             reference.add_job(job)
         elif action < 0.1:
@@ -147,20 +146,7 @@ def test_a_replaced_job_is_stored_at_once_with_its_new_trigger(store: CachedDjan
     then, not left to flush(), which writes next run times only."""
     old = store.lookup_job("job-1")
     assert old is not None
-    new = Job(
-        store._scheduler,
-        id="job-1",
-        func=JOB_FUNC,
-        args=(),
-        kwargs={"fingerprint": "interval|2"},
-        trigger=IntervalTrigger(seconds=2, start_date=START, timezone=UTC),
-        executor="default",
-        name="job-1",
-        misfire_grace_time=1,
-        coalesce=True,
-        max_instances=1,
-        next_run_time=START + timedelta(seconds=2),
-    )
+    new = _job(store._scheduler, "job-1", START + timedelta(seconds=2), seconds=2, fingerprint="interval|2")
     store.update_job(new)
     state = pickle.loads(DjangoJob.objects.get(id="job-1").job_state)
     assert state["kwargs"] == {"fingerprint": "interval|2"} and state["trigger"].interval == timedelta(seconds=2)
@@ -181,20 +167,7 @@ def test_an_added_job_and_its_tasks_next_run_go_together_or_not_at_all(
 
     TaskState.objects.create(task=TaskConfig.objects.create(name="job-9"))
     when = START + timedelta(seconds=9)
-    job = Job(
-        store._scheduler,
-        id="job-9",
-        func=JOB_FUNC,
-        args=(),
-        kwargs={"fingerprint": "job-9"},
-        trigger=IntervalTrigger(seconds=1, start_date=START, timezone=UTC),
-        executor="default",
-        name="job-9",
-        misfire_grace_time=1,
-        coalesce=True,
-        max_instances=1,
-        next_run_time=when,
-    )
+    job = _job(store._scheduler, "job-9", when, fingerprint="job-9")
 
     def state_update_fails(execute, sql, params, many, context):
         if sql.startswith("UPDATE") and TaskState._meta.db_table in sql:
