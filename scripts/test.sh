@@ -41,7 +41,6 @@ echo "== SQLite: the whole suite, but the tests that need PostgreSQL"
 # The PostgreSQL pass and the Django 5.2 pass run side by side: the suite mostly waits on the
 # processes it starts (about 0.4 of a core per pass), and one after the other they made `make test`
 # ~30 minutes. The Django 5.2 pass writes to a log, printed when the PostgreSQL pass has ended.
-mkdir -p var
 dj52_log=var/test-django52.log
 
 # Django 5.2 LTS (README: Use it in your own project): the SQLite suite again, in the second environment
@@ -63,7 +62,7 @@ if [ -x "$PYTHON_DJ52" ]; then
     echo "== Django 5.2 LTS on SQLite: $("$PYTHON_DJ52" -c 'import django, sys; print(f"Django {django.get_version()}, Python {sys.version.split()[0]}")')"
     # The fleet (README: Scaling out) needs django.tasks, which Django 5.2 lacks (there it needs the
     # django-tasks backport, and a system check says so: tests/test_checks.py runs here too): its
-    # engine tests (marker `fleet`) run in the two passes above only.
+    # engine tests (marker `fleet`) run in the SQLite and PostgreSQL passes only.
     echo "   (left out here: the fleet's engine tests, marker 'fleet': django.tasks needs Django >= 6.0)"
     "$PYTHON_DJ52" -m pytest -m "not postgres and not fleet" "${dj52_args[@]}" "$@"
   } >"$dj52_log" 2>&1 &

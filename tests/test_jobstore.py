@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import pickle
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from apscheduler.job import Job
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from django.db import connection
 from django_apscheduler.models import DjangoJob
 
 from scheduler_app import jobstore
 from scheduler_app.job_sync import JOB_FUNC
 from scheduler_app.jobstore import CachedDjangoJobStore
+from scheduler_app.models import TaskConfig, TaskState
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -158,23 +161,19 @@ def test_a_replaced_job_is_stored_at_once_with_its_new_trigger(store: CachedDjan
     assert loaded.next_run_time == START + timedelta(seconds=2)
 
 
-def test_an_added_job_and_its_tasks_next_run_go_together_or_not_at_all(
-    store: CachedDjangoJobStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from django.db import connection
+def _state_update_fails(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    """A database that fails a task state's update: what a half-done job store write would leave."""
+    if sql.startswith("UPDATE") and TaskState._meta.db_table in sql:
+        raise RuntimeError("database gone")
+    return execute(sql, params, many, context)
 
-    from scheduler_app.models import TaskConfig, TaskState
 
+def test_an_added_job_and_its_tasks_next_run_go_together_or_not_at_all(store: CachedDjangoJobStore) -> None:
     TaskState.objects.create(task=TaskConfig.objects.create(name="job-9"))
     when = START + timedelta(seconds=9)
     job = _job(store._scheduler, "job-9", when, fingerprint="job-9")
 
-    def state_update_fails(execute, sql, params, many, context):
-        if sql.startswith("UPDATE") and TaskState._meta.db_table in sql:
-            raise RuntimeError("database gone")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(state_update_fails), pytest.raises(RuntimeError):
+    with connection.execute_wrapper(_state_update_fails), pytest.raises(RuntimeError):
         store.add_job(job)
     assert not DjangoJob.objects.filter(id="job-9").exists(), "the job was stored without its task's next run"
     assert store.lookup_job("job-9") is None
@@ -184,23 +183,12 @@ def test_an_added_job_and_its_tasks_next_run_go_together_or_not_at_all(
     assert TaskState.objects.get(task_id="job-9").next_run_at == when
 
 
-def test_a_removed_job_and_its_tasks_next_run_go_together_or_not_at_all(
-    store: CachedDjangoJobStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_removed_job_and_its_tasks_next_run_go_together_or_not_at_all(store: CachedDjangoJobStore) -> None:
     """Whoever sees the job gone sees no next run (the CI failure of stop 25 read between the two);
     a removal that fails half-way leaves the job stored and scheduled."""
-    from django.db import connection
-
-    from scheduler_app.models import TaskConfig, TaskState
-
     TaskState.objects.create(task=TaskConfig.objects.create(name="job-2"), next_run_at=START)
 
-    def state_update_fails(execute, sql, params, many, context):
-        if sql.startswith("UPDATE") and TaskState._meta.db_table in sql:
-            raise RuntimeError("database gone")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(state_update_fails), pytest.raises(RuntimeError):
+    with connection.execute_wrapper(_state_update_fails), pytest.raises(RuntimeError):
         store.remove_job("job-2")
     assert DjangoJob.objects.filter(id="job-2").exists(), "the job was deleted without its task's next run"
     assert store.lookup_job("job-2") is not None
