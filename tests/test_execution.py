@@ -128,11 +128,23 @@ def test_never_more_runs_at_once_than_workers(pool: WorkerPool) -> None:
     assert Gate.most == 3
 
 
-def test_a_chunk_submitted_at_once_runs_every_run_on_as_many_workers_as_it_needs(pool: WorkerPool) -> None:
+def _start_every_worker(pool: WorkerPool) -> None:
+    """Leave the pool with all its workers started and idle.
+
+    Three runs that end at once are not enough: a worker that ends its run before the one it woke has
+    started takes the next run itself, and the pool stays at two threads (CI, under load). Runs that
+    hold until all three run at once need three threads.
+    """
+    Gate.release.clear()
+    warm_up = pool.submit_many([(Submission(n, Gate(), 30), None) for n in range(pool.size)])
+    wait_for(lambda: Gate.running == pool.size, timeout=5, message="a run on every worker")
     Gate.release.set()
-    warm_up = pool.submit_many([(Submission(n, Gate(), 30), None) for n in range(3)])
     assert all(execution.wait().status == TaskStatus.SUCCESS for execution in warm_up)
-    wait_for(lambda: pool._idle == 3, timeout=5, message="three idle workers")
+    wait_for(lambda: pool._idle == pool.size, timeout=5, message="every worker idle")
+
+
+def test_a_chunk_submitted_at_once_runs_every_run_on_as_many_workers_as_it_needs(pool: WorkerPool) -> None:
+    _start_every_worker(pool)
     Gate.release.clear()
     Gate.most = 0
     ends: list[int] = []
@@ -275,10 +287,7 @@ def test_settled_is_set_once_the_handler_returned_whether_asked_before_or_after(
 
 
 def test_a_chunk_wakes_one_idle_worker_at_a_time_and_each_woken_one_wakes_the_next(pool: WorkerPool) -> None:
-    Gate.release.set()
-    warm_up = pool.submit_many([(Submission(n, Gate(), 30), None) for n in range(3)])
-    assert all(execution.wait().status == TaskStatus.SUCCESS for execution in warm_up)
-    wait_for(lambda: pool._idle == 3, timeout=5, message="three idle workers")
+    _start_every_worker(pool)
     wakes: list[int] = []
     notify = pool._cond.notify
 
