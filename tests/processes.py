@@ -145,7 +145,9 @@ class ProcessFactory:
         def has_role() -> bool:
             if not process.alive():
                 raise AssertionError(f"{process.name} exited ({process.popen.returncode}):\n{process.output()}")
-            return SchedulerProcess.objects.filter(pid=process.pid, role=role).exists()
+            # With progress noted: the role is taken and a round in it has ended (jobs started, dead
+            # runs reaped, threads checked), so that health and the pickup already answer for it.
+            return SchedulerProcess.objects.filter(pid=process.pid, role=role, progress_at__isnull=False).exists()
 
         wait_for(has_role, timeout=timeout, message=f"{process.name} pid {process.pid} to be {role}")
 

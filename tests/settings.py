@@ -57,6 +57,7 @@ SCHEDULER = {
     "MANUAL_RUN_MAX_WAIT": float(os.environ.get("TEST_MANUAL_RUN_MAX_WAIT", "600")),
     "EXECUTOR": os.environ.get("TEST_EXECUTOR", "local"),
     "FLEET_QUEUE_MAX_WAIT": float(os.environ.get("TEST_FLEET_QUEUE_MAX_WAIT", "600")),
+    "ALERT_WEBHOOK_TIMEOUT": float(os.environ.get("TEST_ALERT_WEBHOOK_TIMEOUT", "5")),
 }
 
 LOGGING = {

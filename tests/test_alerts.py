@@ -309,7 +309,10 @@ def test_alerts_from_a_real_scheduler_process(processes, receiver: Receiver) -> 
 @pytest.mark.process
 def test_a_stopping_scheduler_delivers_its_last_alert_then_exits_cleanly(processes, receiver: Receiver) -> None:
     receiver.release.clear()  # the receiver holds the alert's request
-    scheduler = processes.scheduler(["BoomTask"], SCHEDULER_ALERT_WEBHOOK_URL=receiver.url)
+    # The request waits up to 30 s: the stop below must not outlast it on a slow machine.
+    scheduler = processes.scheduler(
+        ["BoomTask"], SCHEDULER_ALERT_WEBHOOK_URL=receiver.url, TEST_ALERT_WEBHOOK_TIMEOUT="30"
+    )
     wait_for(lambda: receiver.arrived, timeout=30, message="the alert to reach the receiver")
     scheduler.send(signal.SIGTERM)
     wait_for(

@@ -56,7 +56,7 @@ def test_a_held_lease_is_refused_to_others_until_it_expires() -> None:
     assert acquired is not None
     assert try_acquire_lease(first), "the holder renews its lease while it holds it"
     assert try_acquire_lease(second) is False
-    move_expiry(0.5)
+    move_expiry(30)
     assert try_acquire_lease(second) is False, "a lease that has not expired yet is not taken over"
     move_expiry(-0.001)
     assert try_acquire_lease(second) is True
@@ -181,22 +181,25 @@ def running_record(worker: SchedulerProcess | None = None, label: str = "") -> T
 
 def test_the_reaper_interrupts_exactly_the_runs_of_dead_processes(caplog: pytest.LogCaptureFixture) -> None:
     stale = timezone.now() - timedelta(hours=1)
+    # Processes that ended, found first: starting them (slow on a loaded machine) must not age the
+    # fresh heartbeats below past the lease.
+    ended_here, ended_elsewhere, ended_unrecorded = ended_pid(), ended_pid(), ended_pid()
     # Even with a stale heartbeat of its own (it missed some), the reaper never reaps itself.
     me = SchedulerProcess.objects.create(kind="scheduler", host=HOST, pid=os.getpid(), last_heartbeat=stale)
     silent = SchedulerProcess.objects.create(kind="scheduler", host="elsewhere", pid=7, last_heartbeat=stale)
     far_alive = SchedulerProcess.objects.create(kind="command", host="elsewhere", pid=8)
-    gone_here = SchedulerProcess.objects.create(kind="command", host=HOST, pid=ended_pid())  # fresh heartbeat
+    gone_here = SchedulerProcess.objects.create(kind="command", host=HOST, pid=ended_here)  # fresh heartbeat
     old_me = SchedulerProcess.objects.create(kind="scheduler", host=HOST, pid=os.getpid())  # a former incarnation
     doomed = [
         running_record(silent),
         running_record(gone_here),
         running_record(old_me),
-        running_record(label=f"{HOST}:{ended_pid()}"),  # its process row is already gone
+        running_record(label=f"{HOST}:{ended_unrecorded}"),  # its process row is already gone
     ]
     spared = [
         running_record(me),
         running_record(far_alive),
-        running_record(label=f"elsewhere:{ended_pid()}"),  # not ours to judge: wait for its heartbeat
+        running_record(label=f"elsewhere:{ended_elsewhere}"),  # not ours to judge: wait for its heartbeat
         running_record(label=f"{HOST}:{os.getpid()}"),
         running_record(label=f"{HOST}:notapid"),
     ]

@@ -127,8 +127,12 @@ def test_fires_of_a_chunk_the_database_refused_wait_to_be_recorded_missed(monkey
     assert missed.count() == 3
 
 
-def test_claims_wait_while_fires_are_handed_over_or_claimed_and_count_as_lately_for_a_quiet_window() -> None:
+def test_claims_wait_while_fires_are_handed_over_or_claimed_and_count_as_lately_for_a_quiet_window(
+    monkeypatch,
+) -> None:
     """What the finisher and the job store's flush ask before they take the process's time."""
+    # A quiet window of a minute, not 10 ms: a preempted test thread does not leave it unseen.
+    monkeypatch.setattr(dispatch_module, "CLAIMS_QUIET_SECONDS", 60.0)
     scheduler = TaskScheduler()
     dispatch = scheduler.dispatch
     assert dispatch.claims_waiting() is False
@@ -142,7 +146,7 @@ def test_claims_wait_while_fires_are_handed_over_or_claimed_and_count_as_lately_
     # The finisher's question: a batch that just ended holds no outcome back (they keep slots taken).
     assert dispatch.claims_waiting() is False
     assert dispatch.claimed_lately() is True, "the tick's question: more fires of the burst may follow"
-    dispatch.idle_since = time.monotonic() - CLAIMS_QUIET_SECONDS
+    dispatch.idle_since = time.monotonic() - 60.0
     assert dispatch.claimed_lately() is False
     dispatch.busy_since = 1.0
     assert dispatch.claimed_lately() is True

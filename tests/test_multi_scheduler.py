@@ -99,6 +99,9 @@ def test_three_schedulers_every_fire_exactly_once_through_two_sigkills(processes
         first_run_after.append((first_run.started_at - killed_at).total_seconds())
         # Keep three schedulers: a replacement joins as a standby.
         pool.append(processes.scheduler(TASKS, wait_active=False))
+        # Up and standing by before anything else happens to it (a SIGTERM before its handler is
+        # installed would end it with -15, not 0).
+        processes.wait_role(pool[-1], "standby")
         leader = successor
 
     # Changes made elsewhere (here: this process, as the API would) reach whichever process leads now.

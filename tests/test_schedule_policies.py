@@ -159,22 +159,25 @@ def test_jitter_delays_each_fire_within_its_bound(processes) -> None:
     jitters = [run.jitter_seconds for run in runs]
     assert all(j is not None and 0 <= j <= 2 for j in jitters), jitters
     assert len({round(j, 3) for j in jitters}) > 1, "jitter must vary between fires"
-    for run in runs:
-        delay = run.lateness_seconds
-        assert run.jitter_seconds - 0.05 <= delay <= run.jitter_seconds + 0.5, (delay, run.jitter_seconds)
+    # Each fire waits its jitter, then starts as on-time fires do: typically within milliseconds, one
+    # stalled fire on a loaded machine allowed for.
+    beyond = sorted(run.lateness_seconds - run.jitter_seconds for run in runs)
+    assert beyond[0] >= -0.05 and beyond[len(beyond) // 2] < 0.25 and beyond[-1] < 1.0, beyond
 
 
 @pytest.mark.process
 def test_buffer_one_runs_exactly_one_extra_time_right_after_the_run(processes) -> None:
     services.set_options("slow", {"overlap": "buffer_one"})
-    processes.scheduler(["SlowTask"])
+    # A poll every 5 s: a buffered fire left for the pickup to find would start seconds late.
+    processes.scheduler(["SlowTask"], TEST_POLL_INTERVAL="5", TEST_LEASE_SECONDS="30")
     wait_for(lambda: len(records("slow", status="success")) >= 3, timeout=20, message="3 slow runs")
     runs = records("slow", status="success")
     runs.sort(key=lambda r: r.started_at)
     for earlier, later in pairwise(runs):
         assert later.started_at >= earlier.finished_at, "runs overlapped"
-        # The buffered fire starts as soon as the run before it ends.
-        assert (later.started_at - earlier.finished_at).total_seconds() < 0.5
+        # The buffered fire starts as soon as the run before it ends, not at the next poll.
+        assert later.scheduled_at < earlier.finished_at, "a fire kept while the run before it ran"
+        assert (later.started_at - earlier.finished_at).total_seconds() < 1.5
     dropped = records("slow", status="skipped")
     assert dropped and all(r.message == ALREADY_BUFFERED_MESSAGE for r in dropped)
     # Each run but the first was a fire kept while the previous one ran.
@@ -194,8 +197,9 @@ def test_catch_up_none_after_downtime_records_missed_and_runs_no_late_fire(proce
     wait_for(
         lambda: any(r.started_at > stopped_at for r in records("tick", status="success")), timeout=10, message="a run"
     )
-    # The newest fire may be up to one interval old when the scheduler comes back: that one is on time.
-    late_runs = [r for r in records("tick", status="success") if r.lateness_seconds > 1.5]
+    # The newest fire may be up to one interval old when the scheduler comes back: that one is on
+    # time. The policy runs no fire more than 5 s late (catch_up.ON_TIME_SECONDS); the downtime was 6.5 s.
+    late_runs = [r for r in records("tick", status="success") if r.lateness_seconds > 4]
     assert late_runs == [], "catch_up none must not run a late fire"
     assert any("catch_up policy is 'none'" in r.message for r in records("tick", status="missed"))
 
@@ -213,8 +217,13 @@ def test_retries_follow_the_backoff_and_stop_at_max_retries(processes) -> None:
     attempts = records("boom", status="failed")
     assert [r.attempt for r in attempts] == [1, 2, 3]
     assert attempts[0].pk == first.pk and all(r.retry_of_id == first.pk for r in attempts[1:])
-    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in pairwise(attempts)]
-    assert 1 <= gaps[0] < 1.8 and 2 <= gaps[1] < 2.8, gaps
+    # The backoff as planned (1 s, then 2 s after the failure), then as kept: no retry starts before
+    # its time, and the pickup starts it soon after (its poll, a claim and a worker: a loaded machine
+    # stretches that, so it is bounded loosely here and measured in BENCHMARKS.md).
+    for failed, retry, delay in ((attempts[0], attempts[1], 1), (attempts[1], attempts[2], 2)):
+        planned = (retry.scheduled_at - failed.finished_at).total_seconds()
+        assert delay <= planned < delay + 0.5, (delay, planned)
+        assert 0 <= retry.lateness_seconds < 1.5, retry.lateness_seconds
     time.sleep(1)  # an absence can only be observed over a window
     assert not TaskExecutionRecord.objects.filter(task_id="boom", status="pending").exists()
     assert TaskExecutionRecord.objects.filter(task_id="boom").count() == 3

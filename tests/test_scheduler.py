@@ -32,7 +32,10 @@ def test_interval_task_fires_on_time_and_sigterm_exits_zero(processes) -> None:
     runs = records("tick", status="success")
     for run in runs:
         assert run.trigger == "scheduled" and run.worker_label.endswith(f":{scheduler.pid}")
-        assert 0 <= run.lateness_seconds < 0.5, f"run {run.pk} started {run.lateness_seconds}s late"
+    # On time: never early, typically within milliseconds; a loaded machine may stall one fire (the
+    # first, in a process just started), so the bound on the latest is looser than on the median.
+    late = sorted(run.lateness_seconds for run in runs)
+    assert late[0] >= 0 and late[len(late) // 2] < 0.25 and late[-1] < 1.0, late
     gaps = [(b.scheduled_at - a.scheduled_at).total_seconds() for a, b in pairwise(runs)]
     assert all(abs(gap - 1.0) < 1e-3 for gap in gaps), gaps
     state = TaskState.objects.get(task_id="tick")
@@ -83,12 +86,22 @@ def test_changes_made_by_another_process_apply_within_two_seconds(processes) -> 
     wait_for(lambda: not DjangoJob.objects.filter(id="tick").exists(), timeout=2, message="the tick job to go")
     assert time.monotonic() - changed < 2
     assert TaskState.objects.get(task_id="tick").next_run_at is None
-    settled = count("tick")
+    # A fire handed over just before the job went may still be recorded: only later fire times count.
+    gone_at = timezone.now()
     time.sleep(1.5)  # an absence can only be observed over a window
-    assert count("tick") == settled, "a disabled task fired"
+    assert not TaskExecutionRecord.objects.filter(task_id="tick", scheduled_at__gt=gone_at).exists(), (
+        "a disabled task fired"
+    )
 
     services.enable_task("tick")
-    wait_for(lambda: count("tick") > settled, timeout=3, message="fires to resume after enable")
+    enabled = time.monotonic()
+    wait_for(lambda: DjangoJob.objects.filter(id="tick").exists(), timeout=2, message="the tick job back")
+    assert time.monotonic() - enabled < 2
+    wait_for(
+        lambda: TaskExecutionRecord.objects.filter(task_id="tick", scheduled_at__gt=gone_at).exists(),
+        timeout=10,
+        message="fires to resume after enable",
+    )
 
     services.set_schedule("tick", schedule_type="interval", interval_seconds=2)
     wait_for(
@@ -99,10 +112,13 @@ def test_changes_made_by_another_process_apply_within_two_seconds(processes) -> 
         timeout=2,
         message="the new interval",
     )
-    start = count("tick")
-    wait_for(lambda: count("tick") >= start + 2, timeout=8, message="two fires on the new interval")
-    last_two = records("tick")[-2:]
-    assert last_two[1].scheduled_at - last_two[0].scheduled_at == timedelta(seconds=2)
+    # Fires of the old interval handed over before the change may still be recorded after it.
+    replaced_at = timezone.now()
+    wait_for(
+        lambda: count("tick", scheduled_at__gt=replaced_at) >= 2, timeout=8, message="two fires on the new interval"
+    )
+    first_two = records("tick", scheduled_at__gt=replaced_at)[:2]
+    assert first_two[1].scheduled_at - first_two[0].scheduled_at == timedelta(seconds=2)
 
     queued = services.request_run("nightly", origin="api")
     wait_for(lambda: TaskExecutionRecord.objects.get(pk=queued.pk).status == "success", timeout=3, message="manual run")
@@ -149,15 +165,15 @@ def test_kill_9_mid_run_leaves_no_running_record_after_restart(processes) -> Non
 def test_sigterm_lets_short_runs_finish_and_interrupts_long_ones(processes) -> None:
     scheduler = processes.scheduler(["LongTask", "SlowTask"], TEST_SHUTDOWN_GRACE="3.5")
     long_run = services.request_run("long", origin="api")
-    wait_for(
+    # The slow run seen running, not looked up again later: by then it may have ended.
+    slow_run = wait_for(
         lambda: (
             TaskExecutionRecord.objects.get(pk=long_run.pk).status == "running"
-            and TaskExecutionRecord.objects.filter(task_id="slow", status="running").exists()
+            and TaskExecutionRecord.objects.filter(task_id="slow", status="running").first()
         ),
         timeout=5,
         message="both running",
     )
-    slow_run = TaskExecutionRecord.objects.get(task_id="slow", status="running")
     assert scheduler.stop(signal.SIGTERM, timeout=15) == 0
     assert TaskExecutionRecord.objects.get(pk=slow_run.pk).status == "success"
     interrupted = TaskExecutionRecord.objects.get(pk=long_run.pk)
