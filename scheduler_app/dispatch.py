@@ -239,8 +239,9 @@ class Dispatcher:
                         return
                     batch = list(self._fires)
                     self._fires.clear()
+                    # Busy before the lock is let go: no one may see neither fires waiting nor a claim.
+                    self.busy_since = time.monotonic()
                 faults.maybe_die("dispatcher")
-                self.busy_since = time.monotonic()
                 try:
                     self.run_fires(batch)
                 except Exception:
