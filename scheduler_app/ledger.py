@@ -136,6 +136,18 @@ def retry_delay(options: dict[str, Any], attempt: int) -> float:
     return min(delay, float(options["retry_max_delay_seconds"]), MAX_DURATION_SECONDS)  # type: ignore[arg-type]
 
 
+@dataclass
+class _PlannedRetry:
+    """A failed run's next attempt, built before the transaction that writes it with the failure."""
+
+    record: TaskExecutionRecord
+    delay: float
+    after: str  # "task <name>: run <id> <status>", for the log
+
+    def log(self) -> None:
+        logger.info("%s; retry %s in %.1fs", self.after, self.record.pk, self.delay)
+
+
 class Ledger:
     """Writes the life of runs: each method is one transition, in one short transaction.
 
@@ -570,15 +582,32 @@ class Ledger:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def finish(self, runs: Sequence[tuple[TaskExecutionRecord, RunOutcome]]) -> list[bool]:
-        """Write how runs ended, in one transaction, then announce them; per run, whether it was written.
+    def finish(
+        self,
+        runs: Sequence[tuple[TaskExecutionRecord, RunOutcome]],
+        configs: Sequence[TaskConfig | None] | None = None,
+    ) -> list[bool]:
+        """Write how runs ended, and the retries they earn, in one transaction, then announce them;
+        per run, whether it was written.
 
-        A record that is no longer ``running`` (someone decided the run was dead) keeps that verdict:
-        it is read back into ``record`` and its outcome is dropped. Raises the database's error with
-        nothing written; the caller decides whether to wait and try again.
+        ``configs``: each run's task configuration, which decides its retry (None: no retries). A
+        failure and its retry are committed together: no reader sees the one without the other, and
+        a crash between two commits cannot lose the retry. A record that is no longer ``running``
+        (someone decided the run was dead) keeps that verdict: it is read back into ``record``, and
+        its outcome and retry are dropped. Raises the database's error with nothing written; the
+        caller decides whether to wait and try again.
         """
+        planned = [
+            self._planned_retry(config, record, outcome.status)
+            for (record, outcome), config in zip(runs, configs or [None] * len(runs), strict=True)
+        ]
         with write_transaction():
             written = finish_runs([outcome for _, outcome in runs])
+            retries = [retry for retry, changed in zip(planned, written, strict=True) if retry and changed]
+            if retries:
+                TaskExecutionRecord.objects.bulk_create([retry.record for retry in retries])
+        for retry in retries:
+            retry.log()
         for (record, outcome), changed in zip(runs, written, strict=True):  # pragma: no mutate (strict only asserts)
             if not changed:
                 logger.warning("task %s run %s finished after it was marked interrupted", record.task_id, record.pk)
@@ -597,25 +626,43 @@ class Ledger:
 
     def queue_retry(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord | None:
         """Queue the next attempt of a failed run, as its own record linked to the first attempt."""
-        options = config.options
-        if record.status not in FAILURE_STATUSES:
+        retry = self._planned_retry(config, record, record.status)
+        if retry is None:
             return None
-        if record.attempt > int(options["max_retries"] or 0) or not config.enabled:  # type: ignore[arg-type]
+        retry.record.save(force_insert=True)
+        retry.log()
+        return retry.record
+
+    def _planned_retry(
+        self, config: TaskConfig | None, record: TaskExecutionRecord, status: str
+    ) -> _PlannedRetry | None:
+        """The attempt after ``record`` ended ``status``, not saved yet, if one is due.
+
+        A value that cannot be read (stored before its bound existed) costs the retry, logged, and
+        never the outcome it would be written with.
+        """
+        if config is None or status not in FAILURE_STATUSES:
             return None
-        delay = retry_delay(options, record.attempt)
-        retry = TaskExecutionRecord.objects.create(
-            task_id=record.task_id,
-            trigger=Trigger.RETRY,
-            status=TaskStatus.PENDING,
-            scheduled_at=timezone.now() + timedelta(seconds=delay),
-            attempt=record.attempt + 1,
-            retry_of_id=record.retry_of_id or record.pk,
-            triggered_by_id=record.triggered_by_id,
-            origin="retry",
-            message=f"retry {record.attempt} of {options['max_retries']} after run {record.pk} {record.status}",
-        )
-        logger.info("task %s: run %s %s; retry %s in %.1fs", record.task_id, record.pk, record.status, retry.pk, delay)
-        return retry
+        try:
+            options = config.options
+            if record.attempt > int(options["max_retries"] or 0) or not config.enabled:  # type: ignore[arg-type]
+                return None
+            delay = retry_delay(options, record.attempt)
+            retry = TaskExecutionRecord(
+                task_id=record.task_id,
+                trigger=Trigger.RETRY,
+                status=TaskStatus.PENDING,
+                scheduled_at=timezone.now() + timedelta(seconds=delay),
+                attempt=record.attempt + 1,
+                retry_of_id=record.retry_of_id or record.pk,
+                triggered_by_id=record.triggered_by_id,
+                origin="retry",
+                message=f"retry {record.attempt} of {options['max_retries']} after run {record.pk} {status}",
+            )
+            return _PlannedRetry(retry, delay, f"task {record.task_id}: run {record.pk} {status}")
+        except Exception:
+            logger.exception("task %s: run %s %s; its retry could not be planned", record.task_id, record.pk, status)
+            return None
 
     def interrupt(self, records: Sequence[TaskExecutionRecord], reason: str) -> int:
         """Mark runs that can no longer finish (their process died or stopped) as ``interrupted``."""

@@ -451,7 +451,7 @@ class TaskRunner:
     # -- recording outcomes --------------------------------------------------------------------
 
     def _record_outcomes(self, runs: list[_Run]) -> list[TaskExecutionRecord]:
-        """Write how ``runs`` ended (waiting out a database outage), then queue the retries of failures."""
+        """Write how ``runs`` ended and the retries of failures, together (waiting out a database outage)."""
         finished_at = timezone.now()
         pairs = []
         for run in runs:
@@ -475,27 +475,15 @@ class TaskRunner:
                     ),
                 )
             )
-        written = self._finish(pairs)
-        for run, changed in zip(runs, written, strict=True):  # pragma: no mutate (strict only asserts)
-            if not changed:
-                continue
-            try:
-                self.ledger.queue_retry(run.config, run.record)
-            except Exception:
-                # The outcome is recorded; only the retry is lost, and the log says just that.
-                logger.exception(
-                    "task %s: run %s %s; its retry could not be queued",
-                    run.record.task_id,
-                    run.record.pk,
-                    run.record.status,
-                )
+        self._finish(pairs, [run.config for run in runs])
         return [run.record for run in runs]
 
-    def _finish(self, pairs: list[tuple[TaskExecutionRecord, RunOutcome]]) -> list[bool]:
+    def _finish(self, pairs: list[tuple[TaskExecutionRecord, RunOutcome]], configs: list[TaskConfig]) -> list[bool]:
         delay = 0.5
         while True:
             try:
-                return self.ledger.finish(pairs)
+                # Failures and their retries are written together (Ledger.finish).
+                return self.ledger.finish(pairs, configs)
             except (OperationalError, InterfaceError) as exc:
                 # The runs happened: unrecorded, they would stay `running` and keep their tasks'
                 # slots taken while this process lives. Wait for the database (or for a stop).

@@ -17,7 +17,7 @@ from scheduler_app import services, signals
 from scheduler_app.abc import Outcome, RemoteExecutor, RunHandle, Submission
 from scheduler_app.execution import Execution
 from scheduler_app.executors.fleet import HandedOff
-from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import TaskRegistry, task_registry
 from scheduler_app.runner import BUSY_MESSAGE, Fire, MissedFire, TaskRunner
 from scheduler_app.services import request_run, sync_task_rows
@@ -952,26 +952,46 @@ def test_an_outcome_that_cannot_be_written_yet_is_written_once_the_database_answ
     ]
 
 
-def test_a_retry_that_cannot_be_queued_is_logged_and_the_outcome_stays_written(
+def test_a_failure_and_its_retry_are_written_together_or_waited_for_together(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A refused retry is not lost: the failure is not committed without it, and both are written
+    once the database takes them (before: the failure was committed and the retry dropped)."""
     from django.db import OperationalError, connection
 
     services.set_options("boom", {"max_retries": 1})
     table = TaskExecutionRecord._meta.db_table
+    refused: list[str] = []
 
-    def retries_refused(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if sql.startswith(f'INSERT INTO "{table}"') and "retry" in (params or ()):
+    def first_retry_refused(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not refused and sql.startswith(f'INSERT INTO "{table}"') and "retry" in (params or ()):
+            refused.append(sql)
             raise OperationalError("disk I/O error")
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(retries_refused):
+    with connection.execute_wrapper(first_retry_refused):
         record = TaskRunner().run_now("boom")
+    assert refused, "the retry's insert was refused once"
     assert record.status == "failed" and TaskExecutionRecord.objects.get(pk=record.pk).status == "failed"
+    [retry] = TaskExecutionRecord.objects.filter(trigger="retry")
+    assert retry.retry_of_id == record.pk and retry.status == "pending" and retry.attempt == 2
+    assert state("boom").fail_count == 1, "the failure counted once, not once per try"
+    waits = [entry.getMessage() for entry in caplog.records if entry.getMessage().startswith("cannot record")]
+    assert waits == ["cannot record the outcome of 1 run(s) yet (disk I/O error); retrying in 0.5s"]
+
+
+def test_a_retry_that_cannot_be_planned_is_logged_and_the_outcome_is_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A value stored before its bound existed costs the retry, never the outcome."""
+    services.set_options("boom", {"max_retries": 1})
+    TaskConfig.objects.filter(pk="boom").update(options_override={"max_retries": 1, "retry_delay_seconds": "soon"})
+    record = TaskRunner().run_now("boom")
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == "failed"
     assert not TaskExecutionRecord.objects.filter(trigger="retry").exists()
     [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
-    assert logged.getMessage() == f"task boom: run {record.pk} failed; its retry could not be queued"
-    assert logged.exc_info is not None and logged.exc_info[0] is OperationalError
+    assert logged.getMessage() == f"task boom: run {record.pk} failed; its retry could not be planned"
+    assert logged.exc_info is not None and logged.exc_info[0] is ValueError
 
 
 class SettledByHand(RemoteExecutor):
