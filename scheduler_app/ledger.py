@@ -2,7 +2,7 @@
 
 Every transition of a run is a method of ``Ledger``: record a burst of fires (claiming their tasks'
 running slots), record fires that will not run, queue a manual run, start one, claim a queued run
-or a buffered fire, skip a queued run, write outcomes, queue a retry, interrupt runs that can no
+or a buffered fire, skip a queued run, write outcomes with the retries failures earn, interrupt runs that can no
 longer finish, prune old history. Whoever moves a run on (the runner, the scheduler, the services,
 the reaper, ``prune_history``) asks the ledger. The statements of the hot path are hand-written SQL
 in ``records.py``, which only this module calls for writing.
@@ -458,9 +458,12 @@ class Ledger:
             expired += 1
         return expired
 
-    def fail_unstarted(self, record: TaskExecutionRecord, reason: str, message: str) -> bool:
+    def fail_unstarted(
+        self, record: TaskExecutionRecord, reason: str, message: str, config: TaskConfig | None = None
+    ) -> bool:
         """A claimed run whose code could not be started here or handed to its backend ends ``failed``
-        (its slot freed) instead of staying ``running`` until reaped; False if it had ended."""
+        (its slot freed) instead of staying ``running`` until reaped, with the retry that ``config``
+        gives a failure, in one transaction; False if it had ended."""
         now = timezone.now()
         outcome = RunOutcome(
             record_id=record.pk,
@@ -473,11 +476,16 @@ class Ledger:
             error=reason,
             data={},
         )
+        retry = self._planned_retry(config, record, TaskStatus.FAILED)
         with write_transaction():
             # Back to `running` first: the one shape finish_runs writes outcomes (and frees slots) for.
             TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.QUEUED).update(status=TaskStatus.RUNNING)
             written = finish_runs([outcome])[0]
+            if written and retry is not None:
+                retry.record.save(force_insert=True)
         if written:
+            if retry is not None:
+                retry.log()
             record.refresh_from_db()
             self._log_outcome(record)
             self._send_finished(record)
@@ -624,19 +632,11 @@ class Ledger:
             self._send_finished(record)
         return written
 
-    def queue_retry(self, config: TaskConfig, record: TaskExecutionRecord) -> TaskExecutionRecord | None:
-        """Queue the next attempt of a failed run, as its own record linked to the first attempt."""
-        retry = self._planned_retry(config, record, record.status)
-        if retry is None:
-            return None
-        retry.record.save(force_insert=True)
-        retry.log()
-        return retry.record
-
     def _planned_retry(
         self, config: TaskConfig | None, record: TaskExecutionRecord, status: str
     ) -> _PlannedRetry | None:
-        """The attempt after ``record`` ended ``status``, not saved yet, if one is due.
+        """The attempt after ``record`` ended ``status``, not saved yet, if one is due: its own record,
+        linked to the first attempt, due after the backoff.
 
         A value that cannot be read (stored before its bound existed) costs the retry, logged, and
         never the outcome it would be written with.

@@ -3,7 +3,7 @@
 A thin facade over three parts: the ledger (``ledger.py``) records and claims runs and writes their
 outcomes; the executor (``abc.Executor``, the in-process ``WorkerPool`` by default) runs the code
 under the task's timeout; a finisher thread here writes the outcomes of launched runs in batches
-(waiting out a database outage) and queues retries. The runner knows nothing of APScheduler: the
+(waiting out a database outage), each failure with its retry. The runner knows nothing of APScheduler: the
 scheduler process, the ``trigger_task`` command and the tests all call the same methods. No
 transaction or lock is held while a task's code runs.
 """
@@ -364,8 +364,7 @@ class TaskRunner:
     def _fail_unstarted(self, config: TaskConfig, record: TaskExecutionRecord, exc: Exception, message: str) -> None:
         """A claimed run that never started ends ``failed`` with ``exc`` as its error, and may retry."""
         failed = clone_record(record)  # the caller's record stays as it began, as for a run that ran
-        if self.ledger.fail_unstarted(failed, f"{type(exc).__name__}: {exc}", message):
-            self.ledger.queue_retry(config, failed)
+        self.ledger.fail_unstarted(failed, f"{type(exc).__name__}: {exc}", message, config)
 
     def _queue_finish(self, config: TaskConfig, record: TaskExecutionRecord, execution: RunHandle) -> None:
         with self._finish_cond:

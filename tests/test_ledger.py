@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import OperationalError, connection
 from django.db.models.signals import post_init
 from django.utils import timezone
 
@@ -25,7 +26,7 @@ from scheduler_app.ledger import (
     RunOutcome,
     clone_record,
 )
-from scheduler_app.models import SchedulerProcess, TaskExecutionRecord, TaskState, Trigger
+from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionRecord, TaskState, Trigger
 from scheduler_app.registry import TaskRegistry
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
@@ -133,19 +134,35 @@ def test_a_queued_manual_run_records_who_and_where() -> None:
     assert (stored.trigger, stored.status, stored.origin, stored.triggered_by) == ("manual", "pending", "admin", None)
 
 
+def _running(task: str, **fields: Any) -> TaskExecutionRecord:
+    """A run in flight, as a claim leaves it."""
+    fields.setdefault("trigger", Trigger.SCHEDULED)
+    return TaskExecutionRecord.objects.create(
+        task_id=task, status=TaskStatus.RUNNING, started_at=timezone.now(), **fields
+    )
+
+
+def _end(
+    ledger: Ledger, config: TaskConfig, record: TaskExecutionRecord, status: TaskStatus
+) -> TaskExecutionRecord | None:
+    """End ``record`` with ``status`` as the runner does; the retry written with it, if any."""
+    now = timezone.now()
+    outcome = RunOutcome(record.pk, record.task_id, status, record.started_at, now, 0.0, "", "", {})
+    newest = TaskExecutionRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    assert ledger.finish([(record, outcome)], [config]) == [True]
+    return TaskExecutionRecord.objects.filter(pk__gt=newest, trigger=Trigger.RETRY).first()
+
+
 def test_a_retry_is_queued_only_for_a_failure_within_max_retries() -> None:
     config = services.set_options("boom", {"max_retries": 1, "retry_backoff": "fixed", "retry_delay_seconds": 60})
     ledger = Ledger()
-    failed = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.FAILED)
-    skipped = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.SKIPPED)
-    assert ledger.queue_retry(config, skipped) is None, "a skipped run is not a failure"
-    retry = ledger.queue_retry(config, failed)
+    assert _end(ledger, config, _running("boom"), TaskStatus.SKIPPED) is None, "a skipped run is not a failure"
+    failed = _running("boom")
+    retry = _end(ledger, config, failed, TaskStatus.FAILED)
     assert retry is not None and (retry.attempt, retry.retry_of_id, retry.trigger) == (2, failed.pk, "retry")
     assert 55 < (retry.scheduled_at - timezone.now()).total_seconds() <= 60
-    failed_again = TaskExecutionRecord.objects.create(
-        task_id="boom", trigger=Trigger.RETRY, status=TaskStatus.TIMEOUT, attempt=2, retry_of=failed
-    )
-    assert ledger.queue_retry(config, failed_again) is None, "max_retries reached"
+    failed_again = _running("boom", trigger=Trigger.RETRY, attempt=2, retry_of=failed)
+    assert _end(ledger, config, failed_again, TaskStatus.TIMEOUT) is None, "max_retries reached"
 
 
 def test_a_queued_retry_of_a_disabled_task_is_skipped_not_claimed() -> None:
@@ -398,6 +415,28 @@ def test_a_failed_hand_off_ends_the_run_now_keeping_when_it_began(heard_finished
     assert heard_finished == [(record.pk, "failed")], "an ended run is not announced again"
 
 
+def test_a_run_that_could_not_start_fails_with_its_retry_in_one_write() -> None:
+    config = services.set_options("tick", {"max_retries": 1, "retry_backoff": "fixed", "retry_delay_seconds": 30})
+    ledger = Ledger()
+    record, other = _fires_handed_off(ledger, 2)
+    table = TaskExecutionRecord._meta.db_table
+
+    def retry_refused(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith(f'INSERT INTO "{table}"') and "retry" in (params or ()):
+            raise OperationalError("disk I/O error")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(retry_refused), pytest.raises(OperationalError):
+        ledger.fail_unstarted(record, "ConnectionError: redis down", HAND_OFF_FAILED, config)
+    assert TaskExecutionRecord.objects.get(pk=record.pk).status == "queued", "no failure without its retry"
+    assert ledger.fail_unstarted(record, "ConnectionError: redis down", HAND_OFF_FAILED, config) is True
+    [retry] = TaskExecutionRecord.objects.filter(trigger=Trigger.RETRY)
+    assert (retry.retry_of_id, retry.attempt, retry.status) == (record.pk, 2, "pending")
+    assert retry.message == f"retry 1 of 1 after run {record.pk} failed"
+    assert ledger.fail_unstarted(other, "ConnectionError: redis down", HAND_OFF_FAILED) is True
+    assert TaskExecutionRecord.objects.filter(trigger=Trigger.RETRY).count() == 1, "no configuration, no retry"
+
+
 def test_expiry_ends_runs_queued_too_long_as_missed_and_leaves_one_a_worker_claimed_meanwhile(
     heard_finished: list[tuple[int, str]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -565,8 +604,8 @@ def test_a_manual_run_begins_now_and_one_of_a_busy_task_ends_at_once(caplog: pyt
 def test_a_claimed_retry_keeps_saying_which_attempt_it_is_while_it_runs() -> None:
     config = services.set_options("boom", {"max_retries": 2, "retry_backoff": "fixed", "retry_delay_seconds": 60})
     ledger = Ledger()
-    failed = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.FAILED)
-    retry = ledger.queue_retry(config, failed)
+    failed = _running("boom")
+    retry = _end(ledger, config, failed, TaskStatus.FAILED)
     assert retry is not None
     claimed = ledger.claim_queued(retry.pk)
     assert claimed is not None and claimed[1].status == "running"
@@ -702,14 +741,12 @@ def test_a_retry_links_to_the_first_attempt_keeps_who_asked_and_is_logged(caplog
     options = {"max_retries": 2, "retry_backoff": "exponential", "retry_delay_seconds": 10}
     config = services.set_options("boom", {**options, "retry_max_delay_seconds": 15})
     ledger = Ledger()
-    first = TaskExecutionRecord.objects.create(
-        task_id="boom", trigger=Trigger.MANUAL, status=TaskStatus.FAILED, triggered_by=operator
-    )
+    first = _running("boom", trigger=Trigger.MANUAL, triggered_by=operator)
     caplog.set_level("INFO", logger="scheduler_app.ledger")
-    failed = first
+    failed, status = first, TaskStatus.FAILED
     for attempt in (1, 2):
         before = timezone.now()
-        retry = ledger.queue_retry(config, failed)
+        retry = _end(ledger, config, failed, status)
         assert retry is not None
         delay = 10.0 if attempt == 1 else 15.0  # doubled, then capped
         assert f"task boom: run {failed.pk} {failed.status}; retry {retry.pk} in {delay:.1f}s" in caplog.messages
@@ -725,19 +762,19 @@ def test_a_retry_links_to_the_first_attempt_keeps_who_asked_and_is_logged(caplog
         assert stored.message == f"retry {attempt} of 2 after run {failed.pk} {failed.status}"
         assert stored.scheduled_at is not None
         assert before + timedelta(seconds=delay) <= stored.scheduled_at <= timezone.now() + timedelta(seconds=delay)
-        failed = stored
-        failed.status = TaskStatus.TIMEOUT
-    assert ledger.queue_retry(config, failed) is None, "max_retries reached"
+        # The retry runs (as a claim leaves it) and times out.
+        TaskExecutionRecord.objects.filter(pk=stored.pk).update(status=TaskStatus.RUNNING, started_at=timezone.now())
+        failed, status = TaskExecutionRecord.objects.get(pk=stored.pk), TaskStatus.TIMEOUT
+    assert _end(ledger, config, failed, status) is None, "max_retries reached"
 
 
 def test_no_retry_without_max_retries_or_for_a_disabled_task() -> None:
     ledger = Ledger()
-    failed = TaskExecutionRecord.objects.create(task_id="boom", trigger=Trigger.SCHEDULED, status=TaskStatus.FAILED)
-    assert ledger.queue_retry(ledger.config("boom"), failed) is None, "max_retries is 0 by default"
+    assert _end(ledger, ledger.config("boom"), _running("boom"), TaskStatus.FAILED) is None, "max_retries is 0"
     config = services.set_options("boom", {"max_retries": 1})
     services.disable_task("boom")
     config.refresh_from_db()
-    assert ledger.queue_retry(config, failed) is None
+    assert _end(ledger, config, _running("boom"), TaskStatus.FAILED) is None
     assert not TaskExecutionRecord.objects.filter(trigger=Trigger.RETRY).exists()
 
 
