@@ -139,15 +139,17 @@ class ProcessFactory:
             self.wait_role(process, "active")
         return process
 
-    def wait_role(self, process: ManagedProcess, role: str, timeout: float = 20.0) -> None:
+    def wait_role(self, process: ManagedProcess, role: str, timeout: float = 20.0, progressed: bool = False) -> None:
+        """Until ``process`` has taken ``role``; ``progressed``: and a round in it has ended and been
+        reported (jobs started, dead runs reaped, threads checked: what health asks for), which
+        takes up to a poll more."""
         from scheduler_app.models import SchedulerProcess
 
         def has_role() -> bool:
             if not process.alive():
                 raise AssertionError(f"{process.name} exited ({process.popen.returncode}):\n{process.output()}")
-            # With progress noted: the role is taken and a round in it has ended (jobs started, dead
-            # runs reaped, threads checked), so that health and the pickup already answer for it.
-            return SchedulerProcess.objects.filter(pid=process.pid, role=role, progress_at__isnull=False).exists()
+            rows = SchedulerProcess.objects.filter(pid=process.pid, role=role)
+            return (rows.filter(progress_at__isnull=False) if progressed else rows).exists()
 
         wait_for(has_role, timeout=timeout, message=f"{process.name} pid {process.pid} to be {role}")
 

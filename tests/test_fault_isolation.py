@@ -105,6 +105,7 @@ def test_a_dead_thread_turns_health_red_and_the_process_exits_for_its_supervisor
 ) -> None:
     """The injected fault (scheduler_app.faults) kills the thread outside its per-item guard."""
     healthy = processes.scheduler(tasks)
+    processes.wait_role(healthy, "active", progressed=True)  # health asks for progress, not a role
     assert processes.command("scheduler_health", "--active").returncode == 0
     assert healthy.stop() == 0
 

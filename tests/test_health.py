@@ -89,6 +89,7 @@ def test_command_and_readiness_follow_a_real_scheduler(processes, client: Client
     assert "unhealthy: no live scheduler" in result.stderr
 
     scheduler = processes.scheduler(["TickTask"])
+    processes.wait_role(scheduler, "active", progressed=True)  # health asks for progress, not a role
     result = processes.command("scheduler_health")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "healthy: 1 scheduler(s) alive (1 active, 0 standby)" in result.stdout
@@ -113,6 +114,7 @@ def test_command_and_readiness_follow_a_real_scheduler(processes, client: Client
 @pytest.mark.process
 def test_a_cleanly_stopped_scheduler_is_unhealthy_at_once(processes) -> None:
     scheduler = processes.scheduler(["TickTask"])
+    processes.wait_role(scheduler, "active", progressed=True)  # health asks for progress, not a role
     assert processes.command("scheduler_health").returncode == 0
     assert scheduler.stop(signal.SIGTERM) == 0
     result = processes.command("scheduler_health")
