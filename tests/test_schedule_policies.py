@@ -219,7 +219,7 @@ def test_retries_follow_the_backoff_and_stop_at_max_retries(processes) -> None:
     assert attempts[0].pk == first.pk and all(r.retry_of_id == first.pk for r in attempts[1:])
     # The backoff as planned (1 s, then 2 s after the failure), then as kept: no retry starts before
     # its time, and the pickup starts it soon after (its poll, a claim and a worker: a loaded machine
-    # stretches that, so it is bounded loosely here and measured in BENCHMARKS.md).
+    # stretches that, so it is bounded loosely here; timing belongs to the benchmarks).
     for failed, retry, delay in ((attempts[0], attempts[1], 1), (attempts[1], attempts[2], 2)):
         planned = (retry.scheduled_at - failed.finished_at).total_seconds()
         assert delay <= planned < delay + 0.5, (delay, planned)
