@@ -2,8 +2,8 @@
 
 Every transition of a run is a method of ``Ledger``: record a burst of fires (claiming their tasks'
 running slots), record fires that will not run, queue a manual run, start one, claim a queued run
-or a buffered fire, skip a queued run, write outcomes with the retries failures earn, interrupt runs that can no
-longer finish, prune old history. Whoever moves a run on (the runner, the scheduler, the services,
+or a buffered fire, skip a queued run, write outcomes with the retries failures earn, interrupt
+runs that can no longer finish, prune old history. Whoever moves a run on (the runner, the scheduler, the services,
 the reaper, ``prune_history``) asks the ledger. The statements of the hot path are hand-written SQL
 in ``records.py``, which only this module calls for writing.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import F, Value
 from django.db.models.base import ModelState
 from django.db.models.functions import Greatest
@@ -146,6 +146,11 @@ class _PlannedRetry:
 
     def log(self) -> None:
         logger.info("%s; retry %s in %.1fs", self.after, self.record.pk, self.delay)
+
+
+def _earned(planned: Sequence[_PlannedRetry | None], written: Sequence[bool]) -> list[_PlannedRetry]:
+    """The planned retries of the runs whose outcomes were written (a run ended meanwhile earns none)."""
+    return [retry for retry, changed in zip(planned, written, strict=True) if retry is not None and changed]
 
 
 class Ledger:
@@ -476,16 +481,8 @@ class Ledger:
             error=reason,
             data={},
         )
-        retry = self._planned_retry(config, record, TaskStatus.FAILED)
-        with write_transaction():
-            # Back to `running` first: the one shape finish_runs writes outcomes (and frees slots) for.
-            TaskExecutionRecord.objects.filter(pk=record.pk, status=TaskStatus.QUEUED).update(status=TaskStatus.RUNNING)
-            written = finish_runs([outcome])[0]
-            if written and retry is not None:
-                retry.record.save(force_insert=True)
+        written = self._write_outcomes([(record, outcome)], [config], reopen_queued=True)[0]
         if written:
-            if retry is not None:
-                retry.log()
             record.refresh_from_db()
             self._log_outcome(record)
             self._send_finished(record)
@@ -602,20 +599,11 @@ class Ledger:
         failure and its retry are committed together: no reader sees the one without the other, and
         a crash between two commits cannot lose the retry. A record that is no longer ``running``
         (someone decided the run was dead) keeps that verdict: it is read back into ``record``, and
-        its outcome and retry are dropped. Raises the database's error with nothing written; the
+        its outcome and retry are dropped. A retry the database refuses for itself costs only that
+        retry (``_write_outcomes``). Otherwise raises the database's error with nothing written; the
         caller decides whether to wait and try again.
         """
-        planned = [
-            self._planned_retry(config, record, outcome.status)
-            for (record, outcome), config in zip(runs, configs or [None] * len(runs), strict=True)
-        ]
-        with write_transaction():
-            written = finish_runs([outcome for _, outcome in runs])
-            retries = [retry for retry, changed in zip(planned, written, strict=True) if retry and changed]
-            if retries:
-                TaskExecutionRecord.objects.bulk_create([retry.record for retry in retries])
-        for retry in retries:
-            retry.log()
+        written = self._write_outcomes(runs, configs or [None] * len(runs))
         for (record, outcome), changed in zip(runs, written, strict=True):  # pragma: no mutate (strict only asserts)
             if not changed:
                 logger.warning("task %s run %s finished after it was marked interrupted", record.task_id, record.pk)
@@ -632,9 +620,68 @@ class Ledger:
             self._send_finished(record)
         return written
 
-    def _planned_retry(
-        self, config: TaskConfig | None, record: TaskExecutionRecord, status: str
-    ) -> _PlannedRetry | None:
+    def _write_outcomes(
+        self,
+        runs: Sequence[tuple[TaskExecutionRecord, RunOutcome]],
+        configs: Sequence[TaskConfig | None],
+        reopen_queued: bool = False,
+    ) -> list[bool]:
+        """Commit outcomes with the retries they earn; per run, whether its outcome was written.
+
+        ``reopen_queued``: turn records still ``queued`` back to ``running`` first, the one shape
+        finish_runs writes outcomes (and frees slots) for. A retry the database refuses for itself (a
+        reference gone while the run ran: the user who asked, a pruned first attempt) costs that
+        retry alone: the outcomes are written again without retries, then each retry on its own.
+        """
+        planned = [
+            self._planned_retry(config, record, outcome.status)
+            for (record, outcome), config in zip(runs, configs, strict=True)
+        ]
+        try:
+            written, retries = self._commit_outcomes(runs, planned, reopen_queued)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the caller waits and tries again
+        except DatabaseError:
+            if not any(planned):
+                raise
+            logger.warning("the retries of %d run(s) were refused; writing the outcomes first", len(runs))
+            written, _ = self._commit_outcomes(runs, [None] * len(runs), reopen_queued)
+            retries = [retry for retry in _earned(planned, written) if self._commit_retry_alone(retry)]
+        for retry in retries:
+            retry.log()
+        return written
+
+    @staticmethod
+    def _commit_outcomes(
+        runs: Sequence[tuple[TaskExecutionRecord, RunOutcome]],
+        planned: Sequence[_PlannedRetry | None],
+        reopen_queued: bool,
+    ) -> tuple[list[bool], list[_PlannedRetry]]:
+        with write_transaction():
+            if reopen_queued:
+                TaskExecutionRecord.objects.filter(
+                    pk__in=[record.pk for record, _ in runs], status=TaskStatus.QUEUED
+                ).update(status=TaskStatus.RUNNING)
+            written = finish_runs([outcome for _, outcome in runs])
+            retries = _earned(planned, written)
+            if retries:
+                TaskExecutionRecord.objects.bulk_create([retry.record for retry in retries])
+        return written, retries
+
+    @staticmethod
+    def _commit_retry_alone(retry: _PlannedRetry) -> bool:
+        retry.record.pk = None  # the refused batch may have numbered it
+        retry.record._state.adding = True
+        try:
+            with write_transaction():
+                retry.record.save(force_insert=True)
+        except DatabaseError:
+            logger.exception("%s; its retry could not be queued", retry.after)
+            return False
+        return True
+
+    @staticmethod
+    def _planned_retry(config: TaskConfig | None, record: TaskExecutionRecord, status: str) -> _PlannedRetry | None:
         """The attempt after ``record`` ended ``status``, not saved yet, if one is due: its own record,
         linked to the first attempt, due after the backoff.
 

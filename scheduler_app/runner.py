@@ -3,9 +3,9 @@
 A thin facade over three parts: the ledger (``ledger.py``) records and claims runs and writes their
 outcomes; the executor (``abc.Executor``, the in-process ``WorkerPool`` by default) runs the code
 under the task's timeout; a finisher thread here writes the outcomes of launched runs in batches
-(waiting out a database outage), each failure with its retry. The runner knows nothing of APScheduler: the
-scheduler process, the ``trigger_task`` command and the tests all call the same methods. No
-transaction or lock is held while a task's code runs.
+(waiting out a database outage), each failure with its retry. The runner knows nothing of
+APScheduler: the scheduler process, the ``trigger_task`` command and the tests all call the same
+methods. No transaction or lock is held while a task's code runs.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
+
+from django.db import OperationalError
 
 from scheduler_app.models import TaskExecutionRecord
 from scheduler_app.records import RunOutcome
@@ -53,3 +56,19 @@ def assert_holds_outcome(record: TaskExecutionRecord, outcome: RunOutcome) -> No
         outcome.duration_seconds,
     )
     assert (record.message, record.error, record.data) == (outcome.message, outcome.error, outcome.data)
+
+
+class RetryInsertsRefused:
+    """A ``connection.execute_wrapper`` that refuses the first ``times`` inserts of retry records as a
+    failing disk would (``OperationalError``); ``refused`` counts those it refused."""
+
+    def __init__(self, times: int = 1) -> None:
+        self.times = times
+        self.refused = 0
+        self.table = TaskExecutionRecord._meta.db_table
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if self.refused < self.times and sql.startswith(f'INSERT INTO "{self.table}"') and "retry" in (params or ()):
+            self.refused += 1
+            raise OperationalError("disk I/O error")
+        return execute(sql, params, many, context)

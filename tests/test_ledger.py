@@ -30,7 +30,7 @@ from scheduler_app.models import SchedulerProcess, TaskConfig, TaskExecutionReco
 from scheduler_app.registry import TaskRegistry
 from scheduler_app.services import sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
-from tests.runs import assert_holds_outcome
+from tests.runs import RetryInsertsRefused, assert_holds_outcome
 
 APP = Path(__file__).resolve().parent.parent / "scheduler_app"
 # The modules allowed to write runs: the ledger and the SQL statements only it calls.
@@ -146,10 +146,8 @@ def _end(
     ledger: Ledger, config: TaskConfig, record: TaskExecutionRecord, status: TaskStatus
 ) -> TaskExecutionRecord | None:
     """End ``record`` with ``status`` as the runner does; the retry written with it, if any."""
-    now = timezone.now()
-    outcome = RunOutcome(record.pk, record.task_id, status, record.started_at, now, 0.0, "", "", {})
     newest = TaskExecutionRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    assert ledger.finish([(record, outcome)], [config]) == [True]
+    assert ledger.finish([(record, _outcome(record, status, 0.0))], [config]) == [True]
     return TaskExecutionRecord.objects.filter(pk__gt=newest, trigger=Trigger.RETRY).first()
 
 
@@ -419,14 +417,7 @@ def test_a_run_that_could_not_start_fails_with_its_retry_in_one_write() -> None:
     config = services.set_options("tick", {"max_retries": 1, "retry_backoff": "fixed", "retry_delay_seconds": 30})
     ledger = Ledger()
     record, other = _fires_handed_off(ledger, 2)
-    table = TaskExecutionRecord._meta.db_table
-
-    def retry_refused(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if sql.startswith(f'INSERT INTO "{table}"') and "retry" in (params or ()):
-            raise OperationalError("disk I/O error")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(retry_refused), pytest.raises(OperationalError):
+    with connection.execute_wrapper(RetryInsertsRefused()), pytest.raises(OperationalError):
         ledger.fail_unstarted(record, "ConnectionError: redis down", HAND_OFF_FAILED, config)
     assert TaskExecutionRecord.objects.get(pk=record.pk).status == "queued", "no failure without its retry"
     assert ledger.fail_unstarted(record, "ConnectionError: redis down", HAND_OFF_FAILED, config) is True
@@ -835,3 +826,25 @@ def test_run_started_is_sent_by_the_ledger_for_a_fire_and_for_a_manual_run() -> 
     finally:
         signals.run_started.disconnect(receiver, sender=Ledger)
     assert started == [("tick", "tick"), ("boom", "boom")]
+
+
+def test_a_retry_the_database_refuses_costs_that_retry_alone_not_the_batchs_outcomes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The operator who asked for a run is deleted while it runs: its retry would name a user who no
+    longer exists (the foreign key fails at commit). Only that retry is lost, logged."""
+    from django.contrib.auth.models import User
+
+    operator = User.objects.create_user("operator")
+    config = services.set_options("boom", {"max_retries": 1, "retry_backoff": "fixed", "retry_delay_seconds": 60})
+    ledger = Ledger()
+    asked, other = _running("boom", trigger=Trigger.MANUAL, triggered_by=operator), _running("tick")
+    operator.delete()
+    runs = [(asked, _outcome(asked, TaskStatus.FAILED, 0.0)), (other, _outcome(other, TaskStatus.SUCCESS, 0.0))]
+    assert ledger.finish(runs, [config, ledger.config("tick")]) == [True, True]
+    stored = TaskExecutionRecord.objects.in_bulk([asked.pk, other.pk])
+    assert (stored[asked.pk].status, stored[other.pk].status) == ("failed", "success")
+    assert TaskState.objects.get(task_id="boom").running_count == 0
+    assert not TaskExecutionRecord.objects.filter(trigger=Trigger.RETRY).exists()
+    [logged] = [entry for entry in caplog.records if entry.levelname == "ERROR"]
+    assert logged.getMessage() == f"task boom: run {asked.pk} failed; its retry could not be queued"

@@ -23,7 +23,7 @@ from scheduler_app.runner import BUSY_MESSAGE, Fire, MissedFire, TaskRunner
 from scheduler_app.services import request_run, sync_task_rows
 from scheduler_app.tasks.base import BaseTask, ScheduleType, TaskResult, TaskSchedule, TaskStatus
 from tests.processes import wait_for
-from tests.runs import run_fire, run_queued
+from tests.runs import RetryInsertsRefused, run_fire, run_queued
 from tests.tasks import FleetTickTask, TickTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -957,21 +957,13 @@ def test_a_failure_and_its_retry_are_written_together_or_waited_for_together(
 ) -> None:
     """A refused retry is not lost: the failure is not committed without it, and both are written
     once the database takes them (before: the failure was committed and the retry dropped)."""
-    from django.db import OperationalError, connection
+    from django.db import connection
 
     services.set_options("boom", {"max_retries": 1})
-    table = TaskExecutionRecord._meta.db_table
-    refused: list[str] = []
-
-    def first_retry_refused(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if not refused and sql.startswith(f'INSERT INTO "{table}"') and "retry" in (params or ()):
-            refused.append(sql)
-            raise OperationalError("disk I/O error")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(first_retry_refused):
+    refused = RetryInsertsRefused(times=1)
+    with connection.execute_wrapper(refused):
         record = TaskRunner().run_now("boom")
-    assert refused, "the retry's insert was refused once"
+    assert refused.refused == 1, "the retry's insert was refused once"
     assert record.status == "failed" and TaskExecutionRecord.objects.get(pk=record.pk).status == "failed"
     [retry] = TaskExecutionRecord.objects.filter(trigger="retry")
     assert retry.retry_of_id == record.pk and retry.status == "pending" and retry.attempt == 2
